@@ -1,0 +1,172 @@
+"""yacs configuration with Dassl's key names, types and defaults, plus the method's own keys.
+
+The core mirrors the subset of Dassl's defaults (``dassl/config/defaults.py``) that our yaml files
+and code read, with the same values, so a yaml file means the same thing with and without Dassl.
+:func:`extend_cfg` adds the TaI-DPT keys; the Dassl path calls the same function on Dassl's own
+defaults. Keys are documented in the README's "Configuration" section.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from yacs.config import CfgNode as CN
+
+
+def dassl_defaults() -> CN:
+    """The Dassl default keys that taidpt reads, with Dassl's values (Dassl.pytorch c61a1b5)."""
+    _C = CN()
+    _C.VERSION = 1
+    _C.OUTPUT_DIR = "./output"
+    _C.RESUME = ""
+    _C.SEED = -1
+    _C.USE_CUDA = True
+    _C.VERBOSE = True
+
+    _C.INPUT = CN()
+    _C.INPUT.SIZE = (224, 224)
+    _C.INPUT.INTERPOLATION = "bilinear"
+    _C.INPUT.TRANSFORMS = ()
+    _C.INPUT.NO_TRANSFORM = False
+    _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+    _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+
+    _C.DATASET = CN()
+    _C.DATASET.ROOT = ""
+    _C.DATASET.NAME = ""
+    _C.DATASET.SOURCE_DOMAINS = ()
+    _C.DATASET.TARGET_DOMAINS = ()
+    _C.DATASET.NUM_LABELED = -1
+    _C.DATASET.NUM_SHOTS = -1
+    _C.DATASET.VAL_PERCENT = 0.1
+
+    _C.DATALOADER = CN()
+    _C.DATALOADER.NUM_WORKERS = 4
+    _C.DATALOADER.K_TRANSFORMS = 1
+    _C.DATALOADER.RETURN_IMG0 = False
+    _C.DATALOADER.TRAIN_X = CN()
+    _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+    _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+    _C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+    _C.DATALOADER.TRAIN_X.N_INS = 16
+    _C.DATALOADER.TEST = CN()
+    _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+    _C.DATALOADER.TEST.BATCH_SIZE = 32
+
+    _C.MODEL = CN()
+    _C.MODEL.INIT_WEIGHTS = ""
+    _C.MODEL.BACKBONE = CN()
+    _C.MODEL.BACKBONE.NAME = ""
+    _C.MODEL.BACKBONE.PRETRAINED = True
+    _C.MODEL.HEAD = CN()
+    _C.MODEL.HEAD.NAME = ""
+
+    _C.OPTIM = CN()
+    _C.OPTIM.NAME = "adam"
+    _C.OPTIM.LR = 0.0003
+    _C.OPTIM.WEIGHT_DECAY = 5e-4
+    _C.OPTIM.MOMENTUM = 0.9
+    _C.OPTIM.SGD_DAMPNING = 0
+    _C.OPTIM.SGD_NESTEROV = False
+    _C.OPTIM.RMSPROP_ALPHA = 0.99
+    _C.OPTIM.ADAM_BETA1 = 0.9
+    _C.OPTIM.ADAM_BETA2 = 0.999
+    _C.OPTIM.STAGED_LR = False
+    _C.OPTIM.NEW_LAYERS = ()
+    _C.OPTIM.BASE_LR_MULT = 0.1
+    _C.OPTIM.LR_SCHEDULER = "single_step"
+    _C.OPTIM.STEPSIZE = (-1,)
+    _C.OPTIM.GAMMA = 0.1
+    _C.OPTIM.MAX_EPOCH = 10
+    _C.OPTIM.WARMUP_EPOCH = -1
+    _C.OPTIM.WARMUP_TYPE = "linear"
+    _C.OPTIM.WARMUP_CONS_LR = 1e-5
+    _C.OPTIM.WARMUP_MIN_LR = 1e-5
+    _C.OPTIM.WARMUP_RECOUNT = True
+
+    _C.TRAIN = CN()
+    _C.TRAIN.CHECKPOINT_FREQ = 0
+    _C.TRAIN.PRINT_FREQ = 10
+    _C.TRAIN.COUNT_ITER = "train_x"
+
+    _C.TEST = CN()
+    _C.TEST.EVALUATOR = "Classification"
+    _C.TEST.PER_CLASS_RESULT = False
+    _C.TEST.COMPUTE_CMAT = False
+    _C.TEST.NO_TEST = False
+    _C.TEST.SPLIT = "test"
+    _C.TEST.FINAL_MODEL = "last_step"
+
+    _C.TRAINER = CN()
+    _C.TRAINER.NAME = ""
+    return _C
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add taidpt's keys to a Dassl-style config (ours or Dassl's own) and return it."""
+    # Dassl declares PRETRAINED as a bool (ImageNet weights for its CNNs); for CLIP it names the
+    # weights: an open_clip tag ("openai"), a file path, or "" for random initialisation.
+    cfg.MODEL.BACKBONE.PRETRAINED = "openai"
+
+    cfg.DATASET.CLASS_LIST = ""  # "" = the dataset's own; a name (voc2007, coco2014, nuswide) or a file
+    cfg.DATASET.CAPTION_SOURCE = ""  # "" = the dataset's default; coco_captions | localized_narratives | text
+    cfg.DATASET.CAPTION_FILE = ""  # "" = the dataset's default path; relative paths resolve against ROOT
+    cfg.DATASET.EXCLUDE_TEST_CAPTIONS = False  # drop COCO captions of test images (the reference keeps them)
+    cfg.DATASET.CAPTION_CAP = -1  # per-class cap after rarest-class assignment; -1 = source default
+    cfg.DATASET.ADD_TEMPLATES = True  # add the 89 template sentences per class
+    cfg.DATASET.LEMMATIZER = "auto"  # auto | nltk | lemminflect
+    cfg.DATASET.VAL_CAPTIONS = 0.0  # fraction of captions held out for model selection (best_val)
+    cfg.DATASET.TEST_SPLIT = ""  # "" = the dataset's default test split
+    cfg.DATASET.VOC_DIFFICULT = "negative"  # negative (reference) | ignore (official VOC protocol)
+    cfg.DATASET.ANNOTATION = ""  # COCOFormat json / CSV file (relative to ROOT)
+    cfg.DATASET.IMAGE_DIR = ""  # image folder for COCOFormat / CSV (relative to ROOT)
+    cfg.DATASET.CACHE_DIR = ""  # "" = ~/.cache/taidpt (caption corpora and features)
+
+    cfg.TEST.THRESHOLD = 0.5  # CP/CR/CF1 at a threshold on sigmoid(merged score), besides top-3
+
+    cfg.TRAINER.TAIDPT = CN()
+    cfg.TRAINER.TAIDPT.N_CTX = 16
+    cfg.TRAINER.TAIDPT.CSC = False
+    cfg.TRAINER.TAIDPT.CTX_INIT = ""
+    cfg.TRAINER.TAIDPT.CLASS_TOKEN_POSITION = "end"
+    cfg.TRAINER.TAIDPT.PREC = "fp32"  # fp32 | amp (CUDA autocast; fp32 on CPU)
+    cfg.TRAINER.TAIDPT.LOGIT_SCALE = 4.0
+    cfg.TRAINER.TAIDPT.SPATIAL_SCALE_TEXT = 50.0
+    cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE = 40.0
+    cfg.TRAINER.TAIDPT.MERGE_RATE = 0.5
+    cfg.TRAINER.TAIDPT.LOSS = "double_ranking"
+    cfg.TRAINER.TAIDPT.USE_POS_EMBED = False  # the reference switches the pool's position embedding off
+    cfg.TRAINER.TAIDPT.CAPTION_CACHE = True  # encode each caption once and reuse its features
+    cfg.TRAINER.TAIDPT.CACHE_DTYPE = "fp32"  # fp32 | fp16 storage of cached caption features
+    cfg.TRAINER.TAIDPT.TRIM_TOKENS = True  # cut sequences to the longest real length (exact, causal)
+
+    cfg.TRAINER.ZEROSHOT = CN()
+    cfg.TRAINER.ZEROSHOT.TEMPLATE = "a photo of a {}."
+    cfg.TRAINER.ZEROSHOT.MERGE_RATE = 0.5
+    cfg.TRAINER.ZEROSHOT.USE_POS_EMBED = True
+    return cfg
+
+
+def get_cfg_default() -> CN:
+    """Dassl-equivalent defaults extended with taidpt's keys (the core path's starting point)."""
+    return extend_cfg(dassl_defaults())
+
+
+def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) -> CN:
+    """Merge yaml files in order, then ``KEY VALUE`` pairs, with one-line errors for bad keys."""
+    for path in files:
+        if not path:
+            continue
+        try:
+            cfg.merge_from_file(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except KeyError as exc:
+            raise KeyError(f"{path}: {exc.args[0] if exc.args else exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"trailing options must be KEY VALUE pairs, got an odd list: {opts}")
+        cfg.merge_from_list(list(opts))
+    return cfg
