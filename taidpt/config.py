@@ -122,7 +122,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.IMAGE_DIR = ""  # image folder for COCOFormat / CSV (relative to ROOT)
     cfg.DATASET.CACHE_DIR = ""  # "" = ~/.cache/taidpt (caption corpora and features)
 
-    cfg.TEST.THRESHOLD = 0.5  # CP/CR/CF1 at a threshold on sigmoid(merged score), besides top-3
+    cfg.TEST.THRESHOLD = 0.0  # CP/CR/CF1 also at merged score >= THRESHOLD (0 = sigmoid 0.5), besides top-3
 
     cfg.TRAINER.TAIDPT = CN()
     cfg.TRAINER.TAIDPT.N_CTX = 16

@@ -81,6 +81,10 @@ class EpochLR(LRScheduler):
         cfg = CfgNode(self.schedule)
         return [epoch_lr(self.last_epoch, base, cfg) for base in self.base_lrs]
 
+    def state_dict(self) -> dict:
+        """Progress only (epoch count, base LRs); the schedule itself comes from the current config."""
+        return {k: v for k, v in super().state_dict().items() if k != "schedule"}
+
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg: CfgNode) -> EpochLR:
     """Scheduler for ``OPTIM.LR_SCHEDULER`` with warm-up, Dassl semantics."""

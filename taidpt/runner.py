@@ -1,0 +1,396 @@
+"""The core (Dassl-free) runner behind ``train.py``: train TaI-DPT on captions, test on images.
+
+It follows Dassl's ``TrainerX`` order so that the Dassl plugin and this runner give the same
+numbers for a seed: seed -> data (test set, caption corpus, loaders) -> model -> optimiser and
+schedule -> resume -> epochs (the LR steps once per epoch) -> test. Model selection uses a held-out
+slice of the caption corpus (``TEST.FINAL_MODEL best_val`` with ``DATASET.VAL_CAPTIONS > 0``) or
+the last epoch; never the test images.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+from . import __version__
+from .caption_features import CaptionFeatureStore
+from .checkpoint import (
+    atomic_write_text,
+    check_meta,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .classes import ClassList
+from .clip_loader import ClipInfo, load_clip
+from .dataset_registry import load_caption_corpus, load_test_set
+from .evaluation import results_from_scores, score_image_set
+from .metrics import format_coop_lines, format_results_table
+from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
+from .optim import build_lr_scheduler, build_optimizer
+from .preprocess import PreprocessConfig
+from .testsets import ImageSet
+from .training import CaptionBatchEncoder, caption_map, make_caption_loader, split_validation, train_step
+
+log = logging.getLogger("taidpt")
+
+TRAINERS = ("TaIDPT", "ZeroshotCLIPDense")
+TRAINER_ALIASES = {"ZeroshotCLIP": "ZeroshotCLIPDense", "ZeroshotCLIP_dense": "ZeroshotCLIPDense",
+                   "Caption_distill_double": "TaIDPT"}
+
+
+# ----------------------------------------------------------------------------- setup helpers
+def set_random_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices), as Dassl's ``set_random_seed`` does."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def select_device(cfg: CfgNode) -> torch.device:
+    """CUDA when available and ``USE_CUDA``, else CPU."""
+    return torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
+
+
+def setup_logging(output_dir: str | Path | None, verbose: bool = True) -> None:
+    """Log to stdout and (append) to ``<output_dir>/log.txt``; idempotent per output dir."""
+    logger = logging.getLogger("taidpt")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8")
+        file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(file)
+
+
+def canonical_trainer(name: str) -> str:
+    """``TaIDPT`` or ``ZeroshotCLIPDense`` (CoOp/reference spellings accepted with a note)."""
+    if name in TRAINERS:
+        return name
+    if name in TRAINER_ALIASES:
+        log.info("trainer %s is run as %s", name, TRAINER_ALIASES[name])
+        return TRAINER_ALIASES[name]
+    raise ValueError(f"unknown trainer {name!r}: expected one of {', '.join(TRAINERS)}")
+
+
+def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
+    """Test-time preprocessing from ``INPUT.*`` (Dassl's resize + centre crop + normalise)."""
+    size = tuple(int(s) for s in cfg.INPUT.SIZE)
+    return PreprocessConfig(size=size if size[0] != size[1] else size[0], mean=tuple(cfg.INPUT.PIXEL_MEAN),
+                            std=tuple(cfg.INPUT.PIXEL_STD), interpolation=cfg.INPUT.INTERPOLATION)
+
+
+def check_image_size(cfg: CfgNode, info: ClipInfo) -> None:
+    """Refuse input sizes the backbone cannot take (not a multiple of its stride / patch)."""
+    stride = 32 if info.is_resnet else None
+    if stride is None:
+        return
+    for side in cfg.INPUT.SIZE:
+        if int(side) % stride or int(side) < stride:
+            raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not fit {info.name}: ResNet CLIP needs "
+                             f"multiples of {stride} px (e.g. {info.image_size})")
+
+
+def build_taidpt(cfg: CfgNode, clip_model: torch.nn.Module, classes: ClassList) -> TaIDPTModel:
+    """TaI-DPT model from ``TRAINER.TAIDPT.*``."""
+    t = cfg.TRAINER.TAIDPT
+    return TaIDPTModel(
+        clip_model, classes.names, n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT,
+        class_token_position=t.CLASS_TOKEN_POSITION, logit_scale=float(t.LOGIT_SCALE),
+        tau_text=float(t.SPATIAL_SCALE_TEXT), tau_image=float(t.SPATIAL_SCALE_IMAGE),
+        merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=bool(t.TRIM_TOKENS),
+    )
+
+
+def model_meta(cfg: CfgNode, classes: ClassList, info: ClipInfo) -> dict[str, Any]:
+    """What a checkpoint must agree on with the run that loads it (primitives only)."""
+    t = cfg.TRAINER.TAIDPT
+    return {
+        "classnames": list(classes.names),
+        "n_ctx": int(t.N_CTX) if not t.CTX_INIT else None,
+        "csc": bool(t.CSC),
+        "class_token_position": t.CLASS_TOKEN_POSITION,
+        "backbone": info.name,
+        "taidpt_version": __version__,
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Pretty, strict JSON (no NaN), written atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class RunOptions:
+    """CoOp's CLI switches that are not config keys."""
+
+    eval_only: bool = False
+    model_dir: str = ""
+    load_epoch: int | None = None
+    no_train: bool = False
+    progress: bool = True
+    note: str = ""  # one line logged first (train.py says which engine runs and why)
+
+
+class CoreRunner:
+    """Train and/or evaluate one configuration; mirrors Dassl's ``TrainerX`` lifecycle."""
+
+    def __init__(self, cfg: CfgNode, options: RunOptions | None = None) -> None:
+        self.cfg = cfg
+        self.opts = options or RunOptions()
+        self.trainer = canonical_trainer(cfg.TRAINER.NAME)
+        self.device = select_device(cfg)
+        self.output_dir = Path(cfg.OUTPUT_DIR)
+        self.start_time = time.time()
+        self.epoch = 0
+        self.checkpoint_path: str | None = None
+        self.selection = "last_step"
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> None:
+        cfg = self.cfg
+        self.image_set, self.classes = load_test_set(cfg)
+        log.info("test set %s: %d images, %d classes%s", self.image_set.name, len(self.image_set.paths),
+                 len(self.classes), f", {len(self.image_set.missing)} listed images missing"
+                 if self.image_set.missing else "")
+        if self.trainer == "TaIDPT" and not self.opts.eval_only:
+            self.corpus = load_caption_corpus(cfg, self.classes, progress=self.opts.progress)
+            log.info("caption corpus: %d captions + %d template sentences (%s, lemmatizer %s)",
+                     self.corpus.n_captions, self.corpus.n_templates, self.corpus.source, self.corpus.lemmatizer)
+        clip_model, self.clip_info = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED,
+                                               device=self.device)
+        check_image_size(cfg, self.clip_info)
+        log.info("CLIP %s (%s weights, %d px native), device %s", self.clip_info.name, self.clip_info.source,
+                 self.clip_info.image_size, self.device)
+        if self.trainer == "TaIDPT":
+            self.model = build_taidpt(cfg, clip_model, self.classes).to(self.device)
+        else:
+            z = cfg.TRAINER.ZEROSHOT
+            self.model = ZeroShotDenseModel(clip_model, self.classes.names, template=z.TEMPLATE,
+                                            merge_rate=float(z.MERGE_RATE),
+                                            use_pos_embed=bool(z.USE_POS_EMBED)).to(self.device)
+
+    def build_training(self) -> None:
+        cfg = self.cfg
+        corpus = self.corpus
+        seed = int(cfg.SEED)
+        train_caps, self.val_rows = split_validation(corpus.n_captions, float(cfg.DATASET.VAL_CAPTIONS), seed)
+        template_rows = np.arange(corpus.n_captions, len(corpus))
+        self.train_rows = np.concatenate([train_caps, template_rows])
+        self.loader = make_caption_loader(corpus.labels, self.train_rows, int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE), seed)
+        token_ids = self.model.text.tokenize(corpus.texts)
+        store = None
+        if cfg.TRAINER.TAIDPT.CAPTION_CACHE:
+            t0 = time.time()
+            store = CaptionFeatureStore.build(self.model, token_ids, dtype=cfg.TRAINER.TAIDPT.CACHE_DTYPE,
+                                              device=self.device, progress=self.opts.progress)
+            log.info("cached features of %d sentences in %.1f s", len(store), time.time() - t0)
+        self.encoder = CaptionBatchEncoder(self.model, token_ids, store, self.device)
+        params = list(self.model.prompt_learner.parameters())
+        self.optimizer = build_optimizer(params, cfg.OPTIM)
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
+        if cfg.TEST.FINAL_MODEL == "best_val" and len(self.val_rows) == 0:
+            raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "
+                             "(selecting on test images is what the reference did, and is not allowed here)")
+        if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
+            raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self, val_result: float | None) -> dict[str, Any]:
+        return {
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.prompt_learner.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "val_result": val_result,
+            "meta": model_meta(self.cfg, self.classes, self.clip_info),
+        }
+
+    def _load_prompts(self, path: Path) -> dict[str, Any]:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names)}, path)
+        self.model.prompt_learner.load_reference_state(ckpt["state_dict"])
+        self.checkpoint_path = str(path)
+        return ckpt
+
+    def resume_if_exists(self) -> int:
+        """Dassl semantics: continue from ``RESUME`` or from ``OUTPUT_DIR`` when it holds a checkpoint."""
+        directory = self.cfg.RESUME or str(self.output_dir)
+        path = latest_checkpoint(directory)
+        if path is None:
+            if self.cfg.RESUME:
+                raise FileNotFoundError(f"--resume {self.cfg.RESUME}: no prompt_learner/checkpoint file there")
+            return 0
+        ckpt = self._load_prompts(path)
+        if ckpt.get("optimizer"):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler"):
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.best_val = ckpt.get("best_val", float("-inf")) if ckpt.get("best_val") is not None else float("-inf")
+        log.info("resumed from %s (epoch %d)", path, ckpt["epoch"])
+        return int(ckpt["epoch"])
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> None:
+        cfg = self.cfg
+        max_epoch = int(cfg.OPTIM.MAX_EPOCH)
+        self.best_val = float("-inf")
+        start = self.resume_if_exists()
+        best_mode = cfg.TEST.FINAL_MODEL == "best_val"
+        freq = int(cfg.TRAIN.CHECKPOINT_FREQ)
+        n_batches = len(self.loader)
+        for epoch in range(start, max_epoch):
+            self.epoch = epoch
+            self.model.train()
+            self.loader.sampler.set_epoch(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            t0, losses = time.time(), []
+            for b, batch in enumerate(self.loader):
+                losses.append(train_step(self.model, self.encoder, batch, self.optimizer, cfg.TRAINER.TAIDPT.LOSS))
+                if (b + 1) % int(cfg.TRAIN.PRINT_FREQ) == 0 or b + 1 == n_batches:
+                    done = epoch - start + (b + 1) / n_batches
+                    eta = (time.time() - self.start_time) / max(done, 1e-9) * (max_epoch - epoch - (b + 1) / n_batches)
+                    log.info("epoch [%d/%d] batch [%d/%d] time %.3f loss %.4f (%.4f) lr %.4e eta %s",
+                             epoch + 1, max_epoch, b + 1, n_batches, (time.time() - t0) / (b + 1), losses[-1],
+                             float(np.mean(losses)), lr, datetime.timedelta(seconds=int(eta)))
+            self.scheduler.step()
+            last = epoch + 1 == max_epoch
+            val = None
+            if len(self.val_rows):
+                self.model.eval()
+                val = caption_map(self.model, self.encoder, self.val_rows, self.corpus.labels)
+                log.info("epoch %d held-out caption mAP %.2f", epoch + 1, val)
+            if best_mode and val is not None and val > self.best_val:
+                self.best_val = val
+                save_checkpoint(self.output_dir, {**self._state(val), "best_val": val}, epoch=epoch + 1, is_best=True)
+                log.info("new best held-out caption mAP %.2f, saved model-best.pth.tar", val)
+            if last or (freq > 0 and (epoch + 1) % freq == 0):
+                save_checkpoint(self.output_dir, {**self._state(val), "best_val": self.best_val
+                                                  if self.best_val > float("-inf") else None}, epoch=epoch + 1)
+        self.epoch = max_epoch
+        if best_mode:
+            self._load_prompts(resolve_checkpoint(self.output_dir))
+            self.selection = "best_val (held-out captions)"
+        else:
+            self.checkpoint_path = str(resolve_checkpoint(self.output_dir, max_epoch))
+
+    # ------------------------------------------------------------------ test
+    def scorer(self) -> ImageScorer:
+        return self.model.image_scorer().to(self.device)
+
+    def test(self) -> dict[str, Any]:
+        cfg = self.cfg
+        merge = cfg.TRAINER.TAIDPT.MERGE_RATE if self.trainer == "TaIDPT" else cfg.TRAINER.ZEROSHOT.MERGE_RATE
+        scored = score_image_set(self.scorer(), self.image_set, preprocess_config(cfg),
+                                 batch_size=int(cfg.DATALOADER.TEST.BATCH_SIZE),
+                                 num_workers=int(cfg.DATALOADER.NUM_WORKERS), device=self.device,
+                                 seed=max(int(cfg.SEED), 0), progress=self.opts.progress)
+        results = results_from_scores(scored, self.classes.names, float(merge), float(cfg.TEST.THRESHOLD),
+                                      self.image_set)
+        payload = self._describe(results)
+        log.info("%s", format_results_table(results))
+        log.info("%s", format_coop_lines(results))
+        write_json(self.output_dir / "results.json", payload)
+        log.info("results written to %s", self.output_dir / "results.json")
+        return payload
+
+    def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        info: dict[str, Any] = {
+            "trainer": self.trainer,
+            "dataset": cfg.DATASET.NAME,
+            "test_set": self.image_set.name,
+            "classes": list(self.classes.names),
+            "backbone": self.clip_info.name,
+            "weights": self.clip_info.source,
+            "pretrained": str(cfg.MODEL.BACKBONE.PRETRAINED),
+            "seed": int(cfg.SEED),
+            "image_size": list(cfg.INPUT.SIZE),
+            "protocol": {"voc_difficult": cfg.DATASET.VOC_DIFFICULT if cfg.DATASET.NAME == "VOC2007" else None,
+                         "threshold": float(cfg.TEST.THRESHOLD)},
+            "taidpt_version": __version__,
+        }
+        if self.trainer == "TaIDPT":
+            info.update({
+                "epochs_trained": self.epoch,
+                "model_selection": self.selection,
+                "checkpoint": self.checkpoint_path,
+                "spatial_scale_image": float(cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE),
+            })
+            corpus = getattr(self, "corpus", None)
+            if corpus is not None:
+                info["captions"] = {"source": corpus.source, "lemmatizer": corpus.lemmatizer,
+                                    "n_captions": corpus.n_captions, "n_templates": corpus.n_templates,
+                                    "n_val_captions": int(len(self.val_rows)),
+                                    "exclude_test_captions": bool(cfg.DATASET.EXCLUDE_TEST_CAPTIONS),
+                                    "stats": corpus.stats}
+        info["elapsed_s"] = round(time.time() - self.start_time, 1)
+        return {**info, **results}
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> dict[str, Any] | None:
+        self.build()
+        if self.opts.eval_only:
+            if self.trainer == "TaIDPT":
+                if not self.opts.model_dir:
+                    raise ValueError("--eval-only with TaIDPT needs --model-dir RUN (a training output directory)")
+                path = resolve_checkpoint(self.opts.model_dir, self.opts.load_epoch)
+                ckpt = self._load_prompts(path)
+                self.epoch = int(ckpt.get("epoch", 0))
+                self.selection = f"loaded {Path(path).name}"
+                log.info("loaded prompts from %s (epoch %d)", path, self.epoch)
+            return self.test()
+        if self.trainer == "ZeroshotCLIPDense":
+            return None if self.opts.no_train else self.test()
+        self.build_training()
+        if self.opts.no_train:
+            return None
+        self.train()
+        if cfg_no_test(self.cfg):
+            return None
+        return self.test()
+
+
+def cfg_no_test(cfg: CfgNode) -> bool:
+    return bool(cfg.TEST.NO_TEST)
+
+
+def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | None:
+    """Seed, set up logging, and run one configuration with the core runner."""
+    setup_logging(cfg.OUTPUT_DIR, bool(cfg.VERBOSE))
+    options = options or RunOptions()
+    if options.note:
+        log.info("%s", options.note)
+    if int(cfg.SEED) >= 0:
+        log.info("setting fixed seed: %d", cfg.SEED)
+        set_random_seed(int(cfg.SEED))
+    log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
+             torch.get_num_threads())
+    Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return CoreRunner(cfg, options).run()
+
+
+__all__ = ["CoreRunner", "RunOptions", "run", "set_random_seed", "setup_logging", "ImageSet"]
