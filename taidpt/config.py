@@ -168,5 +168,10 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
     if opts:
         if len(opts) % 2:
             raise ValueError(f"trailing options must be KEY VALUE pairs, got an odd list: {opts}")
-        cfg.merge_from_list(list(opts))
+        try:
+            cfg.merge_from_list(list(opts))
+        except AssertionError as exc:  # yacs asserts on unknown keys
+            raise KeyError(f"{exc} (check the spelling; keys are listed in the README)") from None
+        except ValueError as exc:
+            raise ValueError(f"bad override in {' '.join(opts)}: {exc}") from None
     return cfg

@@ -166,7 +166,7 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
             log.info("excluding captions of %d test images", len(exclude))
     cap = int(cfg.DATASET.CAPTION_CAP)
     labeller = CaptionLabeller(classes, get_lemmatizer(cfg.DATASET.LEMMATIZER))
-    return build_corpus(
+    corpus = build_corpus(
         source, path, classes, labeller,
         add_templates=bool(cfg.DATASET.ADD_TEMPLATES),
         exclude_image_ids=exclude,
@@ -174,3 +174,7 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
         cache_dir=default_cache_dir(cfg) / "corpora",
         progress=progress,
     )
+    if corpus.n_captions == 0:
+        raise ValueError(f"no sentence of {path} names a class of {classes.dataset!r} ({corpus.stats.get('dropped_no_class', 0)} sentences "
+                         f"without a class, lemmatizer {corpus.lemmatizer}): check DATASET.CAPTION_FILE and DATASET.CLASS_LIST")
+    return corpus

@@ -81,6 +81,12 @@ class EpochLR(LRScheduler):
         cfg = CfgNode(self.schedule)
         return [epoch_lr(self.last_epoch, base, cfg) for base in self.base_lrs]
 
+    def sync_optimizer(self) -> None:
+        """Set the optimiser's LRs to this epoch's values (after a resume under a changed config)."""
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
     def state_dict(self) -> dict:
         """Progress only (epoch count, base LRs); the schedule itself comes from the current config."""
         return {k: v for k, v in super().state_dict().items() if k != "schedule"}

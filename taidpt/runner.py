@@ -247,6 +247,7 @@ class CoreRunner:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scheduler.sync_optimizer()
         self.best_val = ckpt.get("best_val", float("-inf")) if ckpt.get("best_val") is not None else float("-inf")
         log.info("resumed from %s (epoch %d)", path, ckpt["epoch"])
         return int(ckpt["epoch"])
