@@ -143,6 +143,7 @@ class TaIDPTModel(FrozenCLIPModule):
         merge_rate: float = 0.5,
         use_pos_embed: bool = False,
         trim_tokens: bool = True,
+        shared_prefix: bool = True,
     ) -> None:
         super().__init__()
         self.clip = clip_model
@@ -155,16 +156,25 @@ class TaIDPTModel(FrozenCLIPModule):
         self.classnames = tuple(classnames)
         self.logit_scale, self.tau_text, self.tau_image = float(logit_scale), float(tau_text), float(tau_image)
         self.merge_rate, self.use_pos_embed, self.trim_tokens = float(merge_rate), bool(use_pos_embed), bool(trim_tokens)
+        self.shared_prefix = bool(shared_prefix) and self.prompt_learner.shares_prefix
         self.train()
 
     # ----------------------------------------------------------------- class side
     def class_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised (global, local) class embeddings [C, D] from the current contexts."""
-        length = self.prompt_learner.length if self.trim_tokens else None
-        prompts_g, prompts_l = self.prompt_learner(length)
-        eot = self.prompt_learner.eot
-        both = self.text(torch.cat([prompts_g, prompts_l], dim=0), torch.cat([eot, eot], dim=0))
-        t_g, t_l = both.split(self.prompt_learner.n_cls, dim=0)
+        """L2-normalised (global, local) class embeddings [C, D] from the current contexts.
+
+        With generic contexts the SOS + context prefix is encoded once per context set and shared
+        by every class (exact under causal attention); otherwise each prompt runs in full.
+        """
+        pl = self.prompt_learner
+        length = pl.length if self.trim_tokens else None
+        if self.shared_prefix:
+            t_g = self.text.forward_shared_prefix(*pl.prefix_and_tails(pl.ctx, length))
+            t_l = self.text.forward_shared_prefix(*pl.prefix_and_tails(pl.ctx_double, length))
+            return l2_normalize(t_g), l2_normalize(t_l)
+        prompts_g, prompts_l = pl(length)
+        both = self.text(torch.cat([prompts_g, prompts_l], dim=0), torch.cat([pl.eot, pl.eot], dim=0))
+        t_g, t_l = both.split(pl.n_cls, dim=0)
         return l2_normalize(t_g), l2_normalize(t_l)
 
     # ----------------------------------------------------------------- caption side

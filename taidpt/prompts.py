@@ -114,6 +114,22 @@ class DoublePromptLearner(nn.Module):
             prompts = torch.cat(rows, dim=0)
         return prompts if length is None else prompts[:, :length]
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Generic contexts with the class name at the end: every prompt starts with the same
+        SOS + N_CTX embeddings, which :meth:`TextTower.forward_shared_prefix` computes once."""
+        return not self.csc and self.class_token_position == "end"
+
+    def prefix_and_tails(self, ctx: torch.Tensor, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(prefix [1 + N_CTX, width], tails [C, T, width], eot index in tail [C])`` of one context
+        set, for prompts cut to ``length`` tokens (full context if None)."""
+        if not self.shares_prefix:
+            raise ValueError("a shared prefix needs generic contexts and CLASS_TOKEN_POSITION 'end'")
+        p_len = 1 + self.n_ctx
+        prefix = torch.cat([self.token_prefix[0], ctx], dim=0)
+        end = None if length is None else length - p_len
+        return prefix, self.token_suffix[:, :end], self.eot - p_len
+
     def forward(self, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(global prompts, local prompts), each [C, length, width]."""
         return self.build(self.ctx, length), self.build(self.ctx_double, length)

@@ -12,6 +12,7 @@ a batch to its longest real sequence gives the same features as running at 77 to
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .tokenizer import tokenize
@@ -89,6 +90,30 @@ class TextTower(nn.Module):
         h = self.hidden(embeddings)
         return self.project(h[torch.arange(h.shape[0], device=h.device), eot])
 
+    def forward_shared_prefix(self, prefix: torch.Tensor, tails: torch.Tensor, eot_in_tail: torch.Tensor) -> torch.Tensor:
+        """Projected EOT features [N, D] of N sequences that share their first P embeddings.
+
+        ``prefix`` [P, width] is common to every sequence (SOS + generic contexts), ``tails``
+        [N, T, width] holds what follows it, ``eot_in_tail`` [N] the EOT index inside the tail.
+        Under causal attention the prefix's activations do not depend on the tails, so each layer
+        runs the prefix once and lets every tail attend to the shared prefix keys/values: exactly
+        the computation of :meth:`forward` on ``cat(prefix, tail)`` with ~N times less prefix work.
+        """
+        p_len, (n, t_len, _) = prefix.shape[0], tails.shape
+        if p_len + t_len > self.context_length:
+            raise ValueError(f"prefix {p_len} + tail {t_len} tokens exceed the context length {self.context_length}")
+        pos = self.positional_embedding.to(prefix.dtype)
+        xp = (prefix + pos[:p_len]).unsqueeze(0)  # [1, P, W]
+        xt = tails + pos[p_len : p_len + t_len]  # [N, T, W]
+        prefix_mask = self._mask(p_len, prefix.device)
+        # tails see the whole prefix and themselves causally
+        tail_mask = torch.cat([torch.zeros(t_len, p_len, device=prefix.device, dtype=xt.dtype),
+                               self._mask(t_len, prefix.device)], dim=1)
+        for block in self.transformer.resblocks:
+            xp, xt = _block_with_shared_prefix(block, xp, xt, prefix_mask, tail_mask)
+        h = self.ln_final(xt[torch.arange(n, device=xt.device), eot_in_tail])
+        return self.project(h)
+
     def encode_sequence(self, token_ids: torch.Tensor, trim: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position projected features of token ids.
 
@@ -104,3 +129,32 @@ class TextTower(nn.Module):
         if trim:
             token_ids = token_ids[:, : real_length(token_ids)]
         return self.forward(self.embed(token_ids), eot_positions(token_ids))
+
+
+def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    b, length, width = x.shape
+    return x.reshape(b, length, n_heads, width // n_heads).transpose(1, 2)
+
+
+def _block_with_shared_prefix(
+    block: nn.Module, xp: torch.Tensor, xt: torch.Tensor, prefix_mask: torch.Tensor, tail_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pre-LN residual attention block (open_clip's ResidualAttentionBlock) on a shared prefix
+    ``xp`` [1, P, W] and tails ``xt`` [N, T, W] that attend to it."""
+    attn: nn.MultiheadAttention = block.attn
+    heads, width = attn.num_heads, xp.shape[-1]
+    n = xt.shape[0]
+    qp, kp, vp = F.linear(block.ln_1(xp), attn.in_proj_weight, attn.in_proj_bias).split(width, dim=-1)
+    qt, kt, vt = F.linear(block.ln_1(xt), attn.in_proj_weight, attn.in_proj_bias).split(width, dim=-1)
+    qp, kp, vp, qt, kt, vt = (_heads(z, heads) for z in (qp, kp, vp, qt, kt, vt))
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=prefix_mask)
+    keys = torch.cat([kp.expand(n, -1, -1, -1), kt], dim=2)
+    values = torch.cat([vp.expand(n, -1, -1, -1), vt], dim=2)
+    out_t = F.scaled_dot_product_attention(qt, keys, values, attn_mask=tail_mask)
+
+    def finish(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], width)
+        x = x + block.ls_1(attn.out_proj(out))
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    return finish(xp, out_p), finish(xt, out_t)

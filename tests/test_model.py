@@ -302,3 +302,24 @@ def test_zero_shot_global_equals_clip_zero_shot(tiny_rn):
         ref = tiny_rn.logit_scale.exp() * img @ txt.t()
     assert torch.allclose(zg, ref, atol=1e-4)
     assert zl.shape == (2, 2)
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_shared_prefix_equals_full_prompts(tiny_rn, trim):
+    names = ["dog", "potted plant", "tv", "hair drier", "person"]
+    shared = TaIDPTModel(tiny_rn, names, n_ctx=16, trim_tokens=trim)
+    full = TaIDPTModel(tiny_rn, names, n_ctx=16, trim_tokens=trim, shared_prefix=False)
+    full.prompt_learner.load_state_dict(shared.prompt_learner.state_dict())
+    assert shared.shared_prefix and not full.shared_prefix
+    a, b = shared.class_embeddings(), full.class_embeddings()
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+    # gradients agree too
+    (a[0].sum() + 2 * a[1].sum()).backward()
+    (b[0].sum() + 2 * b[1].sum()).backward()
+    for p, q in zip(shared.prompt_learner.parameters(), full.prompt_learner.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_shared_prefix_is_off_when_it_cannot_apply(tiny_rn):
+    assert not TaIDPTModel(tiny_rn, ["a", "b"], n_ctx=4, csc=True).shared_prefix
+    assert not TaIDPTModel(tiny_rn, ["a", "b"], n_ctx=4, class_token_position="front").shared_prefix
