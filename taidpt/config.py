@@ -139,6 +139,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.TAIDPT.CAPTION_CACHE = True  # encode each caption once and reuse its features
     cfg.TRAINER.TAIDPT.CACHE_DTYPE = "fp32"  # fp32 | fp16 storage of cached caption features
     cfg.TRAINER.TAIDPT.TRIM_TOKENS = True  # cut sequences to the longest real length (exact, causal)
+    cfg.TRAINER.TAIDPT.SHARED_PREFIX = True  # encode the common SOS + generic-context prefix once (exact)
 
     cfg.TRAINER.ZEROSHOT = CN()
     cfg.TRAINER.ZEROSHOT.TEMPLATE = "a photo of a {}."

@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .classes import ClassList
 from .clip_loader import ClipInfo, load_clip
-from .dataset_registry import load_caption_corpus, load_test_set
+from .dataset_registry import default_cache_dir, load_caption_corpus, load_test_set
 from .evaluation import results_from_scores, score_image_set
 from .metrics import format_coop_lines, format_results_table
 from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
@@ -120,6 +120,7 @@ def build_taidpt(cfg: CfgNode, clip_model: torch.nn.Module, classes: ClassList) 
         class_token_position=t.CLASS_TOKEN_POSITION, logit_scale=float(t.LOGIT_SCALE),
         tau_text=float(t.SPATIAL_SCALE_TEXT), tau_image=float(t.SPATIAL_SCALE_IMAGE),
         merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=bool(t.TRIM_TOKENS),
+        shared_prefix=bool(t.SHARED_PREFIX),
     )
 
 
@@ -157,28 +158,42 @@ class RunOptions:
 class CoreRunner:
     """Train and/or evaluate one configuration; mirrors Dassl's ``TrainerX`` lifecycle."""
 
-    def __init__(self, cfg: CfgNode, options: RunOptions | None = None) -> None:
+    def __init__(self, cfg: CfgNode, options: RunOptions | None = None, trainer: str | None = None) -> None:
         self.cfg = cfg
         self.opts = options or RunOptions()
-        self.trainer = canonical_trainer(cfg.TRAINER.NAME)
+        self.trainer = canonical_trainer(trainer or cfg.TRAINER.NAME)
         self.device = select_device(cfg)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.start_time = time.time()
         self.epoch = 0
         self.checkpoint_path: str | None = None
         self.selection = "last_step"
+        self.corpus: CaptionCorpus | None = None
+        self.loader: torch.utils.data.DataLoader | None = None
+        self.val_rows = np.zeros(0, dtype=np.int64)
+        self.best_val = float("-inf")
 
     # ------------------------------------------------------------------ build
+    # The Dassl trainer calls these same steps from its hooks, in the same order:
+    # load_data (build_data_loader) -> build_model (build_model) -> build_training (before_train).
     def build(self) -> None:
-        cfg = self.cfg
-        self.image_set, self.classes = load_test_set(cfg)
+        """Check the config, read the test set, build the model (and its optimiser)."""
+        validate_config(self.cfg, self.trainer)
+        self.load_data()
+        self.build_model()
+
+    def load_data(self, image_set: ImageSet | None = None, classes: ClassList | None = None) -> None:
+        """Read the test set and class list of ``DATASET.NAME``, or take ones already read (Dassl's dataset)."""
+        if image_set is None or classes is None:
+            image_set, classes = load_test_set(self.cfg)
+        self.image_set, self.classes = image_set, classes
         log.info("test set %s: %d images, %d classes%s", self.image_set.name, len(self.image_set.paths),
                  len(self.classes), f", {len(self.image_set.missing)} listed images missing"
                  if self.image_set.missing else "")
-        if self.trainer == "TaIDPT" and not self.opts.eval_only:
-            self.corpus = load_caption_corpus(cfg, self.classes, progress=self.opts.progress)
-            log.info("caption corpus: %d captions + %d template sentences (%s, lemmatizer %s)",
-                     self.corpus.n_captions, self.corpus.n_templates, self.corpus.source, self.corpus.lemmatizer)
+
+    def build_model(self) -> None:
+        """Load CLIP and build the TaI-DPT (with optimiser and schedule) or zero-shot model."""
+        cfg = self.cfg
         clip_model, self.clip_info = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED,
                                                device=self.device)
         check_image_size(cfg, self.clip_info)
@@ -186,6 +201,8 @@ class CoreRunner:
                  self.clip_info.image_size, self.device)
         if self.trainer == "TaIDPT":
             self.model = build_taidpt(cfg, clip_model, self.classes).to(self.device)
+            self.optimizer = build_optimizer(self.model.prompt_learner.parameters(), cfg.OPTIM)
+            self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
         else:
             z = cfg.TRAINER.ZEROSHOT
             self.model = ZeroShotDenseModel(clip_model, self.classes.names, template=z.TEMPLATE,
@@ -193,7 +210,12 @@ class CoreRunner:
                                             use_pos_embed=bool(z.USE_POS_EMBED)).to(self.device)
 
     def build_training(self) -> None:
+        """Caption corpus, held-out split, caption loader and feature cache (training only)."""
         cfg = self.cfg
+        if self.corpus is None:
+            self.corpus = load_caption_corpus(cfg, self.classes, progress=self.opts.progress)
+            log.info("caption corpus: %d captions + %d template sentences (%s, lemmatizer %s)",
+                     self.corpus.n_captions, self.corpus.n_templates, self.corpus.source, self.corpus.lemmatizer)
         corpus = self.corpus
         seed = int(cfg.SEED)
         train_caps, self.val_rows = split_validation(corpus.n_captions, float(cfg.DATASET.VAL_CAPTIONS), seed)
@@ -204,18 +226,14 @@ class CoreRunner:
         store = None
         if cfg.TRAINER.TAIDPT.CAPTION_CACHE:
             t0 = time.time()
-            store = CaptionFeatureStore.build(self.model, token_ids, dtype=cfg.TRAINER.TAIDPT.CACHE_DTYPE,
-                                              device=self.device, progress=self.opts.progress)
+            store = CaptionFeatureStore.open_or_build(
+                default_cache_dir(cfg), self.model, self.corpus.texts, token_ids,
+                dtype=cfg.TRAINER.TAIDPT.CACHE_DTYPE, device=self.device, progress=self.opts.progress)
             log.info("cached features of %d sentences in %.1f s", len(store), time.time() - t0)
         self.encoder = CaptionBatchEncoder(self.model, token_ids, store, self.device)
-        params = list(self.model.prompt_learner.parameters())
-        self.optimizer = build_optimizer(params, cfg.OPTIM)
-        self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
         if cfg.TEST.FINAL_MODEL == "best_val" and len(self.val_rows) == 0:
             raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "
                              "(selecting on test images is what the reference did, and is not allowed here)")
-        if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
-            raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, val_result: float | None) -> dict[str, Any]:
@@ -227,6 +245,13 @@ class CoreRunner:
             "meta": model_meta(self.cfg, self.classes, self.clip_info),
         }
 
+    def save(self, epoch: int, val_result: float | None = None, is_best: bool = False,
+             directory: str | Path | None = None) -> Path:
+        """Write ``prompt_learner/model.pth.tar-<epoch>`` (1-based) or ``model-best.pth.tar``."""
+        best = self.best_val if self.best_val > float("-inf") else None
+        state = {**self._state(val_result), "best_val": val_result if is_best else best}
+        return save_checkpoint(directory or self.output_dir, state, epoch=epoch, is_best=is_best)
+
     def _load_prompts(self, path: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(path, map_location="cpu")
         check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names)}, path)
@@ -234,9 +259,18 @@ class CoreRunner:
         self.checkpoint_path = str(path)
         return ckpt
 
-    def resume_if_exists(self) -> int:
+    def load_trained(self, model_dir: str | Path, epoch: int | None = None) -> Path:
+        """Load the prompts of a training run for evaluation (``--eval-only --model-dir [--load-epoch]``)."""
+        path = resolve_checkpoint(model_dir, epoch)
+        ckpt = self._load_prompts(path)
+        self.epoch = int(ckpt.get("epoch", 0))
+        self.selection = f"loaded {Path(path).name}"
+        log.info("loaded prompts from %s (epoch %d)", path, self.epoch)
+        return path
+
+    def resume_if_exists(self, directory: str | Path | None = None) -> int:
         """Dassl semantics: continue from ``RESUME`` or from ``OUTPUT_DIR`` when it holds a checkpoint."""
-        directory = self.cfg.RESUME or str(self.output_dir)
+        directory = directory or self.cfg.RESUME or str(self.output_dir)
         path = latest_checkpoint(directory)
         if path is None:
             if self.cfg.RESUME:
@@ -253,18 +287,60 @@ class CoreRunner:
         return int(ckpt["epoch"])
 
     # ------------------------------------------------------------------ train
+    # One epoch is begin_epoch -> caption_loss + optimiser step per batch -> scheduler.step() ->
+    # end_epoch; the Dassl trainer runs the same calls from its hooks.
+    def begin_epoch(self, epoch: int) -> None:
+        """Train mode and the caption order of ``epoch`` (a function of (seed, epoch) only)."""
+        self.epoch = epoch
+        self.model.train()
+        self.loader.sampler.set_epoch(epoch)
+
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The TaI-DPT loss of one caption batch (not yet back-propagated)."""
+        return caption_loss(self.model, self.encoder, batch, self.cfg.TRAINER.TAIDPT.LOSS)
+
+    def validate(self) -> float:
+        """Merged mAP on the held-out captions (the model-selection metric; never test images)."""
+        if not len(self.val_rows):
+            raise ValueError("no held-out captions to validate on: set DATASET.VAL_CAPTIONS > 0")
+        self.model.eval()
+        return caption_map(self.model, self.encoder, self.val_rows, self.corpus.labels)
+
+    def end_epoch(self, epoch: int) -> float | None:
+        """After the LR step: held-out validation, best / periodic / last checkpoints."""
+        cfg = self.cfg
+        last = epoch + 1 == int(cfg.OPTIM.MAX_EPOCH)
+        freq = int(cfg.TRAIN.CHECKPOINT_FREQ)
+        val = None
+        if len(self.val_rows):
+            val = self.validate()
+            log.info("epoch %d held-out caption mAP %.2f", epoch + 1, val)
+        if cfg.TEST.FINAL_MODEL == "best_val" and val is not None and val > self.best_val:
+            self.best_val = val
+            self.save(epoch + 1, val, is_best=True)
+            log.info("new best held-out caption mAP %.2f, saved model-best.pth.tar", val)
+        if last or (freq > 0 and (epoch + 1) % freq == 0):
+            self.save(epoch + 1, val)
+        return val
+
+    def finish_training(self) -> None:
+        """Deploy the selected prompts: the best held-out epoch (best_val) or the last one."""
+        max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
+        self.epoch = max_epoch
+        log.info("Finish training")
+        if self.cfg.TEST.FINAL_MODEL == "best_val":
+            self._load_prompts(resolve_checkpoint(self.output_dir))
+            self.selection = "best_val (held-out captions)"
+        else:
+            self.checkpoint_path = str(resolve_checkpoint(self.output_dir, max_epoch))
+
     def train(self) -> None:
         cfg = self.cfg
         max_epoch = int(cfg.OPTIM.MAX_EPOCH)
-        self.best_val = float("-inf")
         start = self.resume_if_exists()
-        best_mode = cfg.TEST.FINAL_MODEL == "best_val"
-        freq = int(cfg.TRAIN.CHECKPOINT_FREQ)
         n_batches = len(self.loader)
         for epoch in range(start, max_epoch):
-            self.epoch = epoch
-            self.model.train()
-            self.loader.sampler.set_epoch(epoch)
+            self.begin_epoch(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             t0, losses = time.time(), []
             for b, batch in enumerate(self.loader):
@@ -276,42 +352,36 @@ class CoreRunner:
                              epoch + 1, max_epoch, b + 1, n_batches, (time.time() - t0) / (b + 1), losses[-1],
                              float(np.mean(losses)), lr, datetime.timedelta(seconds=int(eta)))
             self.scheduler.step()
-            last = epoch + 1 == max_epoch
-            val = None
-            if len(self.val_rows):
-                self.model.eval()
-                val = caption_map(self.model, self.encoder, self.val_rows, self.corpus.labels)
-                log.info("epoch %d held-out caption mAP %.2f", epoch + 1, val)
-            if best_mode and val is not None and val > self.best_val:
-                self.best_val = val
-                save_checkpoint(self.output_dir, {**self._state(val), "best_val": val}, epoch=epoch + 1, is_best=True)
-                log.info("new best held-out caption mAP %.2f, saved model-best.pth.tar", val)
-            if last or (freq > 0 and (epoch + 1) % freq == 0):
-                save_checkpoint(self.output_dir, {**self._state(val), "best_val": self.best_val
-                                                  if self.best_val > float("-inf") else None}, epoch=epoch + 1)
-        self.epoch = max_epoch
-        if best_mode:
-            self._load_prompts(resolve_checkpoint(self.output_dir))
-            self.selection = "best_val (held-out captions)"
-        else:
-            self.checkpoint_path = str(resolve_checkpoint(self.output_dir, max_epoch))
+            self.end_epoch(epoch)
+        self.finish_training()
 
     # ------------------------------------------------------------------ test
     def scorer(self) -> ImageScorer:
         return self.model.image_scorer().to(self.device)
 
+    def test_loader(self) -> torch.utils.data.DataLoader:
+        """The sequential, explicitly seeded image loader of the test set (both engines use it)."""
+        cfg = self.cfg
+        dataset = ImageSetDataset(self.image_set, preprocess_config(cfg))
+        return make_test_loader(dataset, int(cfg.DATALOADER.TEST.BATCH_SIZE), int(cfg.DATALOADER.NUM_WORKERS),
+                                seed=max(int(cfg.SEED), 0))
+
     def test(self) -> dict[str, Any]:
         cfg = self.cfg
-        merge = cfg.TRAINER.TAIDPT.MERGE_RATE if self.trainer == "TaIDPT" else cfg.TRAINER.ZEROSHOT.MERGE_RATE
         scored = score_image_set(self.scorer(), self.image_set, preprocess_config(cfg),
                                  batch_size=int(cfg.DATALOADER.TEST.BATCH_SIZE),
                                  num_workers=int(cfg.DATALOADER.NUM_WORKERS), device=self.device,
                                  seed=max(int(cfg.SEED), 0), progress=self.opts.progress)
-        results = results_from_scores(scored, self.classes.names, float(merge), float(cfg.TEST.THRESHOLD),
-                                      self.image_set)
+        results = results_from_scores(scored, self.classes.names, merge_rate(cfg, self.trainer),
+                                      float(cfg.TEST.THRESHOLD), self.image_set)
+        return self.report(results)
+
+    def report(self, results: dict[str, Any], coop_lines: bool = True) -> dict[str, Any]:
+        """Log the result table (and CoOp's ``=> result`` block) and write ``results.json``."""
         payload = self._describe(results)
         log.info("%s", format_results_table(results))
-        log.info("%s", format_coop_lines(results))
+        if coop_lines:
+            log.info("%s", format_coop_lines(results))
         write_json(self.output_dir / "results.json", payload)
         log.info("results written to %s", self.output_dir / "results.json")
         return payload
@@ -339,7 +409,7 @@ class CoreRunner:
                 "checkpoint": self.checkpoint_path,
                 "spatial_scale_image": float(cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE),
             })
-            corpus = getattr(self, "corpus", None)
+            corpus = self.corpus
             if corpus is not None:
                 info["captions"] = {"source": corpus.source, "lemmatizer": corpus.lemmatizer,
                                     "n_captions": corpus.n_captions, "n_templates": corpus.n_templates,
@@ -356,11 +426,7 @@ class CoreRunner:
             if self.trainer == "TaIDPT":
                 if not self.opts.model_dir:
                     raise ValueError("--eval-only with TaIDPT needs --model-dir RUN (a training output directory)")
-                path = resolve_checkpoint(self.opts.model_dir, self.opts.load_epoch)
-                ckpt = self._load_prompts(path)
-                self.epoch = int(ckpt.get("epoch", 0))
-                self.selection = f"loaded {Path(path).name}"
-                log.info("loaded prompts from %s (epoch %d)", path, self.epoch)
+                self.load_trained(self.opts.model_dir, self.opts.load_epoch)
             return self.test()
         if self.trainer == "ZeroshotCLIPDense":
             return None if self.opts.no_train else self.test()
