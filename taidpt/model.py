@@ -114,10 +114,18 @@ class ImageScorer(nn.Module):
 
 
 class FrozenCLIPModule(nn.Module):
-    """Base for models holding a frozen CLIP: its towers stay in eval mode (RN BatchNorm) whatever
-    mode the wrapper is switched to."""
+    """Base for models holding a frozen CLIP: its towers (``text``, ``image``) are shared views of
+    ``clip``, no CLIP parameter trains, and CLIP stays in eval mode (RN BatchNorm) whatever mode
+    the wrapper is switched to."""
 
-    clip: nn.Module
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str]) -> None:
+        super().__init__()
+        self.clip = clip_model
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.text = TextTower(clip_model)
+        self.image = build_dense_encoder(clip_model)
+        self.classnames = tuple(classnames)
 
     def train(self, mode: bool = True) -> "FrozenCLIPModule":
         super().train(mode)
@@ -145,15 +153,9 @@ class TaIDPTModel(FrozenCLIPModule):
         trim_tokens: bool = True,
         shared_prefix: bool = True,
     ) -> None:
-        super().__init__()
-        self.clip = clip_model
-        for p in self.clip.parameters():
-            p.requires_grad_(False)
-        self.text = TextTower(clip_model)
-        self.image = build_dense_encoder(clip_model)
+        super().__init__(clip_model, classnames)
         self.prompt_learner = DoublePromptLearner(
             classnames, self.text, n_ctx=n_ctx, csc=csc, ctx_init=ctx_init, class_token_position=class_token_position)
-        self.classnames = tuple(classnames)
         self.logit_scale, self.tau_text, self.tau_image = float(logit_scale), float(tau_text), float(tau_image)
         self.merge_rate, self.use_pos_embed, self.trim_tokens = float(merge_rate), bool(use_pos_embed), bool(trim_tokens)
         self.shared_prefix = bool(shared_prefix) and self.prompt_learner.shares_prefix
@@ -220,13 +222,7 @@ class ZeroShotDenseModel(FrozenCLIPModule):
 
     def __init__(self, clip_model: nn.Module, classnames: Sequence[str], *, template: str = ZEROSHOT_TEMPLATE,
                  merge_rate: float = 0.5, use_pos_embed: bool = True) -> None:
-        super().__init__()
-        self.clip = clip_model
-        for p in self.clip.parameters():
-            p.requires_grad_(False)
-        self.text = TextTower(clip_model)
-        self.image = build_dense_encoder(clip_model)
-        self.classnames = tuple(classnames)
+        super().__init__(clip_model, classnames)
         self.template, self.merge_rate, self.use_pos_embed = template, float(merge_rate), bool(use_pos_embed)
         self.train()
 
