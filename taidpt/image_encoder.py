@@ -54,6 +54,8 @@ class DenseImageEncoder(nn.Module):
         self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     def _pos(self, pos: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        # int(): under ONNX tracing the sizes arrive as tensors; the grid is fixed per export anyway
+        height, width = int(height), int(width)
         key = (height, width, str(pos.device))
         if key not in self._pos_cache:
             self._pos_cache[key] = interpolate_grid_embedding(pos.detach(), height, width)

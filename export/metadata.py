@@ -1,0 +1,213 @@
+"""What an exported model carries besides its weights: classes, preprocessing and provenance.
+
+The ONNX file stores these as ``metadata_props`` (string key/value pairs, keys prefixed with
+``taidpt.``); a serialized TensorRT engine cannot hold them, so ``export.tensorrt`` writes the same
+pairs to a JSON sidecar ``<engine>.json``. Everything a deployment needs to turn an image file into
+the tensor the model expects (size, mean/std, interpolation) is read from here, so the inference
+side never needs the training config.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from taidpt.preprocess import PreprocessConfig
+
+PREFIX = "taidpt."
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("scores", "global_logits", "local_logits")
+SIDECAR_SUFFIX = ".json"
+
+
+class MetadataError(ValueError):
+    """A model's metadata is missing or malformed; the message names the file."""
+
+
+# Field name -> kind. "str" values are stored as they are; the others as JSON.
+_KINDS: dict[str, str] = {
+    "classnames": "json_list",
+    "image_size": "json_list",
+    "mean": "json_list",
+    "std": "json_list",
+    "interpolation": "str",
+    "merge_rate": "json_float",
+    "backbone": "str",
+    "trainer": "str",
+    "weights": "str",
+    "pretrained": "str",
+    "taidpt_version": "str",
+    "precision": "str",
+    "logit_scale": "json_float",
+    "spatial_scale": "json_float",
+    "use_pos_embed": "json_bool",
+    "threshold": "json_float",
+    "checkpoint": "str",
+    "dataset": "str",
+    "opset": "json_int",
+}
+
+# Keys a model must carry; the rest have defaults so older or hand-made files still load.
+_REQUIRED = ("classnames", "image_size", "mean", "std", "interpolation", "merge_rate")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The deployment description of one exported model (see ``docs/deployment.md``).
+
+    ``image_size`` is ``(height, width)`` of the network input; preprocessing resizes the shorter
+    side to ``max(image_size)`` and centre-crops, exactly as evaluation does. ``threshold`` is the
+    score threshold evaluation used for CP/CR/CF1 (``TEST.THRESHOLD``), the inference CLI's default.
+    """
+
+    classnames: tuple[str, ...]
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    merge_rate: float
+    backbone: str = ""
+    trainer: str = ""
+    weights: str = ""
+    pretrained: str = ""
+    taidpt_version: str = ""
+    precision: str = "fp32"
+    logit_scale: float = 0.0
+    spatial_scale: float = 0.0
+    use_pos_embed: bool = False
+    threshold: float = 0.0
+    checkpoint: str = ""
+    dataset: str = ""
+    opset: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classnames", tuple(str(c) for c in self.classnames))
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not self.classnames:
+            raise MetadataError("classnames is empty")
+        if len(set(self.classnames)) != len(self.classnames):
+            raise MetadataError("classnames has duplicates")
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise MetadataError(f"image_size must be (height, width) > 0, got {self.image_size}")
+        if self.precision not in ("fp32", "fp16"):
+            raise MetadataError(f"precision must be fp32 or fp16, got {self.precision!r}")
+        self.preprocess_config()  # validates mean/std/interpolation
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def preprocess_config(self) -> PreprocessConfig:
+        """The numpy + PIL preprocessing that matches this model (Dassl's test transform)."""
+        h, w = self.image_size
+        return PreprocessConfig(size=h if h == w else (h, w), mean=self.mean, std=self.std,
+                                interpolation=self.interpolation)
+
+    def replace(self, **changes: Any) -> "ModelMetadata":
+        """A copy with some fields changed (e.g. ``precision="fp16"``)."""
+        return ModelMetadata(**{**asdict(self), **changes})
+
+    def to_props(self) -> dict[str, str]:
+        """``{"taidpt.<field>": value}``, every value a string (ONNX ``metadata_props``)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _KINDS[f.name]
+            if kind == "str":
+                out[PREFIX + f.name] = str(value)
+            elif kind == "json_list":
+                out[PREFIX + f.name] = json.dumps(list(value))
+            else:
+                out[PREFIX + f.name] = json.dumps(value)
+        return out
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str | os.PathLike = "<model>") -> "ModelMetadata":
+        """Parse ``metadata_props``; raises :class:`MetadataError` naming ``source``."""
+        where = os.fspath(source)
+        missing = [k for k in _REQUIRED if PREFIX + k not in props]
+        if missing:
+            raise MetadataError(f"{where}: not a taidpt export (metadata {', '.join(PREFIX + k for k in missing)} "
+                                f"missing); export it with python -m export.onnx")
+        values: dict[str, Any] = {}
+        for name, kind in _KINDS.items():
+            key = PREFIX + name
+            if key not in props:
+                continue
+            raw = props[key]
+            try:
+                if kind == "str":
+                    values[name] = raw
+                else:
+                    parsed = json.loads(raw)
+                    if kind == "json_list" and not isinstance(parsed, list):
+                        raise ValueError("expected a JSON list")
+                    if kind == "json_float":
+                        parsed = float(parsed)
+                    elif kind == "json_int":
+                        parsed = int(parsed)
+                    elif kind == "json_bool":
+                        if not isinstance(parsed, bool):
+                            raise ValueError("expected true or false")
+                    values[name] = parsed
+            except (ValueError, TypeError) as exc:
+                raise MetadataError(f"{where}: metadata {key}={raw!r} is malformed ({exc})") from None
+        try:
+            return cls(**values)
+        except MetadataError as exc:
+            raise MetadataError(f"{where}: {exc}") from None
+        except ValueError as exc:  # PreprocessConfig validation
+            raise MetadataError(f"{where}: {exc}") from None
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    """``model.plan`` -> ``model.plan.json``: where an engine's metadata lives."""
+    p = Path(engine_path)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """Metadata of an ONNX file, read with onnx without loading external weight files."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf errors vary
+        raise MetadataError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+def write_sidecar(engine_path: str | os.PathLike, metadata: ModelMetadata, extra: Mapping[str, Any]) -> Path:
+    """Write ``<engine>.json``: the ONNX metadata pairs plus build facts (``extra``)."""
+    path = sidecar_path(engine_path)
+    payload = {"metadata_props": metadata.to_props(), **dict(extra)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(engine_path: str | os.PathLike) -> tuple[ModelMetadata, dict[str, Any]]:
+    """Metadata and build facts of a serialized engine from its ``<engine>.json`` sidecar."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise MetadataError(
+            f"{engine_path}: no metadata file {path.name} next to the engine. Engines built by "
+            f"python -m export.tensorrt get one; for an engine built with trtexec run "
+            f"python -m export.tensorrt --onnx MODEL.onnx --engine {Path(engine_path).name} --metadata-only")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        props = payload["metadata_props"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MetadataError(f"{path}: malformed engine metadata ({type(exc).__name__}: {exc})") from None
+    return ModelMetadata.from_props(props, path), {k: v for k, v in payload.items() if k != "metadata_props"}

@@ -1,0 +1,256 @@
+"""The torch-free inference CLI (export.infer) on generated image files, and its no-torch guarantee."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from export.infer import collect_images, decide, main
+from export.metadata import ModelMetadata
+from export.onnx import export_scorer
+from taidpt.model import TaIDPTModel
+from taidpt.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["dog", "cat", "car", "traffic light", "potted_plant", "person"]
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_rn, tmp_path_factory):
+    """A TinyRN TaI-DPT scorer with random contexts, exported to ONNX with a non-default threshold."""
+    torch.manual_seed(3)
+    model = TaIDPTModel(tiny_rn, CLASSES)
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_(0, 0.5)
+        model.prompt_learner.ctx_double.normal_(0, 0.5)
+    scorer = model.eval().image_scorer().eval()
+    meta = ModelMetadata(classnames=tuple(CLASSES), image_size=(SIZE, SIZE), mean=CLIP_MEAN, std=CLIP_STD,
+                         interpolation="bicubic", merge_rate=0.5, backbone="TinyRN", trainer="TaIDPT",
+                         weights="random", taidpt_version="test", threshold=0.05)
+    path = export_scorer(scorer, tmp_path_factory.mktemp("model") / "tiny.onnx", meta)
+    return scorer, path
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """Real files in several formats and modes, one nested, plus a truncated JPEG and an empty file."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir()
+    Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(root / "a_rgb.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (50, 200, 3), dtype=np.uint8)).save(root / "b_wide.png")
+    Image.fromarray(rng.integers(0, 255, (80, 64), dtype=np.uint8), "L").save(root / "c_gray.png")
+    Image.fromarray(rng.integers(0, 255, (70, 70, 4), dtype=np.uint8), "RGBA").save(root / "d_rgba.png")
+    Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8), "L").save(root / "e_gray.jpg")
+    Image.fromarray(rng.integers(0, 255, (66, 99, 3), dtype=np.uint8)).save(root / "sub" / "f_nested.jpg")
+    good = (root / "a_rgb.jpg").read_bytes()
+    (root / "g_truncated.jpg").write_bytes(good[: len(good) // 3])
+    (root / "h_empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image, not listed")
+    return root
+
+
+GOOD = ["a_rgb.jpg", "b_wide.png", "c_gray.png", "d_rgba.png", "e_gray.jpg", "sub/f_nested.jpg"]
+BAD = ["g_truncated.jpg", "h_empty.png"]
+
+
+def torch_scores(scorer, paths) -> np.ndarray:
+    """Merged scores of the PyTorch scorer on the evaluation preprocessing of each file."""
+    x = np.stack([preprocess(load_rgb(p), SIZE) for p in paths])
+    with torch.no_grad():
+        return scorer(torch.from_numpy(x))[0].numpy()
+
+
+def run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedProcess:
+    prelude = "import sys; sys.modules['torch'] = None; " if block_torch else "import sys; "
+    code = (prelude + "from export.infer import main; rc = main(sys.argv[1:]); "
+            "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.model', 'taidpt.runner', 'export.onnx') "
+            "if sys.modules.get(m) is not None]; print('HEAVY-MODULES', bad, file=sys.stderr); sys.exit(rc)")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_json_end_to_end_without_torch(exported, image_dir, tmp_path):
+    scorer, model = exported
+    out = tmp_path / "pred.json"
+    proc = run_cli(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--batch-size", "4"],
+                   block_torch=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY-MODULES []" in proc.stderr
+    res = json.loads(out.read_text())
+    assert res["provider"] == "CPUExecutionProvider" and res["classes"] == CLASSES
+    assert res["decision"] == {"rule": "threshold", "threshold": 0.05}  # the model's own threshold
+    assert res["n_inputs"] == 8 and res["n_images"] == 6 and res["n_skipped"] == 2
+    assert [Path(im["path"]).relative_to(image_dir).as_posix() for im in res["images"]] == GOOD
+    skipped = {Path(s["path"]).name: s["reason"] for s in res["skipped"]}
+    assert set(skipped) == set(BAD) and "empty" in skipped["h_empty.png"] and skipped["g_truncated.jpg"]
+    for name in BAD:  # each unreadable file is named on stderr with its reason
+        assert f"skipped {image_dir / name}: " in proc.stderr
+    # Scores are the PyTorch model's on the evaluation preprocessing (grayscale and RGBA included).
+    got = np.array([[im["scores"][c] for c in CLASSES] for im in res["images"]])
+    ref = torch_scores(scorer, [image_dir / g for g in GOOD])
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert np.ptp(got, axis=0).min() > 1e-3  # the images really are told apart
+    for im in res["images"]:
+        expected = sorted((c for c in CLASSES if im["scores"][c] >= 0.05), key=lambda c: -im["scores"][c])
+        assert im["labels"] == expected
+
+
+def test_threshold_and_top_k(exported, image_dir, tmp_path):
+    _, model = exported
+    base = tmp_path / "all.json"
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(base), "--no-progress",
+                 "--all-outputs"]) == 0
+    res = json.loads(base.read_text())
+    scores = np.array([[im["scores"][c] for c in CLASSES] for im in res["images"]])
+    for im in res["images"]:
+        g, l_ = im["global_logits"], im["local_logits"]
+        assert all(abs(im["scores"][c] - 0.5 * (g[c] + l_[c])) < 1e-6 for c in CLASSES)
+    t = float(np.median(scores))
+    out = tmp_path / "thr.json"
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
+                 "--threshold", repr(t)]) == 0
+    thr = json.loads(out.read_text())
+    assert thr["decision"] == {"rule": "threshold", "threshold": t}
+    n_labels = [len(im["labels"]) for im in thr["images"]]
+    assert sum(n_labels) == int((scores >= t).sum()) and 0 < sum(n_labels) < scores.size
+    for im, row in zip(thr["images"], scores):
+        assert set(im["labels"]) == {c for c, v in zip(CLASSES, row) if v >= t}
+
+    out = tmp_path / "top2.json"
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
+                 "--top-k", "2"]) == 0
+    top = json.loads(out.read_text())
+    assert top["decision"] == {"rule": "top_k", "k": 2}
+    for im, row in zip(top["images"], scores):
+        assert im["labels"] == [CLASSES[i] for i in np.argsort(-row, kind="stable")[:2]]
+
+
+def test_csv_output(exported, image_dir, tmp_path):
+    _, model = exported
+    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
+    args = ["--model", str(model), "--images", str(image_dir), "--no-progress", "--top-k", "3"]
+    assert main([*args, "--output", str(out_json)]) == 0
+    assert main([*args, "--output", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    with out_csv.open() as fh:
+        header = next(csv.reader(fh))
+    assert header == ["path", *CLASSES, "labels", "error"]
+    assert len(rows) == 8
+    by_path = {r["path"]: r for r in rows}
+    for im in json.loads(out_json.read_text())["images"]:
+        r = by_path[im["path"]]
+        assert r["error"] == "" and r["labels"].split(";") == im["labels"]
+        assert all(float(r[c]) == pytest.approx(im["scores"][c], abs=1e-7) for c in CLASSES)
+    bad = [r for r in rows if r["error"]]
+    assert sorted(Path(r["path"]).name for r in bad) == BAD
+    assert all(r[c] == "" and r["labels"] == "" for r in bad for c in CLASSES)
+
+
+def test_list_file_glob_and_batch_size_invariance(exported, image_dir, tmp_path):
+    _, model = exported
+    listing = image_dir / "list.txt"
+    listing.write_text("# test list\na_rgb.jpg\n\nsub/f_nested.jpg\nmissing.jpg\n" + str(image_dir / "c_gray.png") + "\n")
+    try:
+        assert collect_images(str(listing)) == [str(image_dir / "a_rgb.jpg"), str(image_dir / "sub/f_nested.jpg"),
+                                                str(image_dir / "missing.jpg"), str(image_dir / "c_gray.png")]
+        out = tmp_path / "list.json"
+        assert main(["--model", str(model), "--images", str(listing), "--output", str(out), "--no-progress"]) == 0
+        res = json.loads(out.read_text())
+        assert res["n_images"] == 3 and [s["reason"] for s in res["skipped"]] == ["no such file"]
+    finally:
+        listing.unlink()
+    assert collect_images(str(image_dir / "*.png")) == [str(image_dir / n) for n in ("b_wide.png", "c_gray.png",
+                                                                                     "d_rgba.png", "h_empty.png")]
+    assert len(collect_images(str(image_dir / "**" / "*.jpg"))) == 4
+    outs = []
+    for bs in ("1", "5"):
+        out = tmp_path / f"bs{bs}.json"
+        assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
+                     "--batch-size", bs]) == 0
+        outs.append(np.array([[im["scores"][c] for c in CLASSES] for im in json.loads(out.read_text())["images"]]))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_decide_rules():
+    s = np.array([[0.2, 0.5, 0.5, -1.0]], dtype=np.float32)
+    names = ["a", "b", "c", "d"]
+    assert decide(s, names, threshold=0.5) == [["b", "c"]]  # inclusive, ties in class order
+    assert decide(s, names, threshold=0.0) == [["b", "c", "a"]]
+    assert decide(s, names, top_k=1) == [["b"]]
+    assert decide(s, names, top_k=4) == [["b", "c", "a", "d"]]
+    with pytest.raises(ValueError):
+        decide(s, names, threshold=0.1, top_k=1)
+
+
+@pytest.mark.parametrize("case", ["bad_suffix", "no_images", "unknown_provider", "top_k_range", "foreign_onnx",
+                                  "not_onnx"])
+def test_cli_errors_are_one_line(case, exported, image_dir, tmp_path, capsys):
+    _, model = exported
+    args = ["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "o.json")]
+    if case == "bad_suffix":
+        args[-1], expect = str(tmp_path / "o.txt"), "expected a .json or .csv"
+    elif case == "no_images":
+        args[3], expect = str(tmp_path / "nothing*.jpg"), "not a folder, a list file"
+    elif case == "unknown_provider":
+        args += ["--providers", "NoSuchExecutionProvider"]
+        expect = "NoSuchExecutionProvider is not available in this onnxruntime build"
+    elif case == "top_k_range":
+        args += ["--top-k", str(len(CLASSES) + 1)]
+        expect = f"--top-k must be between 1 and {len(CLASSES)}"
+    elif case == "foreign_onnx":
+        node = onnx.helper.make_node("Identity", ["images"], ["scores"])
+        vi = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3]) for n in ("images", "scores")]
+        foreign = tmp_path / "foreign.onnx"
+        onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", [vi[0]], [vi[1]])), str(foreign))
+        args[1], expect = str(foreign), "not a taidpt export"
+    else:
+        bogus = tmp_path / "model.bin"
+        bogus.write_bytes(b"xx")
+        args[1], expect = str(bogus), "expected a .onnx model or a TensorRT engine"
+    assert main(args) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_inference_stack_imports_no_torch():
+    """The deployment modules and the core modules they use import with torch made unimportable."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import export, export.infer, export.evaluate, export.metadata, export.runtime, export.tensorrt\n"
+        "import taidpt.preprocess, taidpt.metrics, taidpt.testsets, taidpt.dataset_registry, taidpt.config\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.model', 'taidpt.runner')"
+        " if sys.modules.get(m) is not None]\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.gpu
+def test_cuda_provider_inference(exported, image_dir, tmp_path):
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
+        pytest.skip("needs onnxruntime-gpu (CUDAExecutionProvider) and a CUDA device")
+    scorer, model = exported
+    out = tmp_path / "cuda.json"
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
+                 "--providers", "CUDAExecutionProvider"]) == 0
+    res = json.loads(out.read_text())
+    assert res["provider"] == "CUDAExecutionProvider"
+    got = np.array([[im["scores"][c] for c in CLASSES] for im in res["images"]])
+    np.testing.assert_allclose(got, torch_scores(scorer, [image_dir / g for g in GOOD]), atol=1e-3, rtol=0)
