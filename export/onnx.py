@@ -31,7 +31,6 @@ import logging
 import os
 import sys
 import tempfile
-import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,29 +199,19 @@ def load_scorer(
 def _traceable(scorer: Any) -> Iterator[None]:
     """Make the scorer trace into a clean graph, then undo the changes.
 
-    * ``nn.MultiheadAttention``'s inference fast path (``_native_multi_head_attention``, used by the
-      ViT blocks) has no ONNX symbolic; the regular path exports to plain MatMul/Softmax.
-    * Under tracing the feature-map sizes are traced tensors, so the encoder's positional-embedding
-      cache (keyed by ``(height, width, device)``) would miss and re-run a bicubic interpolation with
-      tensor scale factors, which fails. The export size is fixed, so the sizes are made Python ints
-      and the cached (or freshly computed) embedding enters the graph as a constant.
+    ``nn.MultiheadAttention``'s inference fast path (``_native_multi_head_attention``, used by the
+    ViT blocks) has no ONNX symbolic; the regular path exports to plain MatMul/Softmax. (The
+    positional-embedding grid needs nothing: the encoder turns traced sizes into ints, so the
+    embedding for the fixed export size enters the graph as a constant.)
     """
     import torch
 
-    encoder = scorer.encoder
-    original = type(encoder)._pos
-
-    def _pos_static(self: Any, pos: Any, height: Any, width: Any) -> Any:
-        return original(self, pos, int(height), int(width))
-
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    encoder._pos = types.MethodType(_pos_static, encoder)
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        del encoder._pos
 
 
 def _initializer_bytes(model: Any) -> int:
