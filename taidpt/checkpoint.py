@@ -13,6 +13,7 @@ mismatching class list is refused with a clear message instead of a shape error.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -106,16 +107,29 @@ def latest_checkpoint(run_dir: str | Path, model_name: str = MODEL_NAME) -> Path
     return path if path.is_file() else None
 
 
+TRUST_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling).
+
+    Files written by Dassl's warm-up schedulers (the reference TaI-DPT checkpoints among them)
+    pickle a scheduler object and fail that check. torch's own opt-out variable
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` does not apply to an explicit ``weights_only=True``, so it
+    is honoured here: with it set, such a file is loaded with full unpickling (trusted files only).
+    """
     path = Path(path)
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report one line with the path
+        if os.environ.get(TRUST_ENV, "0").lower() in ("1", "y", "yes", "true"):
+            logging.getLogger(__name__).warning("%s: not loadable with weights_only=True; %s is set, so it is "
+                                                "unpickled in full (only do this for files you trust)", path, TRUST_ENV)
+            return torch.load(str(path), map_location=map_location, weights_only=False)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeError(
             f"cannot load checkpoint {path} safely ({type(exc).__name__}: {msg}). Checkpoints written by Dassl's "
-            f"warm-up schedulers pickle objects; re-save them with taidpt or load the state dict yourself"
+            f"warm-up schedulers pickle objects: re-save them with taidpt, or set {TRUST_ENV}=1 if you trust the file"
         ) from exc
 
 

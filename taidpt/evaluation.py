@@ -28,10 +28,65 @@ class ScoredSet:
     """Per-image logits of the images that loaded, their targets, and what was skipped."""
 
     global_logits: np.ndarray  # [N, C]
-    local_logits: np.ndarray  # [N, C]
+    local_logits: np.ndarray | None  # [N, C]; None for a model with one score per class
     targets: np.ndarray  # [N, C] int8
-    indices: np.ndarray  # [N] positions in the ImageSet
+    indices: np.ndarray | None  # [N] positions in the ImageSet, when the caller knows them
     skipped: list[str] = field(default_factory=list)
+
+
+class ScoreAccumulator:
+    """Collects the logits and targets of an evaluation batch by batch.
+
+    The core loop (:func:`score_image_set`) and the Dassl ``MultiLabelEvaluator`` both fill one
+    of these, so the two engines turn the same batches into the same arrays.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything collected so far."""
+        self._global: list[np.ndarray] = []
+        self._local: list[np.ndarray] = []
+        self._targets: list[np.ndarray] = []
+        self._indices: list[np.ndarray] = []
+        self._has_indices = True
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._targets)
+
+    def add(self, global_logits: torch.Tensor, local_logits: torch.Tensor | None, targets: torch.Tensor,
+            indices: torch.Tensor | np.ndarray | list[int] | None = None) -> None:
+        """Append one batch: logits [B, C] (local may be None) and targets [B, C] (1/0/-1)."""
+        if self._global and (local_logits is None) != (not self._local):
+            raise ValueError("either every batch or no batch has local logits")
+        self._global.append(global_logits.detach().float().cpu().numpy())
+        if local_logits is not None:
+            self._local.append(local_logits.detach().float().cpu().numpy())
+        self._targets.append(targets.detach().cpu().numpy().astype(np.int8))
+        if indices is None:
+            self._has_indices = False
+        else:
+            self._indices.append(np.asarray(indices))
+
+    def skip(self, paths: list[str]) -> None:
+        """Record images that could not be read (named in the results, left out of the metrics)."""
+        self.skipped.extend(paths)
+
+    def result(self, name: str = "the test set") -> ScoredSet:
+        """The collected arrays; raises when no image was scored."""
+        if self.skipped:
+            log.warning("skipped %d unreadable image(s), e.g. %s", len(self.skipped), ", ".join(self.skipped[:3]))
+        if not self._global:
+            raise RuntimeError(f"no image of {name} could be read ({len(self.skipped)} skipped)")
+        return ScoredSet(
+            np.concatenate(self._global),
+            np.concatenate(self._local) if self._local else None,
+            np.concatenate(self._targets),
+            np.concatenate(self._indices) if self._has_indices and self._indices else None,
+            list(self.skipped),
+        )
 
 
 @torch.no_grad()
@@ -50,24 +105,15 @@ def score_image_set(
     scorer.eval()
     dataset = ImageSetDataset(image_set, preprocess)
     loader = make_test_loader(dataset, batch_size, num_workers, seed)
-    glob, loc, targets, indices, skipped = [], [], [], [], []
+    acc = ScoreAccumulator()
     for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch, bad = split_ok(batch)
-        for i in bad:
-            skipped.append(dataset.path(i))
+        acc.skip([dataset.path(i) for i in bad])
         if batch["img"].shape[0] == 0:
             continue
         _, z_g, z_l = scorer(batch["img"].to(device))
-        glob.append(z_g.float().cpu().numpy())
-        loc.append(z_l.float().cpu().numpy())
-        targets.append(batch["label"].numpy().astype(np.int8))
-        indices.append(np.asarray(batch["index"]))
-    if skipped:
-        log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), ", ".join(skipped[:3]))
-    if not glob:
-        raise RuntimeError(f"no image of {image_set.name} could be read ({len(skipped)} skipped)")
-    return ScoredSet(np.concatenate(glob), np.concatenate(loc), np.concatenate(targets), np.concatenate(indices),
-                     skipped)
+        acc.add(z_g, z_l, batch["label"], batch["index"])
+    return acc.result(image_set.name)
 
 
 def results_from_scores(scored: ScoredSet, classnames, merge_rate: float, threshold: float | None,
@@ -78,6 +124,10 @@ def results_from_scores(scored: ScoredSet, classnames, merge_rate: float, thresh
     results["skipped_images"] = list(scored.skipped)
     results["n_skipped_images"] = len(scored.skipped)
     if image_set is not None:
-        results["missing_images"] = list(image_set.missing)
-        results["n_missing_images"] = len(image_set.missing)
+        results.update(missing_fields(image_set))
     return results
+
+
+def missing_fields(image_set: ImageSet) -> dict:
+    """The images the annotation lists but that are not on disk, as results fields."""
+    return {"missing_images": list(image_set.missing), "n_missing_images": len(image_set.missing)}

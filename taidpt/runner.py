@@ -1,8 +1,9 @@
 """The core (Dassl-free) runner behind ``train.py``: train TaI-DPT on captions, test on images.
 
-It follows Dassl's ``TrainerX`` order so that the Dassl plugin and this runner give the same
-numbers for a seed: seed -> data (test set, caption corpus, loaders) -> model -> optimiser and
-schedule -> resume -> epochs (the LR steps once per epoch) -> test. Model selection uses a held-out
+It follows Dassl's ``TrainerX`` order, and the Dassl plugin (``trainers/taidpt.py``) calls the
+methods of :class:`CoreRunner` from its hooks, so both engines give the same numbers for a seed:
+seed -> test set -> model, optimiser and schedule -> caption corpus, loader and feature cache ->
+resume -> epochs (the LR steps once per epoch) -> test. Model selection uses a held-out
 slice of the caption corpus (``TEST.FINAL_MODEL best_val`` with ``DATASET.VAL_CAPTIONS > 0``) or
 the last epoch; never the test images.
 """
@@ -36,14 +37,23 @@ from .checkpoint import (
 )
 from .classes import ClassList
 from .clip_loader import ClipInfo, load_clip
+from .corpora import CaptionCorpus
 from .dataset_registry import default_cache_dir, load_caption_corpus, load_test_set
 from .evaluation import results_from_scores, score_image_set
+from .image_data import ImageSetDataset, make_test_loader
 from .metrics import format_coop_lines, format_results_table
 from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
 from .optim import build_lr_scheduler, build_optimizer
 from .preprocess import PreprocessConfig
 from .testsets import ImageSet
-from .training import CaptionBatchEncoder, caption_map, make_caption_loader, split_validation, train_step
+from .training import (
+    CaptionBatchEncoder,
+    caption_loss,
+    caption_map,
+    make_caption_loader,
+    split_validation,
+    train_step,
+)
 
 log = logging.getLogger("taidpt")
 
@@ -92,6 +102,37 @@ def canonical_trainer(name: str) -> str:
         log.info("trainer %s is run as %s", name, TRAINER_ALIASES[name])
         return TRAINER_ALIASES[name]
     raise ValueError(f"unknown trainer {name!r}: expected one of {', '.join(TRAINERS)}")
+
+
+FINAL_MODELS = ("last_step", "best_val")
+TRAIN_SAMPLERS = ("RandomSampler",)
+
+
+def validate_config(cfg: CfgNode, trainer: str) -> None:
+    """Refuse settings neither engine can honour, before anything is built (Dassl's ``check_cfg``).
+
+    Train-time image settings (``INPUT.TRANSFORMS`` augmentations, ``DATALOADER.TRAIN_X.SAMPLER``)
+    have no effect on a model trained on captions; they are named in the log, not refused, so CoOp
+    yaml files still load.
+    """
+    if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
+        raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
+    if trainer == "TaIDPT" and cfg.TEST.FINAL_MODEL == "best_val" and float(cfg.DATASET.VAL_CAPTIONS) <= 0:
+        raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "
+                         "(selecting on test images is what the reference did, and is not allowed here)")
+    ignored = [t for t in cfg.INPUT.TRANSFORMS if t != "normalize"]
+    if ignored:
+        log.info("INPUT.TRANSFORMS %s ignored: TaI-DPT trains on captions and tests with resize + centre crop"
+                 " + normalise", ignored)
+    if cfg.DATALOADER.TRAIN_X.SAMPLER not in TRAIN_SAMPLERS:
+        log.info("DATALOADER.TRAIN_X.SAMPLER %s ignored: captions are shuffled per (seed, epoch)",
+                 cfg.DATALOADER.TRAIN_X.SAMPLER)
+
+
+def merge_rate(cfg: CfgNode, trainer: str) -> float:
+    """Weight of the global score in ``merged = w * global + (1 - w) * local`` for ``trainer``."""
+    node = cfg.TRAINER.ZEROSHOT if trainer == "ZeroshotCLIPDense" else cfg.TRAINER.TAIDPT
+    return float(node.MERGE_RATE)
 
 
 def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
@@ -460,4 +501,5 @@ def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | Non
     return CoreRunner(cfg, options).run()
 
 
-__all__ = ["CoreRunner", "RunOptions", "run", "set_random_seed", "setup_logging", "ImageSet"]
+__all__ = ["CoreRunner", "RunOptions", "merge_rate", "run", "set_random_seed", "setup_logging", "validate_config",
+           "ImageSet"]

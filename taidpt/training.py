@@ -6,8 +6,8 @@
 * :class:`CaptionBatchEncoder` turns a batch of indices into :class:`CaptionFeatures`, either from
   the feature cache or by running the frozen text tower (the reference's behaviour, kept
   selectable so parity stays testable).
-* :func:`train_step` is one optimisation step; :func:`caption_map` scores held-out captions for
-  model selection (never the test images).
+* :func:`caption_loss` is the loss of one batch, :func:`train_step` one optimisation step;
+  :func:`caption_map` scores held-out captions for model selection (never the test images).
 """
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ class CaptionBatchEncoder:
         return self.model.encode_captions(ids)
 
 
+def caption_loss(
+    model: TaIDPTModel,
+    encoder: CaptionBatchEncoder,
+    batch: dict[str, torch.Tensor],
+    loss_name: str,
+) -> torch.Tensor:
+    """Loss of one caption batch, not yet back-propagated; raises on a non-finite loss.
+
+    The core's :func:`train_step` and the Dassl trainer's ``forward_backward`` both start here, so
+    the two engines compute the same loss for the same batch.
+    """
+    feats = encoder(batch["index"])
+    targets = batch["label"].to(feats.global_.device)
+    z_g, z_l = model.caption_logits(feats)
+    loss = double_loss(loss_name, z_g, z_l, targets)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()}: lower OPTIM.LR or check the captions")
+    return loss
+
+
 def train_step(
     model: TaIDPTModel,
     encoder: CaptionBatchEncoder,
@@ -105,12 +125,7 @@ def train_step(
     loss_name: str,
 ) -> float:
     """One SGD step on a caption batch; returns the loss value. Raises on a non-finite loss."""
-    feats = encoder(batch["index"])
-    targets = batch["label"].to(feats.global_.device)
-    z_g, z_l = model.caption_logits(feats)
-    loss = double_loss(loss_name, z_g, z_l, targets)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()}: lower OPTIM.LR or check the captions")
+    loss = caption_loss(model, encoder, batch, loss_name)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

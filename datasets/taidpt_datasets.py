@@ -1,0 +1,88 @@
+"""Dassl dataset classes for TaI-DPT's test sets: ``VOC2007``, ``COCO2014``, ``NUSWIDE``,
+``COCOFormat`` and ``CSV`` (the ``DATASET.NAME`` values of ``configs/datasets/*.yaml``).
+
+Each class reads its images with the core reader (``taidpt.dataset_registry.load_test_set``), so
+the Dassl path and the core path see the same images, labels and class list. Import this module
+(CoOp style: ``import datasets.taidpt_datasets`` in ``train.py``) to register the classes; it
+must be imported under one module path only, since Dassl's registry refuses a second
+registration of a name.
+
+Multi-label data in Dassl: a :class:`~dassl.data.datasets.Datum` holds a single ``label``, and
+Dassl's own code reads it in only a few places (``DatasetBase.get_num_classes`` /
+``get_lab2cname``, the class-aware sampler, the few-shot helpers, the ``Classification``
+evaluator). Here ``Datum.label`` is a float tensor ``[C]`` of targets (1 positive, 0 negative, -1
+ignored), and the dataset overrides ``get_num_classes`` and ``get_lab2cname`` to answer from the
+class list instead of from the labels. Dassl's ``DatasetWrapper`` and PyTorch's default collate
+then give ``batch["label"]`` as ``[B, C]`` with no change to Dassl. The alternatives were worse:
+an int label indexing a side table of targets needs the evaluator to know which split it is
+scoring, and a custom dataset wrapper must be passed to every loader. Those few Dassl parts that
+read labels as ints (``RandomClassSampler``, ``generate_fewshot_dataset``,
+``split_dataset_by_label``, the ``Classification`` evaluator) do not apply to tensors, hence the
+``MultiLabelEvaluator`` set in our yaml files.
+
+TaI-DPT trains on captions, not images: ``train_x`` is empty and ``val`` is None; the images are
+the ``test`` split. Dassl's ``DataManager`` asserts a non-empty training loader, so it cannot be
+built on these classes; the ``TaIDPT`` and ``ZeroshotCLIPDense`` trainers build their own loaders.
+Images the annotation lists but that are not on disk are dropped (and counted) by the core reader
+before any ``Datum`` is made, as ``Datum`` asserts that its file exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+
+from taidpt.classes import ClassList
+from taidpt.dataset_registry import load_test_set
+from taidpt.testsets import ImageSet
+
+
+class MultiLabelTestSet(DatasetBase):
+    """A TaI-DPT test set as a Dassl dataset; ``image_set`` and ``class_list`` keep the core's view."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.image_set, self.class_list = self.read(cfg)
+        labels = torch.from_numpy(self.image_set.targets.astype("float32"))
+        test = [Datum(impath=path, label=labels[i].clone()) for i, path in enumerate(self.image_set.paths)]
+        super().__init__(train_x=[], val=None, test=test)
+
+    @staticmethod
+    def read(cfg: Any) -> tuple[ImageSet, ClassList]:
+        """The core's test set and class list for ``cfg.DATASET``."""
+        return load_test_set(cfg)
+
+    def get_num_classes(self, data_source: list[Datum]) -> int:
+        """Number of classes from the class list (Dassl's version takes max(label) + 1)."""
+        return len(self.class_list)
+
+    def get_lab2cname(self, data_source: list[Datum]) -> tuple[dict[int, str], list[str]]:
+        """``({index: class name}, class names)`` from the class list, in label-column order."""
+        names = list(self.class_list.names)
+        return dict(enumerate(names)), names
+
+
+@DATASET_REGISTRY.register()
+class VOC2007(MultiLabelTestSet):
+    """PASCAL VOC 2007 test split under ``DATASET.ROOT/VOCdevkit/VOC2007`` (20 classes)."""
+
+
+@DATASET_REGISTRY.register()
+class COCO2014(MultiLabelTestSet):
+    """MS-COCO 2014 validation images under ``DATASET.ROOT/COCO`` (80 classes)."""
+
+
+@DATASET_REGISTRY.register()
+class NUSWIDE(MultiLabelTestSet):
+    """NUS-WIDE test split under ``DATASET.ROOT/NUSWIDE`` (81 concepts)."""
+
+
+@DATASET_REGISTRY.register()
+class COCOFormat(MultiLabelTestSet):
+    """Any COCO-format instances json (``DATASET.ANNOTATION``, images in ``DATASET.IMAGE_DIR``)."""
+
+
+@DATASET_REGISTRY.register()
+class CSV(MultiLabelTestSet):
+    """A CSV of image paths and labels (``DATASET.ANNOTATION``; classes from ``DATASET.CLASS_LIST``)."""
