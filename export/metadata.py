@@ -36,6 +36,7 @@ _KINDS: dict[str, str] = {
     "mean": "json_list",
     "std": "json_list",
     "interpolation": "str",
+    "exif_transpose": "json_bool",
     "merge_rate": "json_float",
     "backbone": "str",
     "trainer": "str",
@@ -71,6 +72,7 @@ class ModelMetadata:
     std: tuple[float, float, float]
     interpolation: str
     merge_rate: float
+    exif_transpose: bool = False
     backbone: str = ""
     trainer: str = ""
     weights: str = ""
@@ -108,7 +110,7 @@ class ModelMetadata:
         """The numpy + PIL preprocessing that matches this model (Dassl's test transform)."""
         h, w = self.image_size
         return PreprocessConfig(size=h if h == w else (h, w), mean=self.mean, std=self.std,
-                                interpolation=self.interpolation)
+                                interpolation=self.interpolation, exif_transpose=self.exif_transpose)
 
     def replace(self, **changes: Any) -> "ModelMetadata":
         """A copy with some fields changed (e.g. ``precision="fp16"``)."""

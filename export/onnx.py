@@ -177,6 +177,7 @@ def load_scorer(
         mean=tuple(cfg.INPUT.PIXEL_MEAN),
         std=tuple(cfg.INPUT.PIXEL_STD),
         interpolation=str(cfg.INPUT.INTERPOLATION),
+        exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE),
         merge_rate=merge,
         backbone=info.name,
         trainer=trainer,

@@ -122,6 +122,8 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.IMAGE_DIR = ""  # image folder for COCOFormat / CSV (relative to ROOT)
     cfg.DATASET.CACHE_DIR = ""  # "" = ~/.cache/taidpt (caption corpora and features)
 
+    cfg.INPUT.EXIF_TRANSPOSE = False  # apply EXIF orientation tags (Dassl and the reference do not)
+
     cfg.TEST.THRESHOLD = 0.0  # CP/CR/CF1 also at merged score >= THRESHOLD (0 = sigmoid 0.5), besides top-3
 
     cfg.TRAINER.TAIDPT = CN()

@@ -139,7 +139,8 @@ def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
     """Test-time preprocessing from ``INPUT.*`` (Dassl's resize + centre crop + normalise)."""
     size = tuple(int(s) for s in cfg.INPUT.SIZE)
     return PreprocessConfig(size=size if size[0] != size[1] else size[0], mean=tuple(cfg.INPUT.PIXEL_MEAN),
-                            std=tuple(cfg.INPUT.PIXEL_STD), interpolation=cfg.INPUT.INTERPOLATION)
+                            std=tuple(cfg.INPUT.PIXEL_STD), interpolation=cfg.INPUT.INTERPOLATION,
+                            exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE))
 
 
 def check_image_size(cfg: CfgNode, info: ClipInfo) -> None:
@@ -447,7 +448,7 @@ class CoreRunner:
             info.update({
                 "epochs_trained": self.epoch,
                 "model_selection": self.selection,
-                "checkpoint": self.checkpoint_path,
+                "checkpoint": self._relative(self.checkpoint_path),
                 "spatial_scale_image": float(cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE),
             })
             corpus = self.corpus
@@ -457,8 +458,18 @@ class CoreRunner:
                                     "n_val_captions": int(len(self.val_rows)),
                                     "exclude_test_captions": bool(cfg.DATASET.EXCLUDE_TEST_CAPTIONS),
                                     "stats": corpus.stats}
-        info["elapsed_s"] = round(time.time() - self.start_time, 1)
+        log.info("elapsed %s", datetime.timedelta(seconds=int(time.time() - self.start_time)))
+        # No timings or run-folder paths: the same seed gives a byte-identical results.json (CPU).
         return {**info, **results}
+
+    def _relative(self, path: str | None) -> str | None:
+        """A checkpoint inside this run's folder as a path relative to it, others as given."""
+        if path is None:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(self.output_dir.resolve()))
+        except ValueError:
+            return str(path)
 
     # ------------------------------------------------------------------ entry
     def run(self) -> dict[str, Any] | None:
