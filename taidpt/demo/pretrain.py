@@ -11,8 +11,8 @@ Everything is deterministic for a seed: a fixed step count (never a time budget)
 thread count, ``torch.manual_seed`` for the initialisation and a numpy ``Generator`` for the
 batch order. The result is saved as ``{"model_cfg", "state_dict", "meta"}``, which
 ``taidpt.clip_loader.load_clip`` reads with ``weights_only=True`` (source "taidpt"), and cached
-under the user cache directory by :func:`cached_demo_clip`, keyed by the settings and a digest
-of the code that produces the weights.
+under the user cache directory by :func:`cached_demo_clip`, keyed by the settings, the recipe
+version and a digest of the scene generator.
 """
 
 from __future__ import annotations
@@ -67,23 +67,22 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 100,
 }
 
-# Bump when the recipe changes in a way the settings do not capture (part of the cache key, with a
-# digest of this file's and the scene generator's source).
+# Part of the cache key, with the settings and a digest of the scene generator's source. Bump it
+# whenever a change to this module changes the weights it produces (loss, optimiser, schedule,
+# sampling, preprocessing); edits that do not change the weights keep existing caches valid.
 PRETRAIN_VERSION = 1
 
 _MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its learnable temperature at 100
 
 
 def demo_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir`` if given, else ``$TAIDPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/taidpt`` or ``~/.cache/taidpt``.
+    """``cache_dir`` if given, else ``$XDG_CACHE_HOME/taidpt`` or ``~/.cache/taidpt``.
 
-    The same root as the caption-corpus cache (``DATASET.CACHE_DIR`` default), so one variable
-    relocates every cache of the project.
+    The same default root as the core's caption-corpus cache (``DATASET.CACHE_DIR``); the demo
+    passes this root on as ``DATASET.CACHE_DIR`` so one ``--cache-dir`` relocates both.
     """
     if cache_dir:
         return Path(os.path.expanduser(str(cache_dir)))
-    if os.environ.get("TAIDPT_CACHE_DIR"):
-        return Path(os.path.expanduser(os.environ["TAIDPT_CACHE_DIR"]))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "taidpt"
 
@@ -208,11 +207,12 @@ def pretrain_clip(
             "pretrain_version": PRETRAIN_VERSION,
             "loss_first": losses[0],
             "loss_last50": float(np.mean(losses[-50:])),
+            "loss_curve": [round(v, 4) for v in losses],
             "logit_scale": float(model.logit_scale.exp().item()),
             "seconds_data": round(t_data, 1),
             "seconds_train": round(t_train, 1),
             "seconds_per_step": round(t_train / steps, 4),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "stream": "taidpt.demo.scenes.STREAM_PAIRS",
         }
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -225,22 +225,20 @@ def pretrain_clip(
     return out_path
 
 
-def _code_digest() -> str:
-    """Digest of the source that determines the weights: this module and the scene generator."""
-    h = hashlib.sha256()
-    for path in (Path(__file__), Path(scenes.__file__)):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+def _data_digest() -> str:
+    """Digest of the scene generator's source: any change to it may change the pretraining pool."""
+    return hashlib.sha256(Path(scenes.__file__).read_bytes()).hexdigest()[:16]
 
 
 def cache_key(seed: int = 0, **settings: Any) -> str:
-    """Hex key of a pretraining run: seed, settings (defaults filled in), model config, code version."""
+    """Hex key of a pretraining run: seed, settings (defaults filled in), model config, recipe version
+    and scene-generator digest."""
     unknown = set(settings) - set(PRETRAIN_DEFAULTS) - {"threads"}
     if unknown:
         raise ValueError(f"unknown pretraining settings: {', '.join(sorted(unknown))}")
     full = {**PRETRAIN_DEFAULTS, "threads": 2, **settings, "seed": int(seed)}
     payload = {"settings": {k: full[k] for k in sorted(full)}, "model_cfg": DEMO_CLIP_CFG,
-               "version": PRETRAIN_VERSION, "code": _code_digest()}
+               "version": PRETRAIN_VERSION, "scenes": _data_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
