@@ -17,6 +17,9 @@ import os
 import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP threads that spin while waiting starve everything else on a busy 2-core machine (a step
+# can take 10x longer); passive waiting costs nothing measurable. Read when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def dassl_importable() -> tuple[bool, str]:

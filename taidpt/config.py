@@ -8,7 +8,8 @@ defaults. Keys are documented in the README's "Configuration" section.
 
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from typing import Any, Iterable
 
 from yacs.config import CfgNode as CN
 
@@ -155,13 +156,50 @@ def get_cfg_default() -> CN:
     return extend_cfg(dassl_defaults())
 
 
+def _lookup(cfg: CN, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _ints_to_floats(cfg: CN, other: CN, prefix: str = "") -> None:
+    """Turn integers in ``other`` into floats where ``cfg`` holds a float (``LR: 1``, ``... 20``).
+
+    yacs refuses an int for a float key; the intent is never in doubt, so accept it.
+    """
+    for key, value in other.items():
+        target = _lookup(cfg, prefix + key)
+        if isinstance(value, CN):
+            _ints_to_floats(cfg, value, f"{prefix}{key}.")
+        elif isinstance(target, float) and isinstance(value, int) and not isinstance(value, bool):
+            other[key] = float(value)
+
+
+def _coerce_opts(cfg: CN, opts: list[str]) -> list[str]:
+    """``KEY 20`` -> ``KEY 20.0`` for float keys (same reason as :func:`_ints_to_floats`)."""
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        if isinstance(_lookup(cfg, out[i]), float) and re.fullmatch(r"[+-]?\d+", str(out[i + 1]).strip()):
+            out[i + 1] = f"{int(out[i + 1])}.0"
+    return out
+
+
 def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) -> CN:
-    """Merge yaml files in order, then ``KEY VALUE`` pairs, with one-line errors for bad keys."""
+    """Merge yaml files in order, then ``KEY VALUE`` pairs, with one-line errors for bad keys.
+
+    Integers are accepted for float keys (``OPTIM.LR 1``, ``SPATIAL_SCALE_IMAGE 20``).
+    """
     for path in files:
         if not path:
             continue
         try:
-            cfg.merge_from_file(path)
+            with open(path, encoding="utf-8") as fh:
+                other = cfg.load_cfg(fh)
+            _ints_to_floats(cfg, other)
+            cfg.merge_from_other_cfg(other)
         except FileNotFoundError:
             raise FileNotFoundError(f"config file not found: {path}") from None
         except KeyError as exc:
@@ -172,7 +210,7 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
         if len(opts) % 2:
             raise ValueError(f"trailing options must be KEY VALUE pairs, got an odd list: {opts}")
         try:
-            cfg.merge_from_list(list(opts))
+            cfg.merge_from_list(_coerce_opts(cfg, list(opts)))
         except AssertionError as exc:  # yacs asserts on unknown keys
             raise KeyError(f"{exc} (check the spelling; keys are listed in the README)") from None
         except ValueError as exc:

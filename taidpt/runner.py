@@ -166,6 +166,31 @@ def build_taidpt(cfg: CfgNode, clip_model: torch.nn.Module, classes: ClassList) 
     )
 
 
+# Keys that define what a training run computes. Resuming a run under different values would
+# silently mix two experiments, so it is refused. OPTIM.MAX_EPOCH may change (extending a run),
+# and the exact speed switches (CAPTION_CACHE, TRIM_TOKENS, SHARED_PREFIX) may too.
+TRAINING_KEYS = (
+    "SEED", "MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PRETRAINED", "DATALOADER.TRAIN_X.BATCH_SIZE",
+    "OPTIM.NAME", "OPTIM.LR", "OPTIM.WEIGHT_DECAY", "OPTIM.MOMENTUM", "OPTIM.LR_SCHEDULER", "OPTIM.WARMUP_EPOCH",
+    "OPTIM.WARMUP_TYPE", "OPTIM.WARMUP_CONS_LR", "OPTIM.STEPSIZE", "OPTIM.GAMMA",
+    "TRAINER.TAIDPT.N_CTX", "TRAINER.TAIDPT.CSC", "TRAINER.TAIDPT.CTX_INIT", "TRAINER.TAIDPT.CLASS_TOKEN_POSITION",
+    "TRAINER.TAIDPT.LOGIT_SCALE", "TRAINER.TAIDPT.SPATIAL_SCALE_TEXT", "TRAINER.TAIDPT.LOSS",
+    "DATASET.CLASS_LIST", "DATASET.CAPTION_FILE", "DATASET.CAPTION_SOURCE", "DATASET.CAPTION_CAP",
+    "DATASET.EXCLUDE_TEST_CAPTIONS", "DATASET.ADD_TEMPLATES", "DATASET.LEMMATIZER", "DATASET.VAL_CAPTIONS",
+)
+
+
+def training_settings(cfg: CfgNode) -> dict[str, Any]:
+    """The values of :data:`TRAINING_KEYS` (JSON-like primitives), stored in every checkpoint."""
+    out = {}
+    for key in TRAINING_KEYS:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        out[key] = list(node) if isinstance(node, (tuple, list)) else node
+    return out
+
+
 def model_meta(cfg: CfgNode, classes: ClassList, info: ClipInfo) -> dict[str, Any]:
     """What a checkpoint must agree on with the run that loads it (primitives only)."""
     t = cfg.TRAINER.TAIDPT
@@ -176,7 +201,20 @@ def model_meta(cfg: CfgNode, classes: ClassList, info: ClipInfo) -> dict[str, An
         "class_token_position": t.CLASS_TOKEN_POSITION,
         "backbone": info.name,
         "taidpt_version": __version__,
+        "training": training_settings(cfg),
     }
+
+
+def check_resume_settings(meta: dict[str, Any] | None, cfg: CfgNode, path: Path | str) -> None:
+    """Refuse to continue a run whose checkpoint was trained with other settings."""
+    saved = (meta or {}).get("training")
+    if not saved:
+        return
+    now = training_settings(cfg)
+    diff = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
+    if diff:
+        raise ValueError(f"{path} was trained with other settings ({'; '.join(diff[:4])}): resuming would mix two "
+                         f"experiments. Use a new --output-dir, or delete the old run")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -294,8 +332,8 @@ class CoreRunner:
         state = {**self._state(val_result), "best_val": val_result if is_best else best}
         return save_checkpoint(directory or self.output_dir, state, epoch=epoch, is_best=is_best)
 
-    def _load_prompts(self, path: Path) -> dict[str, Any]:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _load_prompts(self, path: Path, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+        ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
         check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names)}, path)
         self.model.prompt_learner.load_reference_state(ckpt["state_dict"])
         self.checkpoint_path = str(path)
@@ -318,7 +356,9 @@ class CoreRunner:
             if self.cfg.RESUME:
                 raise FileNotFoundError(f"--resume {self.cfg.RESUME}: no prompt_learner/checkpoint file there")
             return 0
-        ckpt = self._load_prompts(path)
+        ckpt = load_checkpoint(path, map_location="cpu")
+        check_resume_settings(ckpt.get("meta"), self.cfg, path)
+        self._load_prompts(path, ckpt)
         if ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scheduler"):

@@ -217,3 +217,18 @@ def test_no_unsafe_deserialisation_or_shell():
                 assert rel.as_posix() == "taidpt/checkpoint.py" and "TRUST_ENV" in guard, f"{rel}: torch.load({args})"
                 continue
             assert "weights_only=True" in args, f"{rel}: torch.load({args})"
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_run_with_other_settings(tmp_path, tiny_rn_openai_file):
+    root = tmp_path / "data"
+    write_voc_fixture(root)
+    out = tmp_path / "run"
+    args = ["--trainer", "TaIDPT", "--output-dir", str(out), *common(root, tiny_rn_openai_file)]
+    run_train([*args, "OPTIM.MAX_EPOCH", "1"], tmp_path)
+    proc = run_train([*args, "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.5"], tmp_path, expect_ok=False)
+    assert proc.returncode != 0
+    assert "other settings (OPTIM.LR 0.01 -> 0.5)" in proc.stdout + proc.stderr
+    # extending the schedule is allowed, and integers are accepted for float keys
+    proc = run_train([*args, "OPTIM.MAX_EPOCH", "2", "TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE", "20"], tmp_path)
+    assert "resumed from" in proc.stdout
