@@ -34,10 +34,15 @@ def dassl_importable() -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     from taidpt.cli import parse_args, setup_cfg
     from taidpt.config import get_cfg_default
+    from taidpt.distributed import launched_by_torchrun
 
     args = parse_args(argv)
     engine = args.engine
-    if engine in ("auto", "dassl"):
+    distributed = launched_by_torchrun()
+    if distributed and engine == "dassl":
+        print("error: the Dassl path runs in one process; under torchrun use --engine core or auto", file=sys.stderr)
+        return 2
+    if engine in ("auto", "dassl") and not distributed:
         ok, why = dassl_importable()
         if engine == "dassl" and not ok:
             print(f"error: --engine dassl but Dassl cannot be imported ({why})", file=sys.stderr)
@@ -56,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = "core"
         note = f"Dassl not used ({reason}): running taidpt's core runner"
     else:
-        note = "running taidpt's core runner (--engine core)"
+        note = ("running taidpt's core runner (--engine core)" if not distributed
+                else "running taidpt's core runner (the Dassl path is single-process)")
 
-    from taidpt.runner import RunOptions, run
+    from taidpt.distributed_runner import run
+    from taidpt.runner import RunOptions
 
     try:
         cfg = setup_cfg(get_cfg_default(), args)

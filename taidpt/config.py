@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 from yacs.config import CfgNode as CN
 
+from .image_config import extend_image_cfg
+
 
 def dassl_defaults() -> CN:
     """The Dassl default keys that taidpt reads, with Dassl's values (Dassl.pytorch c61a1b5)."""
@@ -31,6 +33,9 @@ def dassl_defaults() -> CN:
     _C.INPUT.NO_TRANSFORM = False
     _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
     _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+    _C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+    _C.INPUT.CUTOUT_N = 1
+    _C.INPUT.CUTOUT_LEN = 16
 
     _C.DATASET = CN()
     _C.DATASET.ROOT = ""
@@ -148,7 +153,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.ZEROSHOT.TEMPLATE = "a photo of a {}."
     cfg.TRAINER.ZEROSHOT.MERGE_RATE = 0.5
     cfg.TRAINER.ZEROSHOT.USE_POS_EMBED = True
-    return cfg
+    return extend_image_cfg(cfg)  # DualCoOp / CoOp trainers and their training data (taidpt/image_config.py)
 
 
 def get_cfg_default() -> CN:

@@ -102,9 +102,19 @@ def score_image_set(
     progress: bool = True,
 ) -> ScoredSet:
     """Run ``scorer`` over every image of ``image_set``; unreadable images are skipped and listed."""
-    scorer.eval()
     dataset = ImageSetDataset(image_set, preprocess)
     loader = make_test_loader(dataset, batch_size, num_workers, seed)
+    return score_batches(scorer, loader, dataset, device=device, progress=progress).result(image_set.name)
+
+
+@torch.no_grad()
+def score_batches(scorer: ImageScorer, loader: torch.utils.data.DataLoader, dataset: ImageSetDataset, *,
+                  device: torch.device | str = "cpu", progress: bool = True) -> ScoreAccumulator:
+    """Score the batches of ``loader`` (over ``dataset`` or a subset of it) into an accumulator.
+
+    Distributed evaluation runs this on each process's share of the test set.
+    """
+    scorer.eval()
     acc = ScoreAccumulator()
     for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch, bad = split_ok(batch)
@@ -113,7 +123,7 @@ def score_image_set(
             continue
         _, z_g, z_l = scorer(batch["img"].to(device))
         acc.add(z_g, z_l, batch["label"], batch["index"])
-    return acc.result(image_set.name)
+    return acc
 
 
 def results_from_scores(scored: ScoredSet, classnames, merge_rate: float, threshold: float | None,

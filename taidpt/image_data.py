@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from taidpt.preprocess import ImageLoadError, PreprocessConfig, load_rgb
@@ -41,13 +42,17 @@ class ImageSetDataset(Dataset):
         """The file path of item ``index``."""
         return self.image_set.paths[index]
 
+    def transform(self, img: Image.Image, index: int) -> np.ndarray:
+        """The float32 [3, H, W] array of item ``index`` (the test transform; training overrides it)."""
+        return self.config(img)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         path = self.image_set.paths[index]
         cfg = self.config
         ok = True
         try:
-            arr = cfg(load_rgb(path, exif_transpose=cfg.exif_transpose))
+            arr = self.transform(load_rgb(path, exif_transpose=cfg.exif_transpose), index)
             img = torch.from_numpy(arr)
         except ImageLoadError as exc:
             logger.warning("skipping image %d: %s", index, exc)

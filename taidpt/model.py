@@ -136,6 +136,8 @@ class FrozenCLIPModule(nn.Module):
 class TaIDPTModel(FrozenCLIPModule):
     """Frozen CLIP + double-grained prompts; only ``prompt_learner`` has trainable parameters."""
 
+    prompt_learner_class: type[DoublePromptLearner] = DoublePromptLearner  # subclasses may swap the learner
+
     def __init__(
         self,
         clip_model: nn.Module,
@@ -154,7 +156,7 @@ class TaIDPTModel(FrozenCLIPModule):
         shared_prefix: bool = True,
     ) -> None:
         super().__init__(clip_model, classnames)
-        self.prompt_learner = DoublePromptLearner(
+        self.prompt_learner = self.prompt_learner_class(
             classnames, self.text, n_ctx=n_ctx, csc=csc, ctx_init=ctx_init, class_token_position=class_token_position)
         self.logit_scale, self.tau_text, self.tau_image = float(logit_scale), float(tau_text), float(tau_image)
         self.merge_rate, self.use_pos_embed, self.trim_tokens = float(merge_rate), bool(use_pos_embed), bool(trim_tokens)
@@ -162,21 +164,26 @@ class TaIDPTModel(FrozenCLIPModule):
         self.train()
 
     # ----------------------------------------------------------------- class side
-    def class_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def class_embeddings(self, classes: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised (global, local) class embeddings [C, D] from the current contexts.
 
         With generic contexts the SOS + context prefix is encoded once per context set and shared
         by every class (exact under causal attention); otherwise each prompt runs in full.
+        ``classes`` encodes only a contiguous range of classes (distributed training splits the
+        prompts across processes); each row is the same as in the full computation.
         """
         pl = self.prompt_learner
         length = pl.length if self.trim_tokens else None
         if self.shared_prefix:
-            t_g = self.text.forward_shared_prefix(*pl.prefix_and_tails(pl.ctx, length))
-            t_l = self.text.forward_shared_prefix(*pl.prefix_and_tails(pl.ctx_double, length))
-            return l2_normalize(t_g), l2_normalize(t_l)
-        prompts_g, prompts_l = pl(length)
-        both = self.text(torch.cat([prompts_g, prompts_l], dim=0), torch.cat([pl.eot, pl.eot], dim=0))
-        t_g, t_l = both.split(pl.n_cls, dim=0)
+            out = []
+            for ctx in (pl.ctx, pl.ctx_double):
+                prefix, tails, eot = pl.prefix_and_tails(ctx, length)
+                out.append(l2_normalize(self.text.forward_shared_prefix(prefix, tails[classes], eot[classes])))
+            return out[0], out[1]
+        prompts_g, prompts_l = (p[classes] for p in pl(length))
+        eot = pl.eot[classes]
+        both = self.text(torch.cat([prompts_g, prompts_l], dim=0), torch.cat([eot, eot], dim=0))
+        t_g, t_l = both.split(len(eot), dim=0)
         return l2_normalize(t_g), l2_normalize(t_l)
 
     # ----------------------------------------------------------------- caption side

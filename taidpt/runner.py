@@ -39,7 +39,8 @@ from .classes import ClassList
 from .clip_loader import ClipInfo, load_clip
 from .corpora import CaptionCorpus
 from .dataset_registry import default_cache_dir, load_caption_corpus, load_test_set
-from .evaluation import results_from_scores, score_image_set
+from .evaluation import ScoredSet, results_from_scores, score_image_set
+from .predictions import PREDICTIONS_FILE, save_predictions
 from .image_data import ImageSetDataset, make_test_loader
 from .metrics import format_coop_lines, format_results_table
 from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
@@ -57,9 +58,11 @@ from .training import (
 
 log = logging.getLogger("taidpt")
 
-TRAINERS = ("TaIDPT", "ZeroshotCLIPDense")
+TRAINERS = ("TaIDPT", "ZeroshotCLIPDense", "DualCoOp", "CoOpMultiLabel")  # the last two: taidpt/image_runner.py
 TRAINER_ALIASES = {"ZeroshotCLIP": "ZeroshotCLIPDense", "ZeroshotCLIP_dense": "ZeroshotCLIPDense",
-                   "Caption_distill_double": "TaIDPT"}
+                   "Caption_distill_double": "TaIDPT", "Caption_dual": "DualCoOp"}
+# TRAINER.<node> holding each trainer's MERGE_RATE (TAIDPT for the rest).
+MERGE_RATE_NODES = {"ZeroshotCLIPDense": "ZEROSHOT", "DualCoOp": "DUALCOOP", "CoOpMultiLabel": "COOP"}
 
 
 # ----------------------------------------------------------------------------- setup helpers
@@ -95,7 +98,7 @@ def setup_logging(output_dir: str | Path | None, verbose: bool = True) -> None:
 
 
 def canonical_trainer(name: str) -> str:
-    """``TaIDPT`` or ``ZeroshotCLIPDense`` (CoOp/reference spellings accepted with a note)."""
+    """One of :data:`TRAINERS` (CoOp/reference spellings accepted with a note)."""
     if name in TRAINERS:
         return name
     if name in TRAINER_ALIASES:
@@ -131,8 +134,7 @@ def validate_config(cfg: CfgNode, trainer: str) -> None:
 
 def merge_rate(cfg: CfgNode, trainer: str) -> float:
     """Weight of the global score in ``merged = w * global + (1 - w) * local`` for ``trainer``."""
-    node = cfg.TRAINER.ZEROSHOT if trainer == "ZeroshotCLIPDense" else cfg.TRAINER.TAIDPT
-    return float(node.MERGE_RATE)
+    return float(cfg.TRAINER[MERGE_RATE_NODES.get(trainer, "TAIDPT")].MERGE_RATE)
 
 
 def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
@@ -180,10 +182,10 @@ TRAINING_KEYS = (
 )
 
 
-def training_settings(cfg: CfgNode) -> dict[str, Any]:
-    """The values of :data:`TRAINING_KEYS` (JSON-like primitives), stored in every checkpoint."""
+def training_settings(cfg: CfgNode, keys: tuple[str, ...] = TRAINING_KEYS) -> dict[str, Any]:
+    """The values of ``keys`` (:data:`TRAINING_KEYS` by default; JSON-like primitives), stored in every checkpoint."""
     out = {}
-    for key in TRAINING_KEYS:
+    for key in keys:
         node: Any = cfg
         for part in key.split("."):
             node = node[part]
@@ -205,12 +207,13 @@ def model_meta(cfg: CfgNode, classes: ClassList, info: ClipInfo) -> dict[str, An
     }
 
 
-def check_resume_settings(meta: dict[str, Any] | None, cfg: CfgNode, path: Path | str) -> None:
-    """Refuse to continue a run whose checkpoint was trained with other settings."""
+def check_resume_settings(meta: dict[str, Any] | None, cfg: CfgNode, path: Path | str,
+                          keys: tuple[str, ...] = TRAINING_KEYS) -> None:
+    """Refuse to continue a run whose checkpoint was trained with other settings (of ``keys``)."""
     saved = (meta or {}).get("training")
     if not saved:
         return
-    now = training_settings(cfg)
+    now = training_settings(cfg, keys)
     diff = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
     if diff:
         raise ValueError(f"{path} was trained with other settings ({'; '.join(diff[:4])}): resuming would mix two "
@@ -256,9 +259,12 @@ class CoreRunner:
     # ------------------------------------------------------------------ build
     # The Dassl trainer calls these same steps from its hooks, in the same order:
     # load_data (build_data_loader) -> build_model (build_model) -> build_training (before_train).
+    training_keys = TRAINING_KEYS  # what resuming must agree on (image trainers have their own)
+    check_config = staticmethod(validate_config)  # (cfg, trainer): both engines call it before building
+
     def build(self) -> None:
         """Check the config, read the test set, build the model (and its optimiser)."""
-        validate_config(self.cfg, self.trainer)
+        self.check_config(self.cfg, self.trainer)
         self.load_data()
         self.build_model()
 
@@ -271,14 +277,20 @@ class CoreRunner:
                  len(self.classes), f", {len(self.image_set.missing)} listed images missing"
                  if self.image_set.missing else "")
 
-    def build_model(self) -> None:
-        """Load CLIP and build the TaI-DPT (with optimiser and schedule) or zero-shot model."""
+    def load_backbone(self) -> torch.nn.Module:
+        """Load the frozen CLIP of ``MODEL.BACKBONE`` and check that ``INPUT.SIZE`` fits it."""
         cfg = self.cfg
         clip_model, self.clip_info = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED,
                                                device=self.device)
         check_image_size(cfg, self.clip_info)
         log.info("CLIP %s (%s weights, %d px native), device %s", self.clip_info.name, self.clip_info.source,
                  self.clip_info.image_size, self.device)
+        return clip_model
+
+    def build_model(self) -> None:
+        """Load CLIP and build the TaI-DPT (with optimiser and schedule) or zero-shot model."""
+        cfg = self.cfg
+        clip_model = self.load_backbone()
         if self.trainer == "TaIDPT":
             self.model = build_taidpt(cfg, clip_model, self.classes).to(self.device)
             self.optimizer = build_optimizer(self.model.prompt_learner.parameters(), cfg.OPTIM)
@@ -357,7 +369,7 @@ class CoreRunner:
                 raise FileNotFoundError(f"--resume {self.cfg.RESUME}: no prompt_learner/checkpoint file there")
             return 0
         ckpt = load_checkpoint(path, map_location="cpu")
-        check_resume_settings(ckpt.get("meta"), self.cfg, path)
+        check_resume_settings(ckpt.get("meta"), self.cfg, path, self.training_keys)
         self._load_prompts(path, ckpt)
         if ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -380,6 +392,10 @@ class CoreRunner:
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The TaI-DPT loss of one caption batch (not yet back-propagated)."""
         return caption_loss(self.model, self.encoder, batch, self.cfg.TRAINER.TAIDPT.LOSS)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimiser step on a caption batch; returns its loss (the distributed runner shards it)."""
+        return train_step(self.model, self.encoder, batch, self.optimizer, self.cfg.TRAINER.TAIDPT.LOSS)
 
     def validate(self) -> float:
         """Merged mAP on the held-out captions (the model-selection metric; never test images)."""
@@ -426,7 +442,7 @@ class CoreRunner:
             lr = self.optimizer.param_groups[0]["lr"]
             t0, losses = time.time(), []
             for b, batch in enumerate(self.loader):
-                losses.append(train_step(self.model, self.encoder, batch, self.optimizer, cfg.TRAINER.TAIDPT.LOSS))
+                losses.append(self.step(batch))
                 if (b + 1) % int(cfg.TRAIN.PRINT_FREQ) == 0 or b + 1 == n_batches:
                     done = epoch - start + (b + 1) / n_batches
                     eta = (time.time() - self.start_time) / max(done, 1e-9) * (max_epoch - epoch - (b + 1) / n_batches)
@@ -448,18 +464,27 @@ class CoreRunner:
         return make_test_loader(dataset, int(cfg.DATALOADER.TEST.BATCH_SIZE), int(cfg.DATALOADER.NUM_WORKERS),
                                 seed=max(int(cfg.SEED), 0))
 
+    def score_test_set(self) -> ScoredSet:
+        """Logits of every readable test image in dataset order (the distributed runner shards this)."""
+        cfg = self.cfg
+        return score_image_set(self.scorer(), self.image_set, preprocess_config(cfg),
+                               batch_size=int(cfg.DATALOADER.TEST.BATCH_SIZE),
+                               num_workers=int(cfg.DATALOADER.NUM_WORKERS), device=self.device,
+                               seed=max(int(cfg.SEED), 0), progress=self.opts.progress)
+
     def test(self) -> dict[str, Any]:
         cfg = self.cfg
-        scored = score_image_set(self.scorer(), self.image_set, preprocess_config(cfg),
-                                 batch_size=int(cfg.DATALOADER.TEST.BATCH_SIZE),
-                                 num_workers=int(cfg.DATALOADER.NUM_WORKERS), device=self.device,
-                                 seed=max(int(cfg.SEED), 0), progress=self.opts.progress)
+        scored = self.score_test_set()
         results = results_from_scores(scored, self.classes.names, merge_rate(cfg, self.trainer),
                                       float(cfg.TEST.THRESHOLD), self.image_set)
-        return self.report(results)
+        return self.report(results, scored=scored)
 
-    def report(self, results: dict[str, Any], coop_lines: bool = True) -> dict[str, Any]:
-        """Log the result table (and CoOp's ``=> result`` block) and write ``results.json``."""
+    def report(self, results: dict[str, Any], coop_lines: bool = True, scored: ScoredSet | None = None) -> dict[str, Any]:
+        """Log the result table (and CoOp's ``=> result`` block), write ``results.json`` and, given
+        the scores, ``predictions.npz`` (:mod:`taidpt.predictions`)."""
+        if scored is not None:
+            save_predictions(self.output_dir / PREDICTIONS_FILE, scored, self.image_set, self.classes.names,
+                             merge_rate(self.cfg, self.trainer), self.trainer)
         payload = self._describe(results)
         log.info("%s", format_results_table(results))
         if coop_lines:
@@ -515,9 +540,10 @@ class CoreRunner:
     def run(self) -> dict[str, Any] | None:
         self.build()
         if self.opts.eval_only:
-            if self.trainer == "TaIDPT":
+            if self.trainer != "ZeroshotCLIPDense":
                 if not self.opts.model_dir:
-                    raise ValueError("--eval-only with TaIDPT needs --model-dir RUN (a training output directory)")
+                    raise ValueError(f"--eval-only with {self.trainer} needs --model-dir RUN (a training output "
+                                     f"directory)")
                 self.load_trained(self.opts.model_dir, self.opts.load_epoch)
             return self.test()
         if self.trainer == "ZeroshotCLIPDense":
@@ -535,9 +561,14 @@ def cfg_no_test(cfg: CfgNode) -> bool:
     return bool(cfg.TEST.NO_TEST)
 
 
-def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | None:
-    """Seed, set up logging, and run one configuration with the core runner."""
-    setup_logging(cfg.OUTPUT_DIR, bool(cfg.VERBOSE))
+def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRunner] | None = None,
+        main_process: bool = True) -> dict[str, Any] | None:
+    """Seed, set up logging, and run one configuration with the core runner (or ``runner_cls``).
+
+    Only the main process (``main_process``) logs to the console and ``log.txt`` and writes files;
+    the others print warnings and errors only (``taidpt.distributed_runner``).
+    """
+    setup_logging(cfg.OUTPUT_DIR if main_process else None, bool(cfg.VERBOSE) and main_process)
     options = options or RunOptions()
     if options.note:
         log.info("%s", options.note)
@@ -546,11 +577,19 @@ def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | Non
         set_random_seed(int(cfg.SEED))
     log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
              torch.get_num_threads())
-    Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
+    if main_process:
+        Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return CoreRunner(cfg, options).run()
+    return (runner_cls or runner_class(cfg.TRAINER.NAME))(cfg, options).run()
 
 
-__all__ = ["CoreRunner", "RunOptions", "merge_rate", "run", "set_random_seed", "setup_logging", "validate_config",
-           "ImageSet"]
+def runner_class(trainer: str) -> type[CoreRunner]:
+    """The core runner class of ``trainer``: images-trained prompts have their own (``taidpt.image_runner``)."""
+    from .image_runner import ImagePromptRunner, is_image_trainer  # noqa: PLC0415 - it subclasses CoreRunner
+
+    return ImagePromptRunner if is_image_trainer(TRAINER_ALIASES.get(trainer, trainer)) else CoreRunner
+
+
+__all__ = ["CoreRunner", "RunOptions", "merge_rate", "run", "runner_class", "set_random_seed", "setup_logging",
+           "validate_config", "ImageSet"]

@@ -102,15 +102,17 @@ def caption_loss(
     encoder: CaptionBatchEncoder,
     batch: dict[str, torch.Tensor],
     loss_name: str,
+    text: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Loss of one caption batch, not yet back-propagated; raises on a non-finite loss.
 
     The core's :func:`train_step` and the Dassl trainer's ``forward_backward`` both start here, so
-    the two engines compute the same loss for the same batch.
+    the two engines compute the same loss for the same batch. ``text`` passes class embeddings
+    computed elsewhere (the distributed step gathers them across processes).
     """
     feats = encoder(batch["index"])
     targets = batch["label"].to(feats.global_.device)
-    z_g, z_l = model.caption_logits(feats)
+    z_g, z_l = model.caption_logits(feats, text)
     loss = double_loss(loss_name, z_g, z_l, targets)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()}: lower OPTIM.LR or check the captions")

@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
     import datasets.taidpt_datasets  # noqa: F401 - registers the dataset classes
+    import trainers.image_prompting  # noqa: F401 - registers DualCoOp and CoOpMultiLabel
     import trainers.taidpt  # noqa: F401 - registers the trainers and the evaluator
     from trainers.taidpt import enable_taidpt_logging
     from taidpt.clip_loader import ClipLoadError
@@ -78,8 +79,8 @@ def main(args: argparse.Namespace) -> int:
     print_args(args, cfg)
     print(f"** System info **\n{collect_env_info()}\n")
     try:
-        if args.eval_only and cfg.TRAINER.NAME == "TaIDPT" and not args.model_dir:
-            raise ValueError("--eval-only with TaIDPT needs --model-dir RUN (a training output directory)")
+        if args.eval_only and cfg.TRAINER.NAME != "ZeroshotCLIPDense" and not args.model_dir:
+            raise ValueError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir RUN (a training output directory)")
         trainer = build_trainer(cfg)
         if hasattr(trainer, "core"):
             trainer.core.opts.progress = not args.no_progress

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from dassl.evaluation import EVALUATOR_REGISTRY, EvaluatorBase
 
-from taidpt.evaluation import ScoreAccumulator, results_from_scores
+from taidpt.evaluation import ScoreAccumulator, ScoredSet, results_from_scores
 from taidpt.metrics import format_coop_lines
+from taidpt.runner import MERGE_RATE_NODES
 
 HEADLINE_KEYS = ("mAP", "mAP_global", "mAP_local", "CF1", "OF1")
 
@@ -39,8 +40,8 @@ def split_output(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _merge_rate(cfg: Any) -> float:
-    """The trainer's merge rate (ZeroshotCLIPDense has its own), 0.5 without taidpt's keys."""
-    node = cfg.TRAINER.get("ZEROSHOT" if cfg.TRAINER.NAME == "ZeroshotCLIPDense" else "TAIDPT")
+    """The trainer's merge rate (``TRAINER.<node>.MERGE_RATE``), 0.5 without taidpt's keys."""
+    node = cfg.TRAINER.get(MERGE_RATE_NODES.get(cfg.TRAINER.NAME, "TAIDPT"))
     return float(node.MERGE_RATE) if node is not None else 0.5
 
 
@@ -53,10 +54,12 @@ class MultiLabelEvaluator(EvaluatorBase):
         self._classnames = [lab2cname[k] for k in sorted(lab2cname)] if lab2cname else None
         self._acc = ScoreAccumulator()
         self.results: dict[str, Any] | None = None
+        self.scored: ScoredSet | None = None  # the logits behind ``results`` (for predictions.npz)
 
     def reset(self) -> None:
         self._acc.reset()
         self.results = None
+        self.scored = None
 
     def skip(self, paths: list[str]) -> None:
         """Record images that could not be read; they are listed in the results, not scored."""
@@ -68,7 +71,7 @@ class MultiLabelEvaluator(EvaluatorBase):
         self._acc.add(z_g, z_l, gt)
 
     def evaluate(self) -> "OrderedDict[str, float]":
-        scored = self._acc.result()
+        scored = self.scored = self._acc.result()
         names = self._classnames or [str(i) for i in range(scored.targets.shape[1])]
         threshold = float(self.cfg.TEST.get("THRESHOLD", 0.0))
         self.results = results_from_scores(scored, names, _merge_rate(self.cfg), threshold)

@@ -7,7 +7,7 @@ optimiser, schedule, loss, checkpoint format and metrics, and give the same numb
 ============================  ===========================================================
 Dassl hook                    what runs
 ============================  ===========================================================
-``check_cfg``                 ``validate_config`` (+ the evaluator must be MultiLabelEvaluator)
+``check_cfg``                 the core's ``check_config`` (+ the evaluator must be MultiLabelEvaluator)
 ``build_data_loader``         Dassl's ``build_dataset`` (``datasets/taidpt_datasets.py``), then
                               ``core.load_data`` and the core's image ``test_loader``
 ``build_model``               ``core.build_model``; only the prompt learner is registered, as
@@ -20,7 +20,7 @@ Dassl hook                    what runs
 ``after_epoch``               ``core.end_epoch`` (held-out caption validation, checkpoints)
 ``after_train``               ``core.finish_training``, then ``test``
 ``test``                      Dassl-style loop over the core's loader into the evaluator,
-                              then ``core.report`` (``results.json``)
+                              then ``core.report`` (``results.json``, ``predictions.npz``)
 ``load_model``                ``core.load_trained`` (CoOp-style: an empty directory is a no-op)
 ``save_model``                the core's checkpoint writer (Dassl's layout, plus class names)
 ``resume_model_if_exist``     ``core.resume_if_exists``
@@ -51,7 +51,7 @@ from tqdm import tqdm
 from taidpt.checkpoint import BEST_FILE, MODEL_NAME
 from taidpt.evaluation import missing_fields
 from taidpt.image_data import split_ok
-from taidpt.runner import CoreRunner, RunOptions, setup_logging, validate_config
+from taidpt.runner import RunOptions, runner_class, setup_logging
 
 from .evaluator import MultiLabelEvaluator
 
@@ -83,14 +83,14 @@ class CoreBackedTrainer(TrainerX):
         if cfg.TEST.EVALUATOR != EVALUATOR:
             raise ValueError(f"TEST.EVALUATOR must be {EVALUATOR} for {self.kind}, got {cfg.TEST.EVALUATOR!r} "
                              f"(Dassl's Classification cannot score multi-hot labels)")
-        validate_config(cfg, self.kind)
+        runner_class(self.kind).check_config(cfg, self.kind)
 
     def build_data_loader(self) -> None:
         dataset = build_dataset(self.cfg)
         if not (hasattr(dataset, "image_set") and hasattr(dataset, "class_list")):
             raise ValueError(f"DATASET.NAME {self.cfg.DATASET.NAME} is not a taidpt dataset: {self.kind} needs one "
                             f"of datasets/taidpt_datasets.py (VOC2007, COCO2014, NUSWIDE, COCOFormat, CSV)")
-        self.core = CoreRunner(self.cfg, RunOptions(), trainer=self.kind)
+        self.core = runner_class(self.kind)(self.cfg, RunOptions(), trainer=self.kind)
         self.core.load_data(dataset.image_set, dataset.class_list)
         self.train_loader_x = None  # the caption loader: built in before_train, so eval-only needs no captions
         self.train_loader_u = None
@@ -145,7 +145,8 @@ class CoreBackedTrainer(TrainerX):
             self._scorer = None
         for key, value in summary.items():
             self.write_scalar(f"test/{key}", value, self.epoch)
-        self.core.report({**self.evaluator.results, **missing_fields(self.core.image_set)}, coop_lines=False)
+        self.core.report({**self.evaluator.results, **missing_fields(self.core.image_set)}, coop_lines=False,
+                         scored=self.evaluator.scored)
         return next(iter(summary.values()))
 
 

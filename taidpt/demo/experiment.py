@@ -77,6 +77,8 @@ DATASET_YAML = REPO_ROOT / "configs" / "datasets" / "demo.yaml"
 TRAINER_YAMLS = {
     "TaIDPT": REPO_ROOT / "configs" / "trainers" / "TaIDPT" / "demo.yaml",
     "ZeroshotCLIPDense": REPO_ROOT / "configs" / "trainers" / "ZeroshotCLIPDense" / "demo.yaml",
+    "DualCoOp": REPO_ROOT / "configs" / "trainers" / "DualCoOp" / "demo.yaml",  # taidpt.demo.image_prompting
+    "CoOpMultiLabel": REPO_ROOT / "configs" / "trainers" / "CoOpMultiLabel" / "demo.yaml",
 }
 DATA_VERSION = 1  # bump when the layout of DIR/data changes
 

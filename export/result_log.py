@@ -1,0 +1,213 @@
+"""Append-only result files (JSONL or CSV) that a batch-inference run can resume.
+
+Rows are appended and flushed one batch at a time, so an interrupted run leaves every finished
+batch on disk and at most one partial last line. On restart :func:`open_result_log` cuts that
+partial line off, checks that the file was written for the same classes, and returns the set of
+paths already present, so the run skips them. The set stores a 16-byte digest per path in a sorted
+numpy array (16 bytes per row already written, not the paths themselves).
+
+JSONL row: ``{"path": ..., "scores": {class: score}, "labels": [...]}`` or ``{"path": ..., "error": reason}``
+(with ``--all-outputs`` also ``global_logits`` and ``local_logits``).
+CSV: header ``path, <one column per class>, labels, error``, as ``export.infer`` writes it.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Sequence
+
+import numpy as np
+
+FORMATS = (".jsonl", ".csv")
+_CHUNK = 1 << 16
+
+
+class ResultLogError(ValueError):
+    """The output file cannot be resumed (other classes, not a result file); the message is one line."""
+
+
+@dataclass
+class Row:
+    """One image's outcome: scores and labels, or the reason it could not be read."""
+
+    path: str
+    scores: np.ndarray | None = None  # [C] merged
+    labels: Sequence[str] = ()
+    error: str = ""
+    global_logits: np.ndarray | None = None
+    local_logits: np.ndarray | None = None
+
+
+def digest(path: str) -> bytes:
+    """16-byte digest of a path string (collisions are negligible at billions of rows)."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+
+class DoneSet:
+    """Paths already written, as sorted 16-byte digests; ``path in done`` is a binary search."""
+
+    def __init__(self, digests: Iterable[bytes] = ()) -> None:
+        chunks, buf = [], []
+        for d in digests:
+            buf.append(d)
+            if len(buf) >= 1 << 20:
+                chunks.append(np.array(buf, dtype="S16"))
+                buf = []
+        chunks.append(np.array(buf, dtype="S16"))
+        self._sorted = np.sort(np.concatenate(chunks))
+
+    def __len__(self) -> int:
+        return int(self._sorted.shape[0])
+
+    def __contains__(self, path: str) -> bool:
+        key = np.array([digest(path)], dtype="S16")
+        i = int(np.searchsorted(self._sorted, key)[0])
+        return i < len(self._sorted) and self._sorted[i] == key[0]
+
+
+def drop_partial_tail(path: Path) -> int:
+    """Cut a last line that has no newline (a write interrupted mid-row); returns the bytes removed."""
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        end = size
+        while end > 0:
+            start = max(0, end - _CHUNK)
+            fh.seek(start)
+            block = fh.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        fh.truncate(keep)
+        return size - keep
+
+
+def csv_header(classnames: Sequence[str]) -> list[str]:
+    """``path, <classes>, labels, error``; refuses class names that clash with those columns."""
+    clash = {"path", "labels", "error"} & set(classnames)
+    if clash:
+        raise ResultLogError(f"class name(s) {sorted(clash)} clash with the CSV's own columns; write JSONL instead")
+    return ["path", *classnames, "labels", "error"]
+
+
+def _jsonl_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterator[str]:
+    for number, line in enumerate(fh, 1):
+        try:
+            row = json.loads(line)
+            path = row["path"]
+        except (ValueError, KeyError, TypeError):
+            raise ResultLogError(f"{where} line {number} is not a result row; use a new --output") from None
+        scores = row.get("scores")
+        if scores is not None and list(scores) != list(classnames):
+            raise ResultLogError(f"{where} was written for other classes ({', '.join(list(scores)[:4])}, ...); "
+                                 f"use a new --output")
+        yield path
+
+
+def _csv_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterator[str]:
+    reader = csv.reader(fh)
+    header = next(reader, None)
+    if header != csv_header(classnames):
+        raise ResultLogError(f"{where} has another header ({', '.join((header or [])[:4])}, ...): it was written for "
+                             f"other classes or is not a result file; use a new --output")
+    for row in reader:
+        if row:
+            yield row[0]
+
+
+class ResultLog:
+    """An open, append-mode result file; :meth:`write` appends and flushes one batch of rows."""
+
+    def __init__(self, path: Path, classnames: Sequence[str], all_outputs: bool = False) -> None:
+        self.path, self.classnames, self.all_outputs = path, list(classnames), all_outputs
+        self.format = path.suffix.lower()
+        if self.format not in FORMATS:
+            raise ResultLogError(f"--output {path}: expected a .jsonl or .csv file name")
+        if self.format == ".csv":
+            csv_header(self.classnames)
+            if all_outputs:
+                raise ResultLogError("--all-outputs needs a .jsonl output (the CSV holds the merged scores)")
+        self._fh: IO[str] | None = None
+
+    def read_done(self) -> tuple[DoneSet, int]:
+        """Repair a partial last row, then the set of paths already written and the bytes dropped."""
+        if not self.path.is_file():
+            return DoneSet(), 0
+        dropped = drop_partial_tail(self.path)
+        reader = _csv_paths if self.format == ".csv" else _jsonl_paths
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            if self.format == ".csv" and self.path.stat().st_size == 0:
+                return DoneSet(), dropped
+            return DoneSet(digest(p) for p in reader(fh, self.path, self.classnames)), dropped
+
+    def open(self) -> "ResultLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+        if new and self.format == ".csv":
+            self._write_text(self._csv_lines([csv_header(self.classnames)]))
+        return self
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "ResultLog":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, rows: Sequence[Row]) -> None:
+        """Append ``rows`` as one write and flush it to the operating system."""
+        if self.format == ".csv":
+            text = self._csv_lines(self._csv_row(r) for r in rows)
+        else:
+            text = "".join(json.dumps(self._json_row(r), allow_nan=False) + "\n" for r in rows)
+        self._write_text(text)
+
+    def _write_text(self, text: str) -> None:
+        if self._fh is None:
+            raise RuntimeError("the result log is not open")
+        self._fh.write(text)
+        self._fh.flush()
+
+    @staticmethod
+    def _csv_lines(rows: Iterable[Sequence[str]]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue()
+
+    def _csv_row(self, row: Row) -> list[str]:
+        if row.scores is None:
+            return [row.path, *([""] * len(self.classnames)), "", row.error]
+        return [row.path, *(repr(float(v)) for v in row.scores), ";".join(row.labels), ""]
+
+    def _json_row(self, row: Row) -> dict:
+        if row.scores is None:
+            return {"path": row.path, "error": row.error}
+        out = {"path": row.path, "scores": self._named(row.scores), "labels": list(row.labels)}
+        if self.all_outputs:
+            out["global_logits"] = self._named(row.global_logits)
+            out["local_logits"] = self._named(row.local_logits)
+        return out
+
+    def _named(self, values: np.ndarray | None) -> dict[str, float]:
+        return {c: float(v) for c, v in zip(self.classnames, values if values is not None else [])}

@@ -1,0 +1,95 @@
+"""``predictions.npz``: the test-set scores of a run, in a safe format (numpy ``.npz``, no pickle).
+
+Every trainer's test step writes ``RUN/predictions.npz`` next to ``results.json``, so runs can be
+compared or ensembled (``python -m taidpt.ensemble``) without re-running the model. Arrays:
+
+==============  ==============  ===========================================================
+key             shape / dtype   meaning
+==============  ==============  ===========================================================
+``scores``      [N, C] float32  the run's headline score: ``merge_rate * global + (1 -
+                                merge_rate) * local`` (TaI-DPT: merged; DualCoOp: local;
+                                CoOp: global)
+``global``      [N, C] float32  global logits
+``local``       [N, C] float32  local logits (equal to ``global`` for a single-score model)
+``targets``     [N, C] int8     1 positive, 0 negative, -1 ignored (the evaluation's labels)
+``paths``       [N] str         image files, in row order (unreadable images are left out)
+``classnames``  [C] str         class names, in column order
+``merge_rate``  float64         the rate used for ``scores``
+``trainer``     str             the trainer that produced the run
+==============  ==============  ===========================================================
+
+Read it with ``numpy.load(path, allow_pickle=False)`` or :func:`load_predictions`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .evaluation import ScoredSet
+from .testsets import ImageSet
+
+PREDICTIONS_FILE = "predictions.npz"
+
+
+@dataclass
+class Predictions:
+    """The arrays of one ``predictions.npz`` (see the module docstring)."""
+
+    scores: np.ndarray
+    global_: np.ndarray
+    local: np.ndarray
+    targets: np.ndarray
+    paths: list[str]
+    classnames: list[str]
+    merge_rate: float
+    trainer: str
+
+
+def scored_paths(scored: ScoredSet, image_set: ImageSet) -> list[str]:
+    """The image path of each scored row: from the row indices, or, when the collector did not
+    keep them, the test set's (sequential) order without the skipped images."""
+    if scored.indices is not None:
+        return [image_set.paths[int(i)] for i in scored.indices]
+    skipped = set(scored.skipped)
+    paths = [p for p in image_set.paths if p not in skipped]
+    if len(paths) != len(scored.targets):
+        raise ValueError(f"{len(scored.targets)} scored rows but {len(paths)} readable images: cannot name the rows")
+    return paths
+
+
+def save_predictions(path: Path, scored: ScoredSet, image_set: ImageSet, classnames: Sequence[str],
+                     merge_rate: float, trainer: str) -> Path:
+    """Write ``path`` atomically from the scores of a test run."""
+    glob = np.asarray(scored.global_logits, dtype=np.float32)
+    local = glob if scored.local_logits is None else np.asarray(scored.local_logits, dtype=np.float32)
+    scores = (merge_rate * glob.astype(np.float64) + (1 - merge_rate) * local.astype(np.float64)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, scores=scores, **{"global": glob}, local=local, targets=np.asarray(scored.targets, dtype=np.int8),
+             paths=np.asarray(scored_paths(scored, image_set), dtype=str),
+             classnames=np.asarray(list(classnames), dtype=str), merge_rate=np.float64(merge_rate),
+             trainer=np.asarray(trainer))
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read a ``predictions.npz`` file, or the one inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions at {path}: run the test step of a taidpt run first "
+                                f"(train.py writes RUN/{PREDICTIONS_FILE})")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"scores", "global", "local", "targets", "paths", "classnames"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} is not a taidpt predictions file (missing {sorted(missing)})")
+        return Predictions(scores=data["scores"], global_=data["global"], local=data["local"], targets=data["targets"],
+                           paths=[str(p) for p in data["paths"]], classnames=[str(c) for c in data["classnames"]],
+                           merge_rate=float(data["merge_rate"]), trainer=str(data["trainer"]))

@@ -1,0 +1,246 @@
+"""Triton model repository export (export.triton): the written config agrees with the ONNX file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export import pbtxt
+from export.infer import main as infer_main
+from export.metadata import read_onnx_metadata, write_sidecar
+from export.triton import check_repository, main, write_repository
+from export.triton_client import main as client_main
+from test_batch_infer import photo_dir  # noqa: F401 - fixture
+from test_infer import CLASSES, exported  # noqa: F401 - fixture
+
+ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16"}
+
+
+def parse_config(folder: Path) -> dict:
+    return pbtxt.parse((folder / "config.pbtxt").read_text())
+
+
+def test_onnxruntime_repository_matches_the_onnx_file(exported, tmp_path):
+    _, model_path = exported
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path / "repo"), "--max-batch", "32",
+                 "--preferred-batch", "4,16", "--instances", "2"]) == 0
+    folder = tmp_path / "repo" / "taidpt"
+    config = parse_config(folder)
+    assert pbtxt.one(config, "name") == "taidpt" and pbtxt.one(config, "platform") == "onnxruntime_onnx"
+    assert pbtxt.one(config, "max_batch_size") == 32
+    batching = pbtxt.one(config, "dynamic_batching")
+    assert batching["preferred_batch_size"] == [4, 16] and pbtxt.one(batching, "max_queue_delay_microseconds") == 100
+    assert pbtxt.one(pbtxt.one(config, "instance_group"), "count") == 2
+    # Interface as onnxruntime sees the file (an independent reader): batch axis dropped from dims.
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    for kind, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
+        written = {e["name"][0]: e for e in config[kind]}
+        assert list(written) == [v.name for v in values]
+        for v in values:
+            assert isinstance(v.shape[0], str), "the export's batch axis is dynamic"
+            assert written[v.name]["dims"] == list(v.shape[1:])
+            assert pbtxt.one(written[v.name], "data_type") == ORT_TYPES[v.type]
+    outputs = {e["name"][0]: e for e in config["output"]}
+    assert outputs["scores"]["dims"] == [len(CLASSES)]
+    assert pbtxt.one(outputs["scores"], "label_filename") == "labels.txt"
+    assert (folder / "labels.txt").read_text().splitlines() == CLASSES
+    assert (folder / "1" / "model.onnx").read_bytes() == model_path.read_bytes()
+    params = {p["key"][0]: pbtxt.one(p["value"][0], "string_value") for p in config["parameters"]}
+    assert json.loads(params["taidpt.classnames"]) == CLASSES and json.loads(params["taidpt.threshold"]) == 0.05
+    assert check_repository(folder, model_path) == []
+
+
+def test_check_finds_a_tampered_repository(exported, tmp_path, capsys):
+    _, model_path = exported
+    folder = write_repository(model_path, tmp_path, name="m")
+    text = (folder / "config.pbtxt").read_text()
+    (folder / "config.pbtxt").write_text(text.replace(f"dims: [ {len(CLASSES)} ]", "dims: [ 7 ]", 1))
+    (folder / "labels.txt").write_text("\n".join(reversed(CLASSES)) + "\n")
+    problems = check_repository(folder, model_path)
+    assert any("dims [7]" in p for p in problems) and any("labels.txt" in p for p in problems)
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path), "--name", "m", "--check"]) == 1
+    assert "DIFFERS" in capsys.readouterr().err
+
+
+def test_tensorrt_repository_and_engine_profile(exported, tmp_path, capsys):
+    _, model_path = exported
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"not a real engine: Triton is not run here")
+    write_sidecar(engine, read_onnx_metadata(model_path), {"profile": {"input": "images", "max": [32, 3, 64, 64]}})
+    repo = tmp_path / "repo"
+    assert main(["--onnx", str(model_path), "--repository", str(repo), "--backend", "tensorrt", "--engine",
+                 str(engine)]) == 2
+    assert "profile maximum 32" in capsys.readouterr().err
+    assert main(["--onnx", str(model_path), "--repository", str(repo), "--backend", "tensorrt", "--engine",
+                 str(engine), "--max-batch", "32", "--preferred-batch", "16,32"]) == 0
+    config = parse_config(repo / "taidpt")
+    assert pbtxt.one(config, "platform") == "tensorrt_plan"
+    assert pbtxt.one(pbtxt.one(config, "instance_group"), "kind") == "KIND_GPU"
+    assert (repo / "taidpt" / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert check_repository(repo / "taidpt", model_path) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "tensorrt"], "needs --engine"),
+    (["--max-batch", "8", "--preferred-batch", "4,16"], "between 1 and --max-batch 8"),
+    (["--engine", "x.plan"], "only used with --backend tensorrt"),
+])
+def test_bad_requests_are_one_line_errors(exported, tmp_path, capsys, args, message):
+    _, model_path = exported
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_without_triton_batching_dims_keep_the_batch_axis(exported, tmp_path):
+    _, model_path = exported
+    folder = write_repository(model_path, tmp_path, max_batch=0, preferred=())
+    config = parse_config(folder)
+    assert config["input"][0]["dims"] == [-1, 3, 64, 64] and "dynamic_batching" not in config
+    assert check_repository(folder, model_path) == []
+
+
+def test_pbtxt_round_trip_and_errors():
+    message = {"name": "m", "n": 3, "x": 0.5, "on": True, "kind": pbtxt.Enum("KIND_GPU"), "dims": [1, -1],
+               "nested": {"s": 'quote " and \\ backslash'}, "items": [{"a": 1}, {"a": 2}],
+               "params": pbtxt.Repeated([{"key": "k1"}, {"key": "k2"}])}
+    parsed = pbtxt.parse("# header\n" + pbtxt.render(message))
+    assert parsed["name"] == ["m"] and parsed["n"] == [3] and parsed["x"] == [0.5] and parsed["on"] == [True]
+    assert isinstance(pbtxt.one(parsed, "kind"), pbtxt.Enum) and parsed["dims"] == [1, -1]
+    assert pbtxt.one(pbtxt.one(parsed, "nested"), "s") == 'quote " and \\ backslash'
+    assert [pbtxt.one(i, "a") for i in parsed["items"]] == [1, 2]
+    assert [pbtxt.one(i, "key") for i in parsed["params"]] == ["k1", "k2"]
+    assert pbtxt.parse('a: { b: 1 }, c [ 2, 3 ]') == {"a": [{"b": [1]}], "c": [2, 3]}
+    for bad in ("a: {", "a b", "a: 1 }", "{"):
+        with pytest.raises(pbtxt.PbtxtError):
+            pbtxt.parse(bad)
+
+
+# ----------------------------------------------------------------------------- the client
+def fake_tritonclient(folder: Path) -> types.ModuleType:
+    """A stand-in for ``tritonclient.http`` serving the repository's model.onnx with onnxruntime and
+    its config's parameters as Triton's HTTP endpoint returns them."""
+    config = parse_config(folder)
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    requests: list[tuple] = []
+
+    class InferInput:
+        def __init__(self, name, shape, datatype):
+            self.name, self.shape, self.datatype = name, shape, datatype
+
+        def set_data_from_numpy(self, array):
+            assert list(array.shape) == self.shape and array.dtype == np.float32
+            self.array = array
+
+    class InferRequestedOutput:
+        def __init__(self, name):
+            self.name = name
+
+    class Reply:
+        def __init__(self, values):
+            self.values = values
+
+        def as_numpy(self, name):
+            return self.values[name]
+
+    class InferenceServerClient:
+        def __init__(self, url):
+            self.url = url
+
+        def is_model_ready(self, model):
+            return model == pbtxt.one(config, "name")
+
+        def get_model_config(self, model):
+            return {"name": model, "parameters": {p["key"][0]: {"string_value": pbtxt.one(p["value"][0], "string_value")}
+                                                  for p in config["parameters"]}}
+
+        def infer(self, model, inputs, outputs):
+            requests.append((model, [i.name for i in inputs], inputs[0].shape))
+            names = [o.name for o in outputs]
+            return Reply(dict(zip(names, session.run(names, {i.name: i.array for i in inputs}))))
+
+    module = types.ModuleType("tritonclient.http")
+    module.InferInput, module.InferRequestedOutput = InferInput, InferRequestedOutput
+    module.InferenceServerClient, module.requests = InferenceServerClient, requests
+    return module
+
+
+def test_client_example_against_a_stand_in_server(exported, photo_dir, tmp_path, monkeypatch, capsys):
+    _, model_path = exported
+    folder = write_repository(model_path, tmp_path / "repo")
+    fake = fake_tritonclient(folder)
+    monkeypatch.setitem(sys.modules, "tritonclient", types.ModuleType("tritonclient"))
+    monkeypatch.setitem(sys.modules, "tritonclient.http", fake)
+    images = photo_dir / "d0"
+    assert client_main(["--model", "taidpt", "--images", str(images), "--batch-size", "4"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert fake.requests and all(r[1] == ["images"] and r[2][1:] == [3, 64, 64] for r in fake.requests)
+    assert infer_main(["--model", str(model_path), "--images", str(images), "--output", str(tmp_path / "ref.json"),
+                       "--no-progress"]) == 0
+    reference = {r["path"]: r for r in json.loads((tmp_path / "ref.json").read_text())["images"]}
+    assert {r["path"] for r in rows} == set(reference)
+    for row in rows:
+        assert row["labels"] == reference[row["path"]]["labels"]
+        np.testing.assert_allclose(list(row["scores"].values()), list(reference[row["path"]]["scores"].values()),
+                                   atol=1e-6)
+
+
+def test_client_without_tritonclient_says_how_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "tritonclient", None)
+    monkeypatch.setitem(sys.modules, "tritonclient.http", None)
+    assert client_main(["--images", str(tmp_path)]) == 2
+    assert "pip install 'tritonclient[http]'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tritonserver") is None, reason="tritonserver is not installed on this machine "
+                    "(NVIDIA ships it in the nvcr.io/nvidia/tritonserver containers)")
+def test_real_tritonserver_serves_the_repository(exported, tmp_path):
+    """Start tritonserver on the repository and compare an HTTP (KServe v2 JSON) request with onnxruntime."""
+    _, model_path = exported
+    write_repository(model_path, tmp_path / "repo", instance_kind="cpu")
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    server = subprocess.Popen(["tritonserver", "--model-repository", str(tmp_path / "repo"), f"--http-port={http}",
+                               f"--grpc-port={grpc}", f"--metrics-port={metrics}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{http}/v2"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/models/taidpt/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "tritonserver did not load the model"
+            time.sleep(1)
+        x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+        body = {"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+                "outputs": [{"name": "scores"}]}
+        req = urllib.request.Request(f"{base}/models/taidpt/infer", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        served = np.asarray(reply["outputs"][0]["data"], dtype=np.float32).reshape(3, len(CLASSES))
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(served, session.run(["scores"], {"images": x})[0], atol=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
