@@ -118,7 +118,7 @@ def load_scorer(
     image_size: int | None = None,
     classes: str = "",
 ) -> LoadedScorer:
-    """Build the frozen scorer of a trained run (TaIDPT) or of the zero-shot baseline, on CPU in fp32.
+    """Build the frozen scorer of a trained run (TaIDPT, DualCoOp, CoOpMultiLabel) or of the zero-shot baseline, on CPU in fp32.
 
     The CLIP weights come from the run's ``MODEL.BACKBONE.PRETRAINED``. A run trained on random
     weights (``""``) is rebuilt from its seed, as ``train.py --eval-only`` does; an unseeded one
@@ -131,7 +131,8 @@ def load_scorer(
     from taidpt.classes import ClassList
     from taidpt.clip_loader import RANDOM_WEIGHTS, load_clip
     from taidpt.model import ZeroShotDenseModel
-    from taidpt.runner import build_taidpt, canonical_trainer, check_image_size, set_random_seed
+    from taidpt.image_runner import build_image_model, is_image_trainer
+    from taidpt.runner import MERGE_RATE_NODES, build_taidpt, canonical_trainer, check_image_size, set_random_seed
 
     cfg = load_config(model_dir, config_files, opts)
     if image_size is not None:
@@ -140,9 +141,10 @@ def load_scorer(
     notes: list[str] = []
 
     ckpt, ckpt_path = None, None
-    if trainer == "TaIDPT":
+    trained = trainer == "TaIDPT" or is_image_trainer(trainer)
+    if trained:
         if not model_dir:
-            raise ValueError("exporting TaIDPT needs --model-dir RUN (a train.py output directory with prompts)")
+            raise ValueError(f"exporting {trainer} needs --model-dir RUN (a train.py output directory with prompts)")
         ckpt_path = resolve_checkpoint(model_dir, load_epoch)
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     names = _class_names(cfg, trainer, classes, ckpt.get("meta") if ckpt else None, model_dir)
@@ -158,17 +160,19 @@ def load_scorer(
     check_image_size(cfg, info)
 
     with torch.no_grad():
-        if trainer == "TaIDPT":
-            model = build_taidpt(cfg, clip_model, ClassList.from_names("export", names))
+        classes_ = ClassList.from_names("export", names)
+        if trained:
+            model = (build_taidpt(cfg, clip_model, classes_) if trainer == "TaIDPT"
+                     else build_image_model(cfg, trainer, clip_model, classes_))
             check_meta(ckpt.get("meta"), {"classnames": names}, ckpt_path)
             model.prompt_learner.load_reference_state(ckpt["state_dict"])
             model.eval()
-            merge, threshold = float(cfg.TRAINER.TAIDPT.MERGE_RATE), float(cfg.TEST.THRESHOLD)
         else:
             z = cfg.TRAINER.ZEROSHOT
             model = ZeroShotDenseModel(clip_model, names, template=z.TEMPLATE, merge_rate=float(z.MERGE_RATE),
                                        use_pos_embed=bool(z.USE_POS_EMBED)).eval()
-            merge, threshold = float(z.MERGE_RATE), float(cfg.TEST.THRESHOLD)
+        merge = float(cfg.TRAINER[MERGE_RATE_NODES.get(trainer, "TAIDPT")].MERGE_RATE)
+        threshold = float(cfg.TEST.THRESHOLD)
         scorer = model.image_scorer().float().eval()
     h, w = (int(s) for s in cfg.INPUT.SIZE)
     meta = ModelMetadata(
@@ -572,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 3], help="batch sizes of the parity check (1,3)")
     p.add_argument("--parity-images", default="", help="image folder/list/glob for the parity check (default: synthetic)")
     p.add_argument("--load-epoch", type=int, default=None, help="prompt_learner/model.pth.tar-<E> instead of best/last")
-    p.add_argument("--trainer", default="", help="TaIDPT or ZeroshotCLIPDense (default: the run's TRAINER.NAME)")
+    p.add_argument("--trainer", default="", help="TaIDPT, DualCoOp, CoOpMultiLabel or ZeroshotCLIPDense (default: the run's TRAINER.NAME)")
     p.add_argument("--config-file", action="append", default=[], help="extra yaml merged over the run's config")
     p.add_argument("--dataset-config-file", default="", help="dataset yaml (class names for the zero-shot model)")
     p.add_argument("--classes", default="", help="class list name or file (zero-shot; must match a trained run)")
@@ -599,8 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         early = f"--model-dir {args.model_dir}: no such directory"
     elif args.model_dir and not (Path(args.model_dir) / "config.yaml").is_file():
         early = f"{Path(args.model_dir) / 'config.yaml'}: not found; --model-dir must be a train.py output directory"
-    elif not args.model_dir and (args.trainer or "TaIDPT") in ("TaIDPT", "Caption_distill_double"):
-        early = "exporting TaIDPT needs --model-dir RUN (a train.py output directory with prompts)"
+    elif not args.model_dir and (args.trainer or "TaIDPT") not in ("ZeroshotCLIPDense", "ZeroshotCLIP",
+                                                                   "ZeroshotCLIP_dense"):
+        early = f"exporting {args.trainer or 'TaIDPT'} needs --model-dir RUN (a train.py output directory with prompts)"
     if early:
         print(f"error: {early}", file=sys.stderr)
         return 2

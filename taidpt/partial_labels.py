@@ -7,7 +7,7 @@ converts, and an ignored entry becomes unknown.
 
 Masking (:func:`mask_labels`): of the ``K`` known entries, exactly ``round(proportion * K)``
 stay known, chosen uniformly at random by a generator seeded with ``(seed, proportion)``; the
-rest become 0. The reference draws an independent Bernoulli(proportion) per entry, which keeps
+rest become 0. The reference draws an independent Bernoulli(proportion) per entry (numpy seed 0), which keeps
 the same fraction in expectation; an exact count makes "proportion 0.3" mean 30 % in every run.
 
 Storage (:func:`load_or_create`): an ``.npz`` file (no pickle) holding the partial labels, the

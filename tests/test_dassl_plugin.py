@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from dassl_support import dassl_status, require_dassl
-from test_train_cli import CLASSES, write_voc_fixture
+from test_train_cli import CLASSES, common, voc_root, write_voc_fixture  # noqa: F401 - voc_root is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_TRAINERS = ("TaIDPT", "ZeroshotCLIPDense")
@@ -48,28 +48,7 @@ def _drop_taidpt_handlers():
         logger.removeHandler(handler)
 
 
-@pytest.fixture(scope="module")
-def voc_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("voc")
-    write_voc_fixture(root)
-    return root
-
-
-def common(root: Path, weights: Path) -> list[str]:
-    """The test configuration: tiny CLIP, 64 px, text captions, 3 classes, 19 batches per epoch."""
-    return [
-        "--root", str(root),
-        "--dataset-config-file", "configs/datasets/voc2007.yaml",
-        "--config-file", "configs/trainers/TaIDPT/rn50_voc2007.yaml",
-        "--seed", "1", "--no-progress",
-        "DATASET.CLASS_LIST", str(root / "classes.txt"),
-        "DATASET.CAPTION_FILE", "captions.txt",
-        "MODEL.BACKBONE.PRETRAINED", str(weights),
-        "INPUT.SIZE", "(64, 64)",
-        "DATALOADER.TRAIN_X.BATCH_SIZE", "16",
-        "DATALOADER.NUM_WORKERS", "0",
-        "OPTIM.LR", "0.01",
-    ]
+# voc_root (the VOC fixture) and common (the tiny-CLIP test configuration) come from test_train_cli.
 
 
 def run_train(args: list[str], cache: Path, expect_ok: bool = True,

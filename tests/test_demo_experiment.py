@@ -252,3 +252,25 @@ def test_full_demo_orders_methods_as_measured(tmp_path):
     assert t["merged"] >= 85.0, t  # measured 91.5 .. 93.4
     assert max(s.values()) <= 1.5, s  # prompt seeds agree (measured <= 0.7)
     assert (out / "per_class_ap.png").stat().st_size > 1000
+
+
+def test_image_prompting_demo_training_split_and_table(tmp_path):
+    """The image-prompting demo's trainval split is disjoint from the test ids and reused; its table
+    reports every run at every fixed rate."""
+    from taidpt.demo.image_prompting import TRAIN_FIRST_ID, format_table, write_train_split
+
+    write_train_split(tmp_path, 5)
+    main = tmp_path / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main"
+    ids = (main / "trainval.txt").read_text().split()
+    assert ids == [f"{i:06d}" for i in range(TRAIN_FIRST_ID, TRAIN_FIRST_ID + 5)]
+    assert all((main.parents[1] / "JPEGImages" / f"{i}.jpg").is_file() for i in ids)
+    stamp = (main / "trainval.txt").stat().st_mtime_ns
+    write_train_split(tmp_path, 5)  # same size: kept
+    assert (main / "trainval.txt").stat().st_mtime_ns == stamp
+
+    row = {"mAP": {"merged": 80.0}, "ensemble": {"0.5": {"ensemble": 91.25}, "0.9": {"ensemble": 85.0}}}
+    summary = {"taidpt": {"merged": 92.5}, "zero_shot": {"merged": 78.0}, "rates": [0.5, 0.9],
+               "image_prompting": {"dualcoop_p0.1": row}}
+    table = format_table(summary).splitlines()
+    assert table[0] == "TaI-DPT (captions only): 92.5; zero-shot CLIP: 78.0"
+    assert table[-1] == "| dualcoop_p0.1 | 80.0 | 91.2 | 85.0 |"

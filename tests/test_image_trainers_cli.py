@@ -98,6 +98,30 @@ def test_dualcoop_trains_on_partial_labels_and_writes_its_predictions(dual_run):
     assert {"ctx", "ctx_double", "temperature", "spatial_T"} == set(state) and state["ctx"].shape[:2] == (3, 16)
 
 
+def test_dualcoop_run_exports_to_onnx_with_its_learned_scales(dual_run, tmp_path):
+    """The exported graph scores the test images as the run's own test step did (predictions.npz)."""
+    from export.infer import predict
+    from export.metadata import read_onnx_metadata
+    from export.runtime import open_model
+
+    run, _ = dual_run
+    model = tmp_path / "dual.onnx"
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", "--model-dir", str(run), "--output", str(model)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = read_onnx_metadata(model)
+    scales = results(run)["learned_scales"]
+    assert meta.trainer == "DualCoOp" and meta.merge_rate == 0.0
+    assert meta.logit_scale == pytest.approx(scales["logit_scale"], abs=1e-5)
+    assert meta.spatial_scale == pytest.approx(scales["spatial_scale"], abs=1e-5)
+    with np.load(run / "predictions.npz", allow_pickle=False) as pred:
+        paths, expected = [str(p) for p in pred["paths"]], {k: pred[k] for k in ("scores", "global", "local")}
+    got = predict(open_model(model, ["CPUExecutionProvider"]), paths, batch_size=5, workers=1, progress=False)
+    assert got.paths == paths and not got.skipped
+    for key, out in (("scores", got.scores), ("global", got.global_logits), ("local", got.local_logits)):
+        assert np.max(np.abs(out - expected[key])) < 1e-4, key
+
+
 def test_dualcoop_eval_only_resume_and_mask_reuse(dual_run, voc_root, tiny_rn_openai_file, tmp_path):
     run, _ = dual_run
     trained = results(run)
