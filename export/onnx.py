@@ -132,7 +132,7 @@ def load_scorer(
     from taidpt.clip_loader import RANDOM_WEIGHTS, load_clip
     from taidpt.model import ZeroShotDenseModel
     from taidpt.image_runner import build_image_model, is_image_trainer
-    from taidpt.runner import MERGE_RATE_NODES, build_taidpt, canonical_trainer, check_image_size, set_random_seed
+    from taidpt.runner import build_taidpt, canonical_trainer, check_image_size, merge_rate, set_random_seed
 
     cfg = load_config(model_dir, config_files, opts)
     if image_size is not None:
@@ -171,7 +171,7 @@ def load_scorer(
             z = cfg.TRAINER.ZEROSHOT
             model = ZeroShotDenseModel(clip_model, names, template=z.TEMPLATE, merge_rate=float(z.MERGE_RATE),
                                        use_pos_embed=bool(z.USE_POS_EMBED)).eval()
-        merge = float(cfg.TRAINER[MERGE_RATE_NODES.get(trainer, "TAIDPT")].MERGE_RATE)
+        merge = merge_rate(cfg, trainer)
         threshold = float(cfg.TEST.THRESHOLD)
         scorer = model.image_scorer().float().eval()
     h, w = (int(s) for s in cfg.INPUT.SIZE)

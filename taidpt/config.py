@@ -137,7 +137,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.TAIDPT.CSC = False
     cfg.TRAINER.TAIDPT.CTX_INIT = ""
     cfg.TRAINER.TAIDPT.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.TAIDPT.PREC = "fp32"  # fp32 | amp (CUDA autocast; fp32 on CPU)
+    cfg.TRAINER.TAIDPT.PREC = "fp32"  # CoOp's key, accepted; taidpt always computes in fp32 (other values are logged)
     cfg.TRAINER.TAIDPT.LOGIT_SCALE = 4.0
     cfg.TRAINER.TAIDPT.SPATIAL_SCALE_TEXT = 50.0
     cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE = 40.0

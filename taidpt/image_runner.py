@@ -41,7 +41,7 @@ from .image_train_data import (
 from .optim import build_lr_scheduler, build_optimizer
 from .partial_labels import PARTIAL_FILE, load_or_create, to_partial
 from .partial_losses import BRANCHES, PARTIAL_LOSSES, image_prompt_loss
-from .runner import TRAINING_KEYS, CoreRunner, training_settings
+from .runner import TRAINING_KEYS, CoreRunner, note_precision, training_settings
 
 log = logging.getLogger("taidpt")
 
@@ -112,6 +112,7 @@ class ImagePromptRunner(CoreRunner):
         if int(cfg.DATASET.NUM_SHOTS) == 0 or int(cfg.DATASET.NUM_SHOTS) < -1:
             raise ValueError(f"DATASET.NUM_SHOTS must be -1 (all images) or >= 1, got {cfg.DATASET.NUM_SHOTS}")
         augment_config(cfg)  # refuses unknown INPUT.TRANSFORMS and bad crop scales
+        note_precision(cfg, trainer)
 
     def build_model(self) -> None:
         """CLIP, the DualCoOp / CoOp model, and the optimiser over its trainable prompt parameters."""

@@ -115,8 +115,8 @@ def validate_config(cfg: CfgNode, trainer: str) -> None:
     """Refuse settings neither engine can honour, before anything is built (Dassl's ``check_cfg``).
 
     Train-time image settings (``INPUT.TRANSFORMS`` augmentations, ``DATALOADER.TRAIN_X.SAMPLER``)
-    have no effect on a model trained on captions; they are named in the log, not refused, so CoOp
-    yaml files still load.
+    have no effect on a model trained on captions, and ``PREC`` other than fp32 is not implemented;
+    they are named in the log, not refused, so CoOp yaml files still load.
     """
     if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
         raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
@@ -127,9 +127,19 @@ def validate_config(cfg: CfgNode, trainer: str) -> None:
     if ignored:
         log.info("INPUT.TRANSFORMS %s ignored: TaI-DPT trains on captions and tests with resize + centre crop"
                  " + normalise", ignored)
+    note_precision(cfg, trainer)
     if cfg.DATALOADER.TRAIN_X.SAMPLER not in TRAIN_SAMPLERS:
         log.info("DATALOADER.TRAIN_X.SAMPLER %s ignored: captions are shuffled per (seed, epoch)",
                  cfg.DATALOADER.TRAIN_X.SAMPLER)
+
+
+def note_precision(cfg: CfgNode, trainer: str) -> None:
+    """Log that a ``PREC`` other than fp32 (CoOp's fp16 / amp) is accepted but not honoured."""
+    node = MERGE_RATE_NODES.get(trainer, "TAIDPT")
+    prec = str(cfg.TRAINER[node].get("PREC", "fp32"))
+    if prec != "fp32":
+        log.info("TRAINER.%s.PREC %s ignored: taidpt computes in fp32 (mixed precision is not implemented)",
+                 node, prec)
 
 
 def merge_rate(cfg: CfgNode, trainer: str) -> float:

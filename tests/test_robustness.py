@@ -232,3 +232,22 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path, tiny_rn_openai_file)
     # extending the schedule is allowed, and integers are accepted for float keys
     proc = run_train([*args, "OPTIM.MAX_EPOCH", "2", "TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE", "20"], tmp_path)
     assert "resumed from" in proc.stdout
+
+
+@pytest.mark.parametrize("trainer", ["TaIDPT", "DualCoOp"])
+def test_settings_without_effect_are_named_in_the_log_not_refused(trainer, caplog):
+    """CoOp yaml keys taidpt accepts but does not honour (PREC fp16, image augmentation for a
+    caption-trained model) load, and the log says they are ignored."""
+    import logging
+
+    from taidpt.config import get_cfg_default
+    from taidpt.runner import runner_class
+
+    cfg = get_cfg_default()
+    node = {"TaIDPT": "TAIDPT", "DualCoOp": "DUALCOOP"}[trainer]
+    cfg.TRAINER[node].PREC = "fp16"
+    cfg.INPUT.TRANSFORMS = ["random_flip", "normalize"]
+    with caplog.at_level(logging.INFO, logger="taidpt"):
+        runner_class(trainer).check_config(cfg, trainer)
+    assert f"TRAINER.{node}.PREC fp16 ignored" in caplog.text
+    assert ("INPUT.TRANSFORMS ['random_flip'] ignored" in caplog.text) == (trainer == "TaIDPT")
