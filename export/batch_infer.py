@@ -38,7 +38,7 @@ import numpy as np
 
 from taidpt.preprocess import PreprocessConfig
 
-from .infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide
+from .infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide, read_list
 from .metadata import MetadataError
 from .result_log import DoneSet, ResultLog, ResultLogError, Row
 from .runtime import ModelLoadError, Runner, open_model
@@ -64,16 +64,6 @@ def walk_images(folder: Path) -> Iterator[str]:
                         yield entry.path
                 except OSError:
                     continue
-
-
-def read_list(list_file: Path) -> Iterator[str]:
-    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder."""
-    with open(list_file, encoding="utf-8-sig") as fh:
-        for line in fh:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                p = Path(os.path.expanduser(line))
-                yield str(p if p.is_absolute() else list_file.parent / p)
 
 
 def count_lines(path: Path) -> int:

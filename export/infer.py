@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -48,6 +48,16 @@ class InputError(ValueError):
     """The --images argument names nothing usable; the message is one line."""
 
 
+def read_list(list_file: Path) -> Iterator[str]:
+    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder."""
+    with open(list_file, encoding="utf-8-sig") as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(os.path.expanduser(line))
+                yield str(p if p.is_absolute() else list_file.parent / p)
+
+
 def collect_images(spec: str) -> list[str]:
     """Image paths from a folder (recursive, image extensions only, sorted), a list file or a glob.
 
@@ -62,13 +72,7 @@ def collect_images(spec: str) -> list[str]:
             raise InputError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         return found
     if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-        out = []
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            p = Path(os.path.expanduser(line))
-            out.append(str(p if p.is_absolute() else path.parent / p))
+        out = list(read_list(path))
         if not out:
             raise InputError(f"{path}: the list names no image")
         return out

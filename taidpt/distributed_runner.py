@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from . import runner
@@ -60,7 +59,6 @@ from .distributed import (
     shard_sizes,
 )
 from .evaluation import ScoredSet, score_batches
-from .image_data import ImageSetDataset, make_test_loader
 from .model import TaIDPTModel
 from .training import CaptionBatchEncoder, caption_loss
 
@@ -166,10 +164,8 @@ class DistributedRunner(runner.CoreRunner):
         batch_size = int(cfg.DATALOADER.TEST.BATCH_SIZE)
         b_lo, b_hi = shard_bounds(math.ceil(n / batch_size), ctx.rank, ctx.world_size)
         lo, hi = min(b_lo * batch_size, n), min(b_hi * batch_size, n)
-        dataset = ImageSetDataset(self.image_set, runner.preprocess_config(cfg))
-        loader = make_test_loader(Subset(dataset, range(lo, hi)), batch_size, int(cfg.DATALOADER.NUM_WORKERS),
-                                  seed=max(int(cfg.SEED), 0))
-        acc = score_batches(self.scorer(), loader, dataset, device=self.device, progress=self.opts.progress)
+        acc = score_batches(self.scorer(), self.test_loader(range(lo, hi)), self.image_set.paths, device=self.device,
+                            progress=self.opts.progress)
         scored = acc.result(self.image_set.name) if len(acc) else None
         if scored is None and acc.skipped:
             log.warning("skipped %d unreadable image(s), e.g. %s", len(acc.skipped), ", ".join(acc.skipped[:3]))

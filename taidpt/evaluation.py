@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class ScoredSet:
 class ScoreAccumulator:
     """Collects the logits and targets of an evaluation batch by batch.
 
-    The core loop (:func:`score_image_set`) and the Dassl ``MultiLabelEvaluator`` both fill one
+    The core loop (:func:`score_batches`) and the Dassl ``MultiLabelEvaluator`` both fill one
     of these, so the two engines turn the same batches into the same arrays.
     """
 
@@ -104,21 +105,22 @@ def score_image_set(
     """Run ``scorer`` over every image of ``image_set``; unreadable images are skipped and listed."""
     dataset = ImageSetDataset(image_set, preprocess)
     loader = make_test_loader(dataset, batch_size, num_workers, seed)
-    return score_batches(scorer, loader, dataset, device=device, progress=progress).result(image_set.name)
+    return score_batches(scorer, loader, image_set.paths, device=device, progress=progress).result(image_set.name)
 
 
 @torch.no_grad()
-def score_batches(scorer: ImageScorer, loader: torch.utils.data.DataLoader, dataset: ImageSetDataset, *,
+def score_batches(scorer: ImageScorer, loader: torch.utils.data.DataLoader, paths: Sequence[str], *,
                   device: torch.device | str = "cpu", progress: bool = True) -> ScoreAccumulator:
-    """Score the batches of ``loader`` (over ``dataset`` or a subset of it) into an accumulator.
+    """Score the batches of ``loader`` (over an image set, or a block of it) into an accumulator.
 
-    Distributed evaluation runs this on each process's share of the test set.
+    ``paths`` are the image set's paths, indexed by the batches' ``index`` (to name unreadable
+    images). Distributed evaluation runs this on each process's share of the test set.
     """
     scorer.eval()
     acc = ScoreAccumulator()
     for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch, bad = split_ok(batch)
-        acc.skip([dataset.path(i) for i in bad])
+        acc.skip([paths[i] for i in bad])
         if batch["img"].shape[0] == 0:
             continue
         _, z_g, z_l = scorer(batch["img"].to(device))

@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from yacs.config import CfgNode
@@ -41,13 +40,14 @@ from .image_train_data import (
 from .optim import build_lr_scheduler, build_optimizer
 from .partial_labels import PARTIAL_FILE, load_or_create, to_partial
 from .partial_losses import BRANCHES, PARTIAL_LOSSES, image_prompt_loss
-from .runner import TRAINING_KEYS, CoreRunner, note_precision, training_settings
+from .runner import TRAINER_NODES, TRAINING_KEYS, CoreRunner, note_precision, training_settings
 
 log = logging.getLogger("taidpt")
 
-# Trainer name -> its TRAINER.<node> of settings.
-IMAGE_TRAINERS = {"DualCoOp": "DUALCOOP", "CoOpMultiLabel": "COOP"}
+# The image-prompting trainers and the branches their loss may be put on.
 TRAINER_BRANCHES = {"DualCoOp": BRANCHES, "CoOpMultiLabel": ("global", "both")}
+# Trainer name -> its TRAINER.<node> of settings.
+IMAGE_TRAINERS = {trainer: TRAINER_NODES[trainer] for trainer in TRAINER_BRANCHES}
 
 _SHARED_KEYS = tuple(k for k in TRAINING_KEYS if k.split(".")[0] in ("SEED", "MODEL", "DATALOADER", "OPTIM"))
 _DATA_KEYS = ("INPUT.SIZE", "INPUT.TRANSFORMS", "INPUT.RRCROP_SCALE", "INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN",
@@ -171,14 +171,6 @@ class ImagePromptRunner(CoreRunner):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()}: lower OPTIM.LR")
         return loss
-
-    def step(self, batch: dict[str, Any]) -> float:
-        """One optimiser step on an image batch; returns its loss."""
-        loss = self.batch_loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.item())
 
     def validate(self) -> float:
         raise ValueError(f"{self.trainer} has no validation split (no held-out images; test images are never "

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from . import __version__
@@ -39,7 +40,7 @@ from .classes import ClassList
 from .clip_loader import ClipInfo, load_clip
 from .corpora import CaptionCorpus
 from .dataset_registry import default_cache_dir, load_caption_corpus, load_test_set
-from .evaluation import ScoredSet, results_from_scores, score_image_set
+from .evaluation import ScoredSet, results_from_scores, score_batches
 from .predictions import PREDICTIONS_FILE, save_predictions
 from .image_data import ImageSetDataset, make_test_loader
 from .metrics import format_coop_lines, format_results_table
@@ -49,11 +50,11 @@ from .preprocess import PreprocessConfig
 from .testsets import ImageSet
 from .training import (
     CaptionBatchEncoder,
+    apply_loss,
     caption_loss,
     caption_map,
     make_caption_loader,
     split_validation,
-    train_step,
 )
 
 log = logging.getLogger("taidpt")
@@ -61,8 +62,13 @@ log = logging.getLogger("taidpt")
 TRAINERS = ("TaIDPT", "ZeroshotCLIPDense", "DualCoOp", "CoOpMultiLabel")  # the last two: taidpt/image_runner.py
 TRAINER_ALIASES = {"ZeroshotCLIP": "ZeroshotCLIPDense", "ZeroshotCLIP_dense": "ZeroshotCLIPDense",
                    "Caption_distill_double": "TaIDPT", "Caption_dual": "DualCoOp"}
-# TRAINER.<node> holding each trainer's MERGE_RATE (TAIDPT for the rest).
-MERGE_RATE_NODES = {"ZeroshotCLIPDense": "ZEROSHOT", "DualCoOp": "DUALCOOP", "CoOpMultiLabel": "COOP"}
+# TRAINER.<node> holding each trainer's settings (MERGE_RATE, PREC, ...).
+TRAINER_NODES = {"TaIDPT": "TAIDPT", "ZeroshotCLIPDense": "ZEROSHOT", "DualCoOp": "DUALCOOP", "CoOpMultiLabel": "COOP"}
+
+
+def trainer_node(trainer: str) -> str:
+    """The name of ``trainer``'s ``TRAINER.<node>`` (``TAIDPT`` for a name not in :data:`TRAINERS`)."""
+    return TRAINER_NODES.get(trainer, "TAIDPT")
 
 
 # ----------------------------------------------------------------------------- setup helpers
@@ -135,7 +141,7 @@ def validate_config(cfg: CfgNode, trainer: str) -> None:
 
 def note_precision(cfg: CfgNode, trainer: str) -> None:
     """Log that a ``PREC`` other than fp32 (CoOp's fp16 / amp) is accepted but not honoured."""
-    node = MERGE_RATE_NODES.get(trainer, "TAIDPT")
+    node = trainer_node(trainer)
     prec = str(cfg.TRAINER[node].get("PREC", "fp32"))
     if prec != "fp32":
         log.info("TRAINER.%s.PREC %s ignored: taidpt computes in fp32 (mixed precision is not implemented)",
@@ -144,7 +150,7 @@ def note_precision(cfg: CfgNode, trainer: str) -> None:
 
 def merge_rate(cfg: CfgNode, trainer: str) -> float:
     """Weight of the global score in ``merged = w * global + (1 - w) * local`` for ``trainer``."""
-    return float(cfg.TRAINER[MERGE_RATE_NODES.get(trainer, "TAIDPT")].MERGE_RATE)
+    return float(cfg.TRAINER[trainer_node(trainer)].MERGE_RATE)
 
 
 def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
@@ -404,8 +410,8 @@ class CoreRunner:
         return caption_loss(self.model, self.encoder, batch, self.cfg.TRAINER.TAIDPT.LOSS)
 
     def step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimiser step on a caption batch; returns its loss (the distributed runner shards it)."""
-        return train_step(self.model, self.encoder, batch, self.optimizer, self.cfg.TRAINER.TAIDPT.LOSS)
+        """One optimiser step on a batch (:meth:`batch_loss`); returns its loss (the distributed runner shards it)."""
+        return apply_loss(self.batch_loss(batch), self.optimizer)
 
     def validate(self) -> float:
         """Merged mAP on the held-out captions (the model-selection metric; never test images)."""
@@ -467,20 +473,19 @@ class CoreRunner:
     def scorer(self) -> ImageScorer:
         return self.model.image_scorer().to(self.device)
 
-    def test_loader(self) -> torch.utils.data.DataLoader:
-        """The sequential, explicitly seeded image loader of the test set (both engines use it)."""
+    def test_loader(self, rows: range | None = None) -> torch.utils.data.DataLoader:
+        """The sequential, explicitly seeded image loader of the test set (both engines use it);
+        ``rows`` restricts it to a block of images (distributed evaluation)."""
         cfg = self.cfg
         dataset = ImageSetDataset(self.image_set, preprocess_config(cfg))
-        return make_test_loader(dataset, int(cfg.DATALOADER.TEST.BATCH_SIZE), int(cfg.DATALOADER.NUM_WORKERS),
-                                seed=max(int(cfg.SEED), 0))
+        return make_test_loader(dataset if rows is None else Subset(dataset, rows), int(cfg.DATALOADER.TEST.BATCH_SIZE),
+                                int(cfg.DATALOADER.NUM_WORKERS), seed=max(int(cfg.SEED), 0))
 
     def score_test_set(self) -> ScoredSet:
         """Logits of every readable test image in dataset order (the distributed runner shards this)."""
-        cfg = self.cfg
-        return score_image_set(self.scorer(), self.image_set, preprocess_config(cfg),
-                               batch_size=int(cfg.DATALOADER.TEST.BATCH_SIZE),
-                               num_workers=int(cfg.DATALOADER.NUM_WORKERS), device=self.device,
-                               seed=max(int(cfg.SEED), 0), progress=self.opts.progress)
+        acc = score_batches(self.scorer(), self.test_loader(), self.image_set.paths, device=self.device,
+                            progress=self.opts.progress)
+        return acc.result(self.image_set.name)
 
     def test(self) -> dict[str, Any]:
         cfg = self.cfg

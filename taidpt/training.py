@@ -127,7 +127,11 @@ def train_step(
     loss_name: str,
 ) -> float:
     """One SGD step on a caption batch; returns the loss value. Raises on a non-finite loss."""
-    loss = caption_loss(model, encoder, batch, loss_name)
+    return apply_loss(caption_loss(model, encoder, batch, loss_name), optimizer)
+
+
+def apply_loss(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+    """Back-propagate ``loss`` from fresh gradients and take one optimiser step; returns its value."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

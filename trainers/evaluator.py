@@ -20,7 +20,7 @@ from dassl.evaluation import EVALUATOR_REGISTRY, EvaluatorBase
 
 from taidpt.evaluation import ScoreAccumulator, ScoredSet, results_from_scores
 from taidpt.metrics import format_coop_lines
-from taidpt.runner import MERGE_RATE_NODES
+from taidpt.runner import trainer_node
 
 HEADLINE_KEYS = ("mAP", "mAP_global", "mAP_local", "CF1", "OF1")
 
@@ -41,7 +41,7 @@ def split_output(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _merge_rate(cfg: Any) -> float:
     """The trainer's merge rate (``TRAINER.<node>.MERGE_RATE``), 0.5 without taidpt's keys."""
-    node = cfg.TRAINER.get(MERGE_RATE_NODES.get(cfg.TRAINER.NAME, "TAIDPT"))
+    node = cfg.TRAINER.get(trainer_node(cfg.TRAINER.NAME))
     return float(node.MERGE_RATE) if node is not None else 0.5
 
 
