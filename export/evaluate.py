@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from taidpt.atomic import atomic_write_text
+
 from .infer import predict
 from .metadata import MetadataError
 from .runtime import ModelLoadError, open_model
@@ -153,11 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         model.close()
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model).with_name(Path(args.model).stem + "_eval")
-    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "results.json"
-    tmp = out.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     print(f"{payload['test_set']}: {payload['n_images']} images, provider {payload['provider']}, "
           f"{meta.precision}, {payload['n_skipped_images']} skipped")
     print(format_results_table(payload))

@@ -35,6 +35,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from taidpt.atomic import atomic_write_text
 from taidpt.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 
 from .metadata import MetadataError
@@ -198,7 +199,7 @@ def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, la
             entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
         images.append(entry)
     payload = {**_header(model, decision, preds, n_inputs), "images": images}
-    _atomic_write(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[str]]) -> None:
@@ -213,14 +214,7 @@ def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[s
         writer.writerow([p, *(repr(float(v)) for v in preds.scores[i]), ";".join(labels[i]), ""])
     for p, reason in preds.skipped:
         writer.writerow([p, *([""] * len(names)), "", reason])
-    _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from taidpt.atomic import atomic_write_text
 from taidpt.preprocess import PreprocessConfig
 
 PREFIX = "taidpt."
@@ -193,9 +194,7 @@ def write_sidecar(engine_path: str | os.PathLike, metadata: ModelMetadata, extra
     """Write ``<engine>.json``: the ONNX metadata pairs plus build facts (``extra``)."""
     path = sidecar_path(engine_path)
     payload = {"metadata_props": metadata.to_props(), **dict(extra)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path
 
 

@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from taidpt.atomic import atomic_write_bytes
+
 from .metadata import INPUT_NAME, MetadataError, ModelMetadata, read_onnx_metadata, write_sidecar
 from .runtime import tensorrt_status
 
@@ -120,10 +122,7 @@ def build_engine(onnx_path: Path, engine_path: Path, image_size: tuple[int, int]
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the messages above)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, engine_path)
+    atomic_write_bytes(engine_path, bytes(serialized))
     if timing_cache:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"tensorrt_version": trt.__version__, "builder": "tensorrt-python-api"}

@@ -20,9 +20,7 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .atomic import atomic_write_text
 from .model import CaptionFeatures, TaIDPTModel
 from .text_encoder import eot_positions
 
@@ -98,10 +97,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1)
-    os.replace(tmp, folder / "manifest.json")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
 
 
 def _read_manifest(folder: Path) -> dict | None:

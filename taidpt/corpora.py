@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from taidpt.atomic import atomic_savez, atomic_write_text
 from taidpt.classes import ClassList
 from taidpt.labelling import CaptionLabeller
 from taidpt.templates import template_sentences
@@ -495,21 +494,6 @@ def build_corpus(
 # ----------------------------------------------------------------------------- cache
 
 
-def _atomic_write(target: Path, write: Any) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _store_cached(corpus: CaptionCorpus, cache_json: Path, cache_npz: Path, settings: dict) -> None:
     payload = {
         "settings": settings,
@@ -521,8 +505,8 @@ def _store_cached(corpus: CaptionCorpus, cache_json: Path, cache_npz: Path, sett
         "texts": corpus.texts,
     }
     # The labels first: the json appearing is what marks the entry complete.
-    _atomic_write(cache_npz, lambda f: np.savez(f, labels=corpus.labels))
-    _atomic_write(cache_json, lambda f: f.write(json.dumps(payload, ensure_ascii=False).encode("utf-8")))
+    atomic_savez(cache_npz, labels=corpus.labels)
+    atomic_write_text(cache_json, json.dumps(payload, ensure_ascii=False))
 
 
 def _load_cached(cache_json: Path, cache_npz: Path, settings: dict) -> CaptionCorpus | None:

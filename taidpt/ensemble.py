@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_savez, atomic_write_text
 from .metrics import mean_ap, per_class_ap
 from .predictions import Predictions, load_predictions
 
@@ -82,11 +83,11 @@ def ensemble_runs(run_a: str | Path, run_b: str | Path, rate: float, output: str
     }
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "ensemble_predictions.npz", scores_a=a.scores, scores_b=scores_b,
-             normalized_a=min_max(a.scores).astype(np.float32), normalized_b=min_max(scores_b).astype(np.float32),
-             ensemble=ens.astype(np.float32), targets=targets, paths=np.asarray(a.paths, dtype=str),
-             classnames=np.asarray(a.classnames, dtype=str), rate=np.float64(rate))
-    (out / "ensemble.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_savez(out / "ensemble_predictions.npz", scores_a=a.scores, scores_b=scores_b,
+                 normalized_a=min_max(a.scores).astype(np.float32), normalized_b=min_max(scores_b).astype(np.float32),
+                 ensemble=ens.astype(np.float32), targets=targets, paths=np.asarray(a.paths, dtype=str),
+                 classnames=np.asarray(a.classnames, dtype=str), rate=np.float64(rate))
+    atomic_write_text(out / "ensemble.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 

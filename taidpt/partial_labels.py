@@ -19,12 +19,12 @@ mask; a file made for other images, classes, proportion or seed is refused.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_savez
 from .testsets import ImageSet
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,9 @@ def mask_labels(labels: np.ndarray, proportion: float, seed: int) -> np.ndarray:
 def save(path: Path, labels: np.ndarray, paths: Sequence[str], classnames: Sequence[str], proportion: float,
          seed: int) -> None:
     """Write the mask file atomically (``np.savez``; strings as unicode arrays, no pickle)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, labels=np.asarray(labels, dtype=np.int8), paths=np.asarray(list(paths), dtype=str),
-             classnames=np.asarray(list(classnames), dtype=str), proportion=np.float64(proportion),
-             seed=np.int64(seed))
-    os.replace(tmp, path)
+    atomic_savez(path, labels=np.asarray(labels, dtype=np.int8), paths=np.asarray(list(paths), dtype=str),
+                 classnames=np.asarray(list(classnames), dtype=str), proportion=np.float64(proportion),
+                 seed=np.int64(seed))
 
 
 def load(path: Path, paths: Sequence[str], classnames: Sequence[str], proportion: float, seed: int) -> np.ndarray:

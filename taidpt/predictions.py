@@ -23,13 +23,13 @@ Read it with ``numpy.load(path, allow_pickle=False)`` or :func:`load_predictions
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_savez
 from .evaluation import ScoredSet
 from .testsets import ImageSet
 
@@ -68,13 +68,10 @@ def save_predictions(path: Path, scored: ScoredSet, image_set: ImageSet, classna
     glob = np.asarray(scored.global_logits, dtype=np.float32)
     local = glob if scored.local_logits is None else np.asarray(scored.local_logits, dtype=np.float32)
     scores = (merge_rate * glob.astype(np.float64) + (1 - merge_rate) * local.astype(np.float64)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, scores=scores, **{"global": glob}, local=local, targets=np.asarray(scored.targets, dtype=np.int8),
+    atomic_savez(path, scores=scores, **{"global": glob}, local=local, targets=np.asarray(scored.targets, dtype=np.int8),
              paths=np.asarray(scored_paths(scored, image_set), dtype=str),
              classnames=np.asarray(list(classnames), dtype=str), merge_rate=np.float64(merge_rate),
              trainer=np.asarray(trainer))
-    os.replace(tmp, path)
     return path
 
 

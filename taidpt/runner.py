@@ -27,9 +27,9 @@ from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from . import __version__
+from .atomic import atomic_write_text
 from .caption_features import CaptionFeatureStore
 from .checkpoint import (
-    atomic_write_text,
     check_meta,
     latest_checkpoint,
     load_checkpoint,

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taidpt.checkpoint import atomic_write_text
+from taidpt.atomic import atomic_write_text
 from taidpt.cli import setup_cfg
 from taidpt.config import extend_cfg
 from taidpt.runner import setup_logging

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import atomic_torch_save
 from ..clip_loader import build_clip
 from ..preprocess import CLIP_MEAN, CLIP_STD
 from ..tokenizer import tokenize
@@ -122,17 +123,6 @@ def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def pretrain_clip(
     out_path: str | os.PathLike,
     *,
@@ -216,7 +206,7 @@ def pretrain_clip(
             "stream": "taidpt.demo.scenes.STREAM_PAIRS",
         }
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        _atomic_save({"model_cfg": json.loads(json.dumps(DEMO_CLIP_CFG)), "state_dict": state, "meta": meta}, out_path)
+        atomic_torch_save({"model_cfg": json.loads(json.dumps(DEMO_CLIP_CFG)), "state_dict": state, "meta": meta}, out_path)
         log.info("pretrained demo CLIP: %d steps in %.1f s (%.3f s/step), loss %.3f -> %.3f, logit scale %.1f; "
                  "saved %s", steps, t_train, t_train / steps, losses[0], meta["loss_last50"], meta["logit_scale"],
                  out_path)
