@@ -1,0 +1,103 @@
+"""Exclusive folder locks: one writer per run folder (or cache folder) at a time.
+
+Two processes writing one run folder mix their files (one run's ``config.yaml`` beside the other's
+checkpoints) and one result is lost without a word. A :class:`FolderLock` makes the second process
+stop at once with one line that names the holder.
+
+Format, inside the locked folder:
+
+- ``.taidpt.lock``: the lock file itself, held through the ``filelock`` package (``fcntl`` on POSIX,
+  ``msvcrt`` on Windows; the OS releases it when the holder dies, so a killed run never leaves a
+  stale lock behind);
+- ``.taidpt.lock.owner``: JSON ``{"pid", "host", "since", "command"}`` written by the holder after it
+  has the lock (``filelock`` records no owner), read only to word the refusal.
+
+Torch-free: the export and serving tools use it too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from filelock import FileLock, Timeout
+
+LOCK_NAME = ".taidpt.lock"
+OWNER_NAME = ".taidpt.lock.owner"
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process holds the folder's lock."""
+
+
+def describe_holder(folder: str | os.PathLike) -> str:
+    """``pid N on HOST since T (COMMAND)`` from the owner file, or a plain phrase when it is unreadable."""
+    try:
+        info = json.loads((Path(folder) / OWNER_NAME).read_text(encoding="utf-8"))
+        text = f"pid {info['pid']} on {info['host']} since {info['since']}"
+        return text + (f" ({info['command']})" if info.get("command") else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its owner file is not written yet)"
+
+
+class FolderLock:
+    """Hold ``folder``'s exclusive lock for the life of a ``with`` block (or :meth:`acquire`/:meth:`release`).
+
+    ``what`` names the folder's role in the refusal (``"run folder"``, ``"caption-feature cache"``).
+    ``timeout`` is how long to wait for a holder to finish: 0 (the default) refuses at once, which is
+    right for run folders; a cache build may wait (``None`` waits for ever).
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run folder", timeout: float | None = 0.0) -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self.timeout = timeout
+        self._lock = FileLock(str(self.folder / LOCK_NAME), thread_local=False)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.is_locked
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock or raise :class:`FolderBusyError` naming the holder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=-1 if self.timeout is None else self.timeout)
+        except Timeout:
+            raise FolderBusyError(f"{self.folder}: this {self.what} is in use by {describe_holder(self.folder)}; "
+                                  f"wait for it to finish or choose another folder") from None
+        if self._lock.lock_counter == 1:
+            self._write_owner()
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the owner file is removed first, while still held)."""
+        if self._lock.is_locked and self._lock.lock_counter == 1:
+            try:
+                (self.folder / OWNER_NAME).unlink()
+            except OSError:
+                pass
+        self._lock.release()
+
+    def _write_owner(self) -> None:
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200] if sys.argv else ""}
+        tmp = self.folder / f"{OWNER_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
+        os.replace(tmp, self.folder / OWNER_NAME)
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+__all__ = ["FolderBusyError", "FolderLock", "LOCK_NAME", "OWNER_NAME", "describe_holder"]
