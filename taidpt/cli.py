@@ -7,6 +7,8 @@ from typing import Sequence
 
 from yacs.config import CfgNode
 
+from .trainer_names import TRAINERS
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The arguments of CoOp's train.py (same names and meaning), plus ``--engine``."""
@@ -23,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", type=str, nargs="+", help="INPUT.TRANSFORMS (test-time transform only)")
     p.add_argument("--config-file", type=str, default="", help="method yaml, e.g. configs/trainers/TaIDPT/rn50_coco2014.yaml")
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset yaml, e.g. configs/datasets/coco2014.yaml")
-    p.add_argument("--trainer", type=str, default="", help="TaIDPT or ZeroshotCLIPDense (TRAINER.NAME)")
+    p.add_argument("--trainer", type=str, default="", help=f"one of {', '.join(TRAINERS)} (TRAINER.NAME)")
     p.add_argument("--backbone", type=str, default="", help="CLIP backbone (MODEL.BACKBONE.NAME)")
     p.add_argument("--head", type=str, default="", help="unused (CoOp compatibility)")
-    p.add_argument("--eval-only", action="store_true", help="evaluate only (TaIDPT needs --model-dir)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate only; with --model-dir RUN the run's config.yaml is the base and results go to "
+                        "RUN/eval/<timestamp>/ unless --output-dir is given")
     p.add_argument("--model-dir", type=str, default="", help="run directory to load prompts from (eval-only)")
     p.add_argument("--load-epoch", type=int, default=None, help="load model.pth.tar-<epoch> instead of the best/last")
     p.add_argument("--no-train", action="store_true", help="build everything, then stop")
@@ -62,10 +66,24 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
 
 
 def setup_cfg(base: CfgNode, args: argparse.Namespace) -> CfgNode:
-    """dataset yaml -> method yaml -> CLI flags -> trailing KEY VALUE pairs, then freeze."""
-    from .config import merge_files_and_opts
+    """[run folder's config.yaml ->] dataset yaml -> method yaml -> CLI flags -> trailing KEY VALUE
+    pairs, then freeze.
 
+    With ``--eval-only --model-dir RUN`` the run's own ``config.yaml`` is the base, so the run folder
+    alone is enough, and results go to a new ``RUN/eval/<timestamp>/`` unless ``--output-dir`` says
+    where.
+    """
+    from .config import merge_files_and_opts
+    from .run_folder import RunFolder
+
+    if args.load_epoch is not None and args.load_epoch < 1:
+        raise ValueError(f"--load-epoch must be an epoch number >= 1 (checkpoints are 1-based), got {args.load_epoch}")
     cfg = base
+    if args.eval_only and args.model_dir:
+        run = RunFolder(args.model_dir)
+        run.merge_config_into(cfg)
+        cfg.OUTPUT_DIR = str(run.new_eval_dir())
+        cfg.RESUME = ""
     merge_files_and_opts(cfg, [args.dataset_config_file, args.config_file], None)
     reset_cfg(cfg, args)
     merge_files_and_opts(cfg, [], args.opts)

@@ -8,9 +8,11 @@ defaults. Keys are documented in the README's "Configuration" section.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Iterable
 
+import yaml
 from yacs.config import CfgNode as CN
 
 from .image_config import extend_image_cfg
@@ -118,6 +120,9 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.CAPTION_SOURCE = ""  # "" = the dataset's default; coco_captions | localized_narratives | text
     cfg.DATASET.CAPTION_FILE = ""  # "" = the dataset's default path; relative paths resolve against ROOT
     cfg.DATASET.EXCLUDE_TEST_CAPTIONS = False  # drop COCO captions of test images (the reference keeps them)
+    cfg.DATASET.CAPTION_IDS = ""  # COCO caption ids to train on (json list, one per line, or a pickled list); wins over CAPTIONS_PER_IMAGE
+    cfg.DATASET.CAPTIONS_PER_IMAGE = 0  # COCO: k captions per image drawn with CAPTION_SAMPLE_SEED; 0 = every caption
+    cfg.DATASET.CAPTION_SAMPLE_SEED = 0  # seed of that draw (fixed, not SEED: every training seed sees the same corpus)
     cfg.DATASET.CAPTION_CAP = -1  # per-class cap after rarest-class assignment; -1 = source default
     cfg.DATASET.ADD_TEMPLATES = True  # add the 89 template sentences per class
     cfg.DATASET.LEMMATIZER = "auto"  # auto | nltk | lemminflect
@@ -126,6 +131,7 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.DATASET.VOC_DIFFICULT = "negative"  # negative (reference) | ignore (official VOC protocol)
     cfg.DATASET.ANNOTATION = ""  # COCOFormat json / CSV file (relative to ROOT)
     cfg.DATASET.IMAGE_DIR = ""  # image folder for COCOFormat / CSV (relative to ROOT)
+    cfg.DATASET.CSV_LABELS = "auto"  # per-class CSV values: auto | voc (-1 neg, 0 ignored) | binary (0 neg)
     cfg.DATASET.CACHE_DIR = ""  # "" = ~/.cache/taidpt (caption corpora and features)
 
     cfg.INPUT.EXIF_TRANSPOSE = False  # apply EXIF orientation tags (Dassl and the reference do not)
@@ -161,7 +167,7 @@ def get_cfg_default() -> CN:
     return extend_cfg(dassl_defaults())
 
 
-def _lookup(cfg: CN, dotted: str) -> Any:
+def lookup(cfg: CN, dotted: str) -> Any:
     node: Any = cfg
     for part in dotted.split("."):
         if not isinstance(node, CN) or part not in node:
@@ -176,7 +182,7 @@ def _ints_to_floats(cfg: CN, other: CN, prefix: str = "") -> None:
     yacs refuses an int for a float key; the intent is never in doubt, so accept it.
     """
     for key, value in other.items():
-        target = _lookup(cfg, prefix + key)
+        target = lookup(cfg, prefix + key)
         if isinstance(value, CN):
             _ints_to_floats(cfg, value, f"{prefix}{key}.")
         elif isinstance(target, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -187,9 +193,53 @@ def _coerce_opts(cfg: CN, opts: list[str]) -> list[str]:
     """``KEY 20`` -> ``KEY 20.0`` for float keys (same reason as :func:`_ints_to_floats`)."""
     out = list(opts)
     for i in range(0, len(out) - 1, 2):
-        if isinstance(_lookup(cfg, out[i]), float) and re.fullmatch(r"[+-]?\d+", str(out[i + 1]).strip()):
+        if isinstance(lookup(cfg, out[i]), float) and re.fullmatch(r"[+-]?\d+", str(out[i + 1]).strip()):
             out[i + 1] = f"{int(out[i + 1])}.0"
     return out
+
+
+def _one_line(exc: Exception) -> str:
+    """yacs's type-mismatch message (which dumps a whole config node) as one line naming the key."""
+    text = str(exc)
+    found = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values .* for config key: (\S+)", text, re.S)
+    if found:
+        return f"{found.group(3)} has the wrong type: expected {_type_name(found.group(1))}, got {_type_name(found.group(2))}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _type_name(yacs_type: str) -> str:
+    name = re.sub(r"<class '(?:[\w.]*\.)?(\w+)'>", r"\1", yacs_type)
+    return "a mapping of keys" if name == "CfgNode" else name
+
+
+def read_cfg_file(cfg: CN, path: str) -> CN:
+    """Parse one yaml config file, with one-line errors naming the file (and line) for what cannot be read."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; expected a yaml config file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                         f"expected a UTF-8 yaml config file") from None
+    try:
+        loaded = cfg.load_cfg(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: malformed yaml ({problem}); expected KEY: VALUE mappings") from None
+    except (AssertionError, AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a config mapping ({exc}); expected nested KEY: VALUE mappings "
+                         "such as 'OPTIM: {LR: 0.001}'") from None
+    return loaded
 
 
 def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) -> CN:
@@ -200,17 +250,14 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
     for path in files:
         if not path:
             continue
+        other = read_cfg_file(cfg, path)
         try:
-            with open(path, encoding="utf-8") as fh:
-                other = cfg.load_cfg(fh)
             _ints_to_floats(cfg, other)
             cfg.merge_from_other_cfg(other)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
         except KeyError as exc:
             raise KeyError(f"{path}: {exc.args[0] if exc.args else exc}") from None
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ValueError(f"{path}: {_one_line(exc)}") from None
     if opts:
         if len(opts) % 2:
             raise ValueError(f"trailing options must be KEY VALUE pairs, got an odd list: {opts}")
@@ -219,5 +266,5 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
         except AssertionError as exc:  # yacs asserts on unknown keys
             raise KeyError(f"{exc} (check the spelling; keys are listed in the README)") from None
         except ValueError as exc:
-            raise ValueError(f"bad override in {' '.join(opts)}: {exc}") from None
+            raise ValueError(f"bad override in {' '.join(opts)}: {_one_line(exc)}") from None
     return cfg

@@ -8,6 +8,7 @@ and count them, so the report can name every skipped file.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,25 @@ class ImageSetDataset(Dataset):
         return {"img": img, "label": self._labels[index].clone(), "index": index, "ok": ok}
 
 
+_capped_noted: set[tuple[int, int]] = set()
+
+
+def capped_workers(requested: int) -> int:
+    """``DATALOADER.NUM_WORKERS`` limited to the CPUs this process may use (said once in the log).
+
+    More loader processes than CPUs only compete with the model for the same cores, and torch warns
+    on every loader it builds; the shipped configs ask for 8, which suits a GPU server, not a laptop.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested <= cpus:
+        return requested
+    if (requested, cpus) not in _capped_noted:
+        _capped_noted.add((requested, cpus))
+        logging.getLogger("taidpt").info("DATALOADER.NUM_WORKERS %d capped at %d, the CPUs available here",
+                                         requested, cpus)
+    return cpus
+
+
 def make_test_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, seed: int = 0) -> DataLoader:
     """A sequential (unshuffled, nothing dropped) DataLoader for evaluation.
 
@@ -80,7 +100,7 @@ def make_test_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, se
         batch_size=int(batch_size),
         shuffle=False,
         drop_last=False,
-        num_workers=int(num_workers),
+        num_workers=capped_workers(int(num_workers)),
         pin_memory=torch.cuda.is_available(),
         generator=generator,
     )

@@ -88,10 +88,12 @@ class ImagePromptRunner(CoreRunner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.training_keys = image_training_keys(self.trainer)
+        self.training_keys = self.resume_keys(self.trainer)
         self.node = self.cfg.TRAINER[IMAGE_TRAINERS[self.trainer]]
         self.train_info: dict[str, Any] = {}
         self.skipped_train: set[str] = set()
+
+    resume_keys = staticmethod(image_training_keys)
 
     # ------------------------------------------------------------------ build
     @staticmethod

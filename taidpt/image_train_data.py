@@ -24,7 +24,7 @@ from yacs.config import CfgNode
 from .augment import AugmentConfig, augment, item_rng
 from .classes import ClassList
 from .dataset_registry import load_test_set
-from .image_data import ImageSetDataset
+from .image_data import ImageSetDataset, capped_workers
 from .preprocess import PreprocessConfig
 from .testsets import ImageSet
 from .training import EpochPermutationSampler
@@ -95,7 +95,7 @@ def make_train_loader(dataset: TrainImageDataset, batch_size: int, num_workers: 
     if len(dataset) == 0:
         raise ValueError("no training images: the training set is empty")
     return DataLoader(dataset, batch_size=int(batch_size), sampler=EpochPermutationSampler(len(dataset), seed),
-                      num_workers=int(num_workers), drop_last=len(dataset) >= int(batch_size),
+                      num_workers=capped_workers(int(num_workers)), drop_last=len(dataset) >= int(batch_size),
                       pin_memory=torch.cuda.is_available())
 
 

@@ -10,6 +10,7 @@ the last epoch; never the test images.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -38,16 +39,19 @@ from .checkpoint import (
 )
 from .classes import ClassList
 from .clip_loader import ClipInfo, load_clip
+from .config import lookup
 from .corpora import CaptionCorpus
 from .dataset_registry import default_cache_dir, load_caption_corpus, load_test_set
 from .evaluation import ScoredSet, results_from_scores, score_batches
 from .predictions import PREDICTIONS_FILE, save_predictions
+from .runlock import FolderLock
 from .image_data import ImageSetDataset, make_test_loader
 from .metrics import format_coop_lines, format_results_table
 from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
 from .optim import build_lr_scheduler, build_optimizer
 from .preprocess import PreprocessConfig
 from .testsets import ImageSet
+from .trainer_names import TRAINER_ALIASES, TRAINER_NODES, TRAINERS
 from .training import (
     CaptionBatchEncoder,
     apply_loss,
@@ -58,12 +62,6 @@ from .training import (
 )
 
 log = logging.getLogger("taidpt")
-
-TRAINERS = ("TaIDPT", "ZeroshotCLIPDense", "DualCoOp", "CoOpMultiLabel")  # the last two: taidpt/image_runner.py
-TRAINER_ALIASES = {"ZeroshotCLIP": "ZeroshotCLIPDense", "ZeroshotCLIP_dense": "ZeroshotCLIPDense",
-                   "Caption_distill_double": "TaIDPT", "Caption_dual": "DualCoOp"}
-# TRAINER.<node> holding each trainer's settings (MERGE_RATE, PREC, ...).
-TRAINER_NODES = {"TaIDPT": "TAIDPT", "ZeroshotCLIPDense": "ZEROSHOT", "DualCoOp": "DUALCOOP", "CoOpMultiLabel": "COOP"}
 
 
 def trainer_node(trainer: str) -> str:
@@ -86,21 +84,40 @@ def select_device(cfg: CfgNode) -> torch.device:
 
 
 def setup_logging(output_dir: str | Path | None, verbose: bool = True) -> None:
-    """Log to stdout and (append) to ``<output_dir>/log.txt``; idempotent per output dir."""
+    """Log to the console (information on stdout, warnings and errors on stderr) and append to
+    ``<output_dir>/log.txt``; idempotent per output dir."""
     logger = logging.getLogger("taidpt")
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    for handler in (info, problems):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         file = logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8")
-        file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        file.setFormatter(StampedFormatter())
         logger.addHandler(file)
+
+
+PLAIN = {"plain": True}  # ``log.info(..., extra=PLAIN)``: written to log.txt without a timestamp
+
+
+class StampedFormatter(logging.Formatter):
+    """``log.txt`` lines start with a timestamp, except records logged with ``extra=PLAIN``: CoOp's
+    ``parse_test_res.py`` compares whole stripped lines with ``Finish training`` / ``=> result``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage() if getattr(record, "plain", False) else super().format(record)
 
 
 def canonical_trainer(name: str) -> str:
@@ -124,6 +141,10 @@ def validate_config(cfg: CfgNode, trainer: str) -> None:
     have no effect on a model trained on captions, and ``PREC`` other than fp32 is not implemented;
     they are named in the log, not refused, so CoOp yaml files still load.
     """
+    for key in ("OPTIM.MAX_EPOCH", "TRAIN.PRINT_FREQ"):
+        if int(lookup(cfg, key)) < 1:
+            raise ValueError(f"{key} must be a positive number of {'epochs' if 'EPOCH' in key else 'batches'}, "
+                             f"got {lookup(cfg, key)}")
     if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
         raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
     if trainer == "TaIDPT" and cfg.TEST.FINAL_MODEL == "best_val" and float(cfg.DATASET.VAL_CAPTIONS) <= 0:
@@ -195,6 +216,7 @@ TRAINING_KEYS = (
     "TRAINER.TAIDPT.LOGIT_SCALE", "TRAINER.TAIDPT.SPATIAL_SCALE_TEXT", "TRAINER.TAIDPT.LOSS",
     "DATASET.CLASS_LIST", "DATASET.CAPTION_FILE", "DATASET.CAPTION_SOURCE", "DATASET.CAPTION_CAP",
     "DATASET.EXCLUDE_TEST_CAPTIONS", "DATASET.ADD_TEMPLATES", "DATASET.LEMMATIZER", "DATASET.VAL_CAPTIONS",
+    "DATASET.CAPTION_IDS", "DATASET.CAPTIONS_PER_IMAGE", "DATASET.CAPTION_SAMPLE_SEED",
 )
 
 
@@ -241,6 +263,29 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
+class StepClock:
+    """Average time of the training steps of this process (``with clock: step()``), for the ETA.
+
+    Only step time counts: the corpus and cache build before the first step, evaluation and
+    checkpoint writes between epochs would otherwise inflate the estimate many times over.
+    """
+
+    def __init__(self) -> None:
+        self.steps, self.seconds, self._t0 = 0, 0.0, 0.0
+
+    def __enter__(self) -> "StepClock":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._t0
+        self.steps += 1
+
+    def eta(self, steps_left: int) -> float:
+        """Seconds for ``steps_left`` more steps at this run's average step time."""
+        return self.seconds / max(self.steps, 1) * max(steps_left, 0)
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class RunOptions:
@@ -277,6 +322,11 @@ class CoreRunner:
     # load_data (build_data_loader) -> build_model (build_model) -> build_training (before_train).
     training_keys = TRAINING_KEYS  # what resuming must agree on (image trainers have their own)
     check_config = staticmethod(validate_config)  # (cfg, trainer): both engines call it before building
+
+    @staticmethod
+    def resume_keys(trainer: str) -> tuple[str, ...]:
+        """The settings a resumed run of ``trainer`` must share with its checkpoint."""
+        return TRAINING_KEYS
 
     def build(self) -> None:
         """Check the config, read the test set, build the model (and its optimiser)."""
@@ -362,7 +412,7 @@ class CoreRunner:
 
     def _load_prompts(self, path: Path, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
         ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
-        check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names)}, path)
+        check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names), "backbone": self.clip_info.name}, path)
         self.model.prompt_learner.load_reference_state(ckpt["state_dict"])
         self.checkpoint_path = str(path)
         return ckpt
@@ -441,7 +491,7 @@ class CoreRunner:
         """Deploy the selected prompts: the best held-out epoch (best_val) or the last one."""
         max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
         self.epoch = max_epoch
-        log.info("Finish training")
+        log.info("Finish training", extra=PLAIN)
         if self.cfg.TEST.FINAL_MODEL == "best_val":
             self._load_prompts(resolve_checkpoint(self.output_dir))
             self.selection = "best_val (held-out captions)"
@@ -453,18 +503,19 @@ class CoreRunner:
         max_epoch = int(cfg.OPTIM.MAX_EPOCH)
         start = self.resume_if_exists()
         n_batches = len(self.loader)
+        clock = StepClock()
         for epoch in range(start, max_epoch):
             self.begin_epoch(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             t0, losses = time.time(), []
             for b, batch in enumerate(self.loader):
-                losses.append(self.step(batch))
+                with clock:
+                    losses.append(self.step(batch))
                 if (b + 1) % int(cfg.TRAIN.PRINT_FREQ) == 0 or b + 1 == n_batches:
-                    done = epoch - start + (b + 1) / n_batches
-                    eta = (time.time() - self.start_time) / max(done, 1e-9) * (max_epoch - epoch - (b + 1) / n_batches)
+                    eta = clock.eta((max_epoch - epoch) * n_batches - (b + 1))
                     log.info("epoch [%d/%d] batch [%d/%d] time %.3f loss %.4f (%.4f) lr %.4e eta %s",
                              epoch + 1, max_epoch, b + 1, n_batches, (time.time() - t0) / (b + 1), losses[-1],
-                             float(np.mean(losses)), lr, datetime.timedelta(seconds=int(eta)))
+                             float(np.mean(losses)), lr, datetime.timedelta(seconds=round(eta)))
             self.scheduler.step()
             self.end_epoch(epoch)
         self.finish_training()
@@ -503,7 +554,7 @@ class CoreRunner:
         payload = self._describe(results)
         log.info("%s", format_results_table(results))
         if coop_lines:
-            log.info("%s", format_coop_lines(results))
+            log.info("%s", format_coop_lines(results), extra=PLAIN)
         write_json(self.output_dir / "results.json", payload)
         log.info("results written to %s", self.output_dir / "results.json")
         return payload
@@ -580,23 +631,48 @@ def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRu
         main_process: bool = True) -> dict[str, Any] | None:
     """Seed, set up logging, and run one configuration with the core runner (or ``runner_cls``).
 
-    Only the main process (``main_process``) logs to the console and ``log.txt`` and writes files;
-    the others print warnings and errors only (``taidpt.distributed_runner``).
+    Only the main process (``main_process``) logs to the console and ``log.txt``, writes files and
+    holds the run folder's lock; the others print warnings and errors only
+    (``taidpt.distributed_runner``). Everything that can refuse the run is checked before the
+    first file is written, so a refused run leaves the folder as it was.
     """
-    setup_logging(cfg.OUTPUT_DIR if main_process else None, bool(cfg.VERBOSE) and main_process)
     options = options or RunOptions()
-    if options.note:
-        log.info("%s", options.note)
-    if int(cfg.SEED) >= 0:
-        log.info("setting fixed seed: %d", cfg.SEED)
-        set_random_seed(int(cfg.SEED))
-    log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
-             torch.get_num_threads())
-    if main_process:
-        Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return (runner_cls or runner_class(cfg.TRAINER.NAME))(cfg, options).run()
+    setup_logging(None, bool(cfg.VERBOSE) and main_process)  # console only until the checks pass
+    runner_cls = runner_cls or runner_class(cfg.TRAINER.NAME)
+    trainer = canonical_trainer(cfg.TRAINER.NAME)
+    runner_cls.check_config(cfg, trainer)
+    lock = FolderLock(cfg.OUTPUT_DIR) if main_process else contextlib.nullcontext()
+    with lock:
+        if not options.eval_only:
+            check_resumable(cfg, runner_cls.resume_keys(trainer))
+        setup_logging(cfg.OUTPUT_DIR if main_process else None, bool(cfg.VERBOSE) and main_process)
+        if options.note:
+            log.info("%s", options.note)
+        if int(cfg.SEED) >= 0:
+            log.info("setting fixed seed: %d", cfg.SEED)
+            set_random_seed(int(cfg.SEED))
+        log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
+                 torch.get_num_threads())
+        if main_process:
+            atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return runner_cls(cfg, options).run()
+
+
+def check_resumable(cfg: CfgNode, keys: tuple[str, ...] = TRAINING_KEYS) -> None:
+    """Refuse, before anything is written, to continue a run under other training settings or
+    past ``OPTIM.MAX_EPOCH`` (its results would be labelled with the wrong epoch and checkpoint)."""
+    directory = cfg.RESUME or cfg.OUTPUT_DIR
+    path = latest_checkpoint(directory)
+    if path is None:
+        return
+    ckpt = load_checkpoint(path, map_location="cpu")
+    check_resume_settings(ckpt.get("meta"), cfg, path, keys)
+    done, max_epoch = int(ckpt.get("epoch", 0)), int(cfg.OPTIM.MAX_EPOCH)
+    if done > max_epoch:
+        raise ValueError(f"OPTIM.MAX_EPOCH {max_epoch}: {directory} already holds epoch {done} ({path.name}); "
+                         f"training cannot go back. Evaluate an earlier epoch with --eval-only --model-dir "
+                         f"{directory} --load-epoch N, or use a new --output-dir")
 
 
 def runner_class(trainer: str) -> type[CoreRunner]:

@@ -206,7 +206,10 @@ def test_no_unsafe_deserialisation_or_shell():
     for path in _python_sources():
         text = path.read_text(encoding="utf-8")
         rel = path.relative_to(ROOT)
-        assert not re.search(r"^\s*(import pickle|from pickle|import dill|import cloudpickle)", text, re.M), rel
+        if rel.as_posix() != "taidpt/safe_pickle.py":  # the one reader of pickles, with a restricted unpickler
+            assert not re.search(r"^\s*(import pickle|from pickle|import dill|import cloudpickle)", text, re.M), rel
+        else:
+            assert "def find_class" in text and "pickle.load(" not in text and "pickle.loads(" not in text
         assert "shell=True" not in text and "os.system(" not in text and "os.popen(" not in text, rel
         assert "allow_pickle=True" not in text, rel
         for match in re.finditer(r"torch\.load\(", text):

@@ -21,7 +21,8 @@ from pathlib import Path
 from taidpt.atomic import atomic_write_text
 from taidpt.cli import setup_cfg
 from taidpt.config import extend_cfg
-from taidpt.runner import setup_logging
+from taidpt.runlock import FolderLock
+from taidpt.runner import canonical_trainer, check_resumable, runner_class, setup_logging
 
 log = logging.getLogger("taidpt")
 
@@ -53,20 +54,48 @@ def print_args(args: argparse.Namespace, cfg) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run one configuration through Dassl; returns the process exit code."""
     from dassl.config import get_cfg_default
-    from dassl.engine import build_trainer
-    from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
     import datasets.taidpt_datasets  # noqa: F401 - registers the dataset classes
     import trainers.image_prompting  # noqa: F401 - registers DualCoOp and CoOpMultiLabel
     import trainers.taidpt  # noqa: F401 - registers the trainers and the evaluator
-    from trainers.taidpt import enable_taidpt_logging
-    from taidpt.clip_loader import ClipLoadError
 
     try:
         cfg = setup_cfg(extend_cfg(get_cfg_default()), args)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    try:
+        lock = preflight(cfg, args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    with lock:
+        return _run_locked(cfg, args)
+
+
+def preflight(cfg, args: argparse.Namespace) -> FolderLock:
+    """Check the configuration and take the run folder's lock before anything is written (the
+    same checks as the core path: a refused run leaves the folder as it was)."""
+    trainer = canonical_trainer(cfg.TRAINER.NAME)
+    runner_cls = runner_class(trainer)
+    runner_cls.check_config(cfg, trainer)
+    lock = FolderLock(cfg.OUTPUT_DIR).acquire()
+    try:
+        if not args.eval_only:
+            check_resumable(cfg, runner_cls.resume_keys(trainer))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _run_locked(cfg, args: argparse.Namespace) -> int:
+    from dassl.engine import build_trainer
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+    from trainers.taidpt import enable_taidpt_logging
+    from taidpt.clip_loader import ClipLoadError
+
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
