@@ -82,8 +82,7 @@ def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int =
                                   merge_rate=meta.merge_rate, threshold=threshold)
     results["skipped_images"] = [p for p, _ in preds.skipped]
     results["n_skipped_images"] = len(preds.skipped)
-    results["missing_images"] = list(image_set.missing)
-    results["n_missing_images"] = len(image_set.missing)
+    results.update(image_set.result_fields())
     info = {
         "model": str(model.path),
         "provider": model.provider,

@@ -81,7 +81,8 @@ def _coco_format(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
 def _csv(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
     image_root = _under_root(cfg, cfg.DATASET.IMAGE_DIR) if cfg.DATASET.IMAGE_DIR else None
     return read_csv(_under_root(cfg, _require(cfg, "ANNOTATION")),
-                    classnames=classes.names if classes is not None else None, image_root=image_root)
+                    classnames=classes.names if classes is not None else None, image_root=image_root,
+                    labels=cfg.DATASET.CSV_LABELS)
 
 
 DATASETS: dict[str, DatasetSpec] = {

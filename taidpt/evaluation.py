@@ -130,16 +130,12 @@ def score_batches(scorer: ImageScorer, loader: torch.utils.data.DataLoader, path
 
 def results_from_scores(scored: ScoredSet, classnames, merge_rate: float, threshold: float | None,
                         image_set: ImageSet | None = None) -> dict:
-    """The metrics dict of :func:`taidpt.metrics.evaluate_multilabel` plus skipped/missing images."""
+    """The metrics dict of :func:`taidpt.metrics.evaluate_multilabel` plus the skipped images and, given
+    the image set, its :meth:`~taidpt.testsets.ImageSet.result_fields` (missing images, CSV label convention)."""
     results = evaluate_multilabel(scored.global_logits, scored.local_logits, scored.targets, list(classnames),
                                   merge_rate=merge_rate, threshold=threshold)
     results["skipped_images"] = list(scored.skipped)
     results["n_skipped_images"] = len(scored.skipped)
     if image_set is not None:
-        results.update(missing_fields(image_set))
+        results.update(image_set.result_fields())
     return results
-
-
-def missing_fields(image_set: ImageSet) -> dict:
-    """The images the annotation lists but that are not on disk, as results fields."""
-    return {"missing_images": list(image_set.missing), "n_missing_images": len(image_set.missing)}

@@ -4,10 +4,14 @@ Target convention everywhere: an int array ``[N, C]`` with 1 = positive, 0 = neg
 -1 = ignored (e.g. VOC "difficult" objects under the official protocol). Ignored entries take no
 part in any count: they are neither positives nor negatives.
 
-* AP is the non-interpolated average precision: rank by score (descending, ties kept in index
-  order), and average the precision at the rank of every positive.
-* mAP is the mean AP over the classes that have at least one positive, in percent; classes
-  without a positive have no defined AP and are excluded (see :func:`classes_without_positives`).
+* AP is the non-interpolated average precision over the distinct score thresholds: with
+  precision P_n and recall R_n of "score >= n-th highest distinct score",
+  AP = sum_n (R_n - R_{n-1}) P_n. Tied scores form one threshold step, so AP does not depend on
+  the order of the rows; without ties it is the precision at each positive's rank averaged over
+  the positives. This is what ``sklearn.metrics.average_precision_score`` computes.
+* mAP is the mean AP over the scorable classes, in percent: a class without a positive has no
+  defined AP, and a class without a negative scores 100 whatever the model does, so both are left
+  out and named (see :func:`excluded_classes`).
 * CP/CR/CF1 and OP/OR/OF1 follow the ML-GCN convention (see :func:`multilabel_prf`).
 
 The reference implementation treats every non-positive label as negative; pass targets with -1
@@ -25,8 +29,8 @@ import numpy as np
 __all__ = [
     "PRF_KEYS",
     "average_precision",
-    "classes_without_positives",
     "evaluate_multilabel",
+    "excluded_classes",
     "format_coop_lines",
     "format_results_table",
     "mean_ap",
@@ -61,64 +65,94 @@ def _check_scores_targets(scores: np.ndarray, targets: np.ndarray, ndim: int) ->
     return scores, targets.astype(np.int8, copy=False)
 
 
-def _ap_1d(scores: np.ndarray, targets: np.ndarray) -> float:
-    keep = targets != -1
-    scores, targets = scores[keep], targets[keep]
-    n_pos = int(np.count_nonzero(targets == 1))
-    if n_pos == 0:
-        return math.nan
-    order = np.argsort(-scores, kind="stable")
-    hits = targets[order] == 1
-    ranks = np.flatnonzero(hits) + 1  # 1-based rank of each positive
-    precision_at_hits = np.arange(1, n_pos + 1) / ranks
-    return float(precision_at_hits.mean())
+def _ap_columns(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """AP (fraction) of every column of ``[N, C]`` scores; ``nan`` for a column without a positive.
+
+    Each positive is credited with the precision at the end of its tie block (the threshold
+    equal to its score), which is sum_n (R_n - R_{n-1}) P_n over the distinct thresholds.
+    """
+    n, c = scores.shape
+    if n == 0:
+        return np.full(c, math.nan)
+    order = np.argsort(-scores, axis=0, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=0)
+    labels = np.take_along_axis(targets, order, axis=0)
+    is_pos = labels == 1
+    tp = np.cumsum(is_pos, axis=0)
+    fp = np.cumsum(labels == 0, axis=0)
+    block_last = np.ones((n, c), dtype=bool)
+    block_last[:-1] = ranked[1:] != ranked[:-1]
+    last_row = np.where(block_last, np.arange(n)[:, None], n)
+    block_end = np.minimum.accumulate(last_row[::-1], axis=0)[::-1]
+    tp_end = np.take_along_axis(tp, block_end, axis=0)
+    fp_end = np.take_along_axis(fp, block_end, axis=0)
+    precision = tp_end / np.maximum(tp_end + fp_end, 1)
+    n_pos = tp[-1]
+    credited = np.where(is_pos, precision, 0.0).sum(axis=0)
+    return np.divide(credited, n_pos, out=np.full(c, math.nan), where=n_pos > 0)
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """Non-interpolated AP of one class, as a fraction in [0, 1].
 
-    ``scores`` and ``targets`` are ``[N]``; entries with target -1 are dropped. Ties are ranked
-    in index order (stable sort). Returns ``nan`` when the class has no positive.
+    ``scores`` and ``targets`` are ``[N]``; entries with target -1 are dropped. Tied scores are
+    one threshold step (the result does not depend on the order of the entries). Returns ``nan``
+    when the class has no positive, and 1.0 when it has no negative (which is why
+    :func:`per_class_ap` leaves such a class out).
     """
     scores, targets = _check_scores_targets(scores, targets, 1)
-    return _ap_1d(scores, targets)
+    return float(_ap_columns(scores[:, None], targets[:, None])[0])
 
 
-def classes_without_positives(targets: np.ndarray) -> np.ndarray:
-    """Indices of the classes (columns of ``[N, C]`` targets) that have no positive label.
+NO_POSITIVE = "no positive label"
+NO_NEGATIVE = "no negative label (every labelled image is positive, so any ranking scores 100)"
 
-    These classes have no defined AP or recall and are excluded from mAP, CP and CR.
+
+def excluded_classes(targets: np.ndarray) -> dict[int, str]:
+    """The classes (columns of ``[N, C]`` targets) left out of mAP, with the reason.
+
+    A class without a positive has no defined AP; a class without a negative (after dropping
+    ignored entries) has AP 100 for any scores, which would inflate mAP. Both are excluded.
     """
     targets = np.asarray(targets)
     if targets.ndim != 2:
         raise ValueError(f"expected [N, C] targets, got shape {targets.shape}")
-    return np.flatnonzero(~np.any(targets == 1, axis=0))
+    no_pos = ~np.any(targets == 1, axis=0)
+    no_neg = ~np.any(targets == 0, axis=0)
+    return {int(c): NO_POSITIVE if no_pos[c] else NO_NEGATIVE for c in np.flatnonzero(no_pos | no_neg)}
 
 
 def per_class_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """AP of every class, in percent, as a float64 array ``[C]`` (``nan`` for classes without
-    a positive)."""
+    """AP of every class, in percent, as a float64 array ``[C]``; ``nan`` for the classes
+    :func:`excluded_classes` names (no positive, or no negative)."""
     scores, targets = _check_scores_targets(scores, targets, 2)
-    return np.array([_ap_1d(scores[:, c], targets[:, c]) * 100.0 for c in range(scores.shape[1])])
+    aps = _ap_columns(scores, targets) * 100.0
+    aps[list(excluded_classes(targets))] = math.nan
+    return aps
+
+
+def _warn_excluded(excluded: dict[str, str]) -> None:
+    if excluded:
+        logger.warning(
+            "mAP leaves out %d class(es): %s",
+            len(excluded),
+            "; ".join(f"{name}: {reason}" for name, reason in excluded.items()),
+        )
 
 
 def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
-    """mAP in percent over the classes with at least one positive.
+    """mAP in percent over the classes with at least one positive and one negative.
 
-    Excluded classes are logged as a warning (their indices are given by
-    :func:`classes_without_positives`); returns ``nan`` if no class has a positive.
+    The excluded classes (:func:`excluded_classes`) are logged as a warning, by column index;
+    returns ``nan`` if no class can be scored.
     """
     aps = per_class_ap(scores, targets)
-    excluded = np.flatnonzero(np.isnan(aps))
-    if excluded.size:
-        logger.warning(
-            "mAP excludes %d class(es) without a positive label: indices %s",
-            excluded.size,
-            excluded.tolist(),
-        )
-    if excluded.size == aps.size:
-        return math.nan
-    return float(np.nanmean(aps))
+    _warn_excluded({f"class {c}": reason for c, reason in excluded_classes(np.asarray(targets)).items()})
+    return _map(aps)
+
+
+def _map(aps: np.ndarray) -> float:
+    return math.nan if np.all(np.isnan(aps)) else float(np.nanmean(aps))
 
 
 def _f1(p: float, r: float) -> float:
@@ -137,9 +171,9 @@ def multilabel_prf(
     Predictions are the ``top_k`` highest scores of each image (ties broken by class index) or
     the scores ``>= threshold``; give exactly one. Ignored targets (-1) are excluded from every
     count. Conventions (ML-GCN): a class with no prediction has precision 0; CP and CR average
-    over the classes with at least one positive (the same classes as mAP); CF1 = 2 CP CR /
-    (CP + CR) and OF1 = 2 OP OR / (OP + OR), 0 when both terms are 0; OP is 0 when nothing is
-    predicted. All values are ``nan`` if no class has a positive.
+    over the classes with at least one positive; CF1 = 2 CP CR / (CP + CR) and
+    OF1 = 2 OP OR / (OP + OR), 0 when both terms are 0; OP is 0 when nothing is predicted. All
+    values are ``nan`` if no class has a positive.
     """
     scores, targets = _check_scores_targets(scores, targets, 2)
     if (top_k is None) == (threshold is None):
@@ -203,9 +237,11 @@ def evaluate_multilabel(
       ``threshold_rule``;
     * ``top3_by_score``: the top-3 metrics of each of ``global``, ``local``, ``merged``;
     * ``per_class_AP`` (merged), ``per_class_AP_global``, ``per_class_AP_local``:
-      ``{classname: AP in percent}``, ``None`` for a class without a positive;
-    * ``n_images``, ``n_classes``, ``merge_rate``, ``excluded_classes`` (names of classes with no
-      positive, left out of mAP/CP/CR), ``notes`` (list of strings).
+      ``{classname: AP in percent}``, ``None`` for an excluded class;
+    * ``n_images``, ``n_classes``, ``merge_rate``, ``notes`` (list of strings);
+    * ``excluded_classes``: ``{classname: reason}`` for the classes left out of mAP (no positive,
+      or no negative; see :func:`excluded_classes`); a class without a positive is also left out
+      of CP and CR.
 
     When ``local_logits`` is None, local and merged scores equal the global ones (noted in
     ``notes``). NaN values (nothing to average) are written as ``None``.
@@ -232,14 +268,10 @@ def evaluate_multilabel(
             raise ValueError(f"local_logits shape {loc.shape} != global_logits shape {g.shape}")
         merged = float(merge_rate) * g + (1.0 - float(merge_rate)) * loc
 
-    excluded_idx = classes_without_positives(tg)
-    excluded = [names[i] for i in excluded_idx]
+    excluded = {names[c]: reason for c, reason in excluded_classes(tg).items()}
     if excluded:
-        notes.append(f"{len(excluded)} class(es) without a positive label excluded from mAP/CP/CR")
-        logger.warning("classes without a positive label, excluded from mAP/CP/CR: %s", excluded)
-
-    def _map(aps: np.ndarray) -> float | None:
-        return None if np.all(np.isnan(aps)) else float(np.nanmean(aps))
+        notes.append(f"{len(excluded)} class(es) left out of mAP (see excluded_classes)")
+        _warn_excluded(excluded)
 
     ap_g = per_class_ap(g, tg)
     ap_l = ap_g if local_logits is None else per_class_ap(loc, tg)
@@ -258,7 +290,8 @@ def evaluate_multilabel(
         rule = f"merged >= {float(threshold)!r}"
 
     results: dict[str, Any] = {
-        "mAP": {"global": _map(ap_g), "local": _map(ap_l), "merged": _map(ap_m)},
+        "mAP": {"global": _json_float(_map(ap_g)), "local": _json_float(_map(ap_l)),
+                "merged": _json_float(_map(ap_m))},
         **_json_prf(top3["merged"]),
         "top3": _json_prf(top3["merged"]),
         "threshold": _json_prf(thr_prf),

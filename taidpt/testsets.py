@@ -5,7 +5,8 @@ Every reader returns an :class:`ImageSet`: image paths, int8 targets ``[N, C]`` 
 0 negative, -1 ignored), class names and the paths listed by the annotation but absent on disk
 (collected and removed instead of raised, so a run with a few missing files still proceeds and
 reports them). A missing data root raises FileNotFoundError naming the expected path; a
-malformed annotation file raises ValueError naming ``path:line`` and what was expected.
+malformed annotation file raises ValueError naming ``path:line`` and what was expected. Text
+files are read as UTF-8; a byte that is not is reported with its line and byte offset.
 
 numpy only (no torch), so the ONNX evaluation can use these readers too.
 """
@@ -25,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = [
+    "CSV_LABEL_CONVENTIONS",
     "ImageSet",
     "TESTSET_READERS",
     "VOC_CLASSES",
@@ -53,7 +55,8 @@ class ImageSet:
 
     ``targets`` is int8 ``[N, C]`` (1 = positive, 0 = negative, -1 = ignored), row i belonging to
     ``paths[i]``. ``missing`` lists the paths the annotation names but that do not exist on disk;
-    they are already removed from ``paths`` and ``targets``.
+    they are already removed from ``paths`` and ``targets``. ``csv_labels`` is the convention a
+    CSV's values were read with (``voc``, ``binary`` or ``names``; see :func:`read_csv`).
     """
 
     paths: list[str]
@@ -61,6 +64,7 @@ class ImageSet:
     classnames: tuple[str, ...]
     name: str
     missing: list[str] = field(default_factory=list)
+    csv_labels: str | None = None  # how a CSV's label values were read (see read_csv); None otherwise
 
     def __post_init__(self) -> None:
         self.targets = np.asarray(self.targets, dtype=np.int8)
@@ -77,6 +81,14 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.classnames)
 
+    def result_fields(self) -> dict[str, Any]:
+        """What a results file records about this set: the images listed but not on disk and,
+        for a CSV, the label convention its values were read with."""
+        fields: dict[str, Any] = {"missing_images": list(self.missing), "n_missing_images": len(self.missing)}
+        if self.csv_labels is not None:
+            fields["csv_labels"] = self.csv_labels
+        return fields
+
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -92,11 +104,23 @@ def _require_file(path: str, what: str, hint: str) -> None:
         raise FileNotFoundError(f"{what} not found: expected the file {path}. {hint}")
 
 
+def _read_text(path: str) -> str:
+    """The file decoded as UTF-8 (a leading byte-order mark dropped); bytes that are not UTF-8
+    are a ValueError naming the line and byte offset, so the user can find them."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    return text.removeprefix("\ufeff")
+
+
 def _read_lines(path: str) -> list[tuple[int, str]]:
     """Non-empty stripped lines with their 1-based numbers; blank lines only allowed at the end
     (a blank line in the middle would shift a line-aligned label file)."""
-    with open(path, encoding="utf-8-sig") as f:
-        raw = f.read().splitlines()
+    raw = _read_text(path).splitlines()
     while raw and not raw[-1].strip():
         raw.pop()
     out = []
@@ -113,6 +137,7 @@ def _finish(
     paths: list[str],
     targets: np.ndarray,
     classnames: Sequence[str],
+    csv_labels: str | None = None,
 ) -> ImageSet:
     """Move paths that do not exist on disk to ``missing`` and build the ImageSet."""
     exists = np.array([os.path.isfile(p) for p in paths], dtype=bool)
@@ -131,6 +156,7 @@ def _finish(
         classnames=tuple(classnames),
         name=name,
         missing=missing,
+        csv_labels=csv_labels,
     )
 
 
@@ -221,6 +247,50 @@ def read_voc2007(
 # COCO
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+# The keys of each COCO array this reader (and pycocotools' index) uses, with their type check.
+_COCO_FIELDS: dict[str, tuple[tuple[str, Callable[[Any], bool], str], ...]] = {
+    "images": (("id", _is_id, "an integer or string id"), ("file_name", _is_name, "a non-empty string")),
+    "categories": (("id", _is_id, "an integer or string id"), ("name", _is_name, "a non-empty string")),
+    "annotations": (("id", _is_id, "an integer or string id"), ("image_id", _is_id, "an integer or string id"),
+                    ("category_id", _is_id, "an integer or string id")),
+}
+
+
+def _check_coco_fields(json_path: str, data: Any) -> None:
+    """Check the parsed json has the arrays and per-entry keys and types we read, so a bad file
+    is one message naming ``array[index].key`` rather than an error deep inside pycocotools."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path}: expected a JSON object with 'images' and 'categories'")
+    data.setdefault("annotations", [])
+    for key, fields in _COCO_FIELDS.items():
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{json_path}: expected a list under the key {key!r}")
+        names = [f for f, _, _ in fields]
+        for j, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise ValueError(f"{json_path}: {key}[{j}] must be an object with the keys {names}, "
+                                 f"got {_short(entry)}")
+            for f, ok, expected in fields:
+                if f not in entry:
+                    raise ValueError(f"{json_path}: {key}[{j}] must be an object with the keys {names}; "
+                                     f"{f!r} is missing")
+                if not ok(entry[f]):
+                    raise ValueError(f"{json_path}: {key}[{j}].{f} must be {expected}, got {_short(entry[f])}")
+
+
 def read_coco_format(
     json_path: str | os.PathLike,
     image_dir: str | os.PathLike,
@@ -240,22 +310,10 @@ def read_coco_format(
     _require_file(json_path, "COCO annotation file", hint)
     _require_dir(image_dir, "COCO image folder", hint)
     try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(_read_text(json_path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{json_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{json_path}: expected a JSON object with 'images' and 'categories'")
-    for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{json_path}: expected a list under the key {key!r}")
-    data.setdefault("annotations", [])
-    if not isinstance(data["annotations"], list):
-        raise ValueError(f"{json_path}: expected a list under the key 'annotations'")
-    for key, fields in (("images", ("id", "file_name")), ("categories", ("id", "name")), ("annotations", ("image_id", "category_id"))):
-        for j, entry in enumerate(data[key]):
-            if not isinstance(entry, dict) or any(f not in entry for f in fields):
-                raise ValueError(f"{json_path}: {key}[{j}] must be an object with the keys {list(fields)}")
+    _check_coco_fields(json_path, data)
 
     coco = COCO()
     coco.dataset = data
@@ -364,23 +422,45 @@ def read_nuswide(root: str | os.PathLike, split: str = "Test") -> ImageSet:
 # ---------------------------------------------------------------------------------------------
 # CSV
 
+CSV_LABEL_CONVENTIONS: tuple[str, ...] = ("auto", "voc", "binary")
+
+_CsvRows = list[tuple[int, list[str]]]  # (line number, cells) of the non-blank rows
+
+_CSV_CONVENTION_TEXT = {"voc": "voc (1 positive, -1 negative, 0 ignored)", "binary": "binary (1 positive, 0 negative)"}
+
+# Per-class CSV value (-1, 0, 1), shifted by one, to the internal target (1 / 0 / -1 ignored);
+# "binary" never meets a -1 (rejected before the mapping).
+_CSV_TO_TARGETS: dict[str, np.ndarray] = {
+    "voc": np.array([0, -1, 1], dtype=np.int8),
+    "binary": np.array([-1, 0, 1], dtype=np.int8),
+}
+
 
 def read_csv(
     path: str | os.PathLike,
     classnames: Sequence[str] | None = None,
     image_root: str | os.PathLike | None = None,
+    labels: str = "auto",
 ) -> ImageSet:
     """A user dataset as CSV, in one of two styles.
 
     * header ``path,labels``: ``labels`` holds class names separated by ``;`` or ``|`` (empty =
       no positive). Classes are ``classnames`` if given (an unknown name is an error), otherwise
       the sorted set of names found.
-    * header ``path,<class1>,<class2>,...``: one column per class holding 1, 0 or -1 (ignored).
-      With ``classnames`` given, the columns must be exactly those classes; they are reordered
-      to the given order.
+    * header ``path,<class1>,<class2>,...``: one column per class holding 1, 0 or -1. With
+      ``classnames`` given, the columns must be exactly those classes; they are reordered to the
+      given order. ``1`` is positive; what ``0`` and ``-1`` mean is ``labels``:
+
+      - ``"voc"``: ``-1`` negative, ``0`` ignored (VOC's difficult; the partial-label ``unknown``);
+      - ``"binary"``: ``0`` negative; a ``-1`` is an error;
+      - ``"auto"`` (default): ``"voc"`` when the file has a ``-1`` anywhere, else ``"binary"``.
 
     Relative image paths resolve against ``image_root``, or the CSV's folder when it is None.
+    The ImageSet's ``csv_labels`` records the convention used (``"names"`` for the first style).
     """
+    if labels not in CSV_LABEL_CONVENTIONS:
+        raise ValueError(f"CSV label convention (DATASET.CSV_LABELS) must be one of "
+                         f"{', '.join(CSV_LABEL_CONVENTIONS)}; got {labels!r}")
     path = os.fspath(path)
     _require_file(path, "CSV annotation file", "Pass the path of a CSV with a 'path,...' header.")
     base = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
@@ -390,9 +470,8 @@ def read_csv(
     if given is not None and len(set(given)) != len(given):
         raise ValueError(f"classnames contain duplicates: {given}")
 
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
     if not rows:
         raise ValueError(f"{path}: empty file; expected a header 'path,labels' or 'path,<class1>,...'")
     header_line, header = rows[0]
@@ -403,57 +482,79 @@ def read_csv(
         )
     body = rows[1:]
 
-    def resolve(p: str) -> str:
-        p = p.strip()
-        return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
-
-    paths: list[str] = []
     if len(header) == 2 and header[1].lower() == "labels":
-        parsed: list[tuple[int, list[str]]] = []
-        for lineno, r in body:
-            if len(r) != 2 or not r[0].strip():
-                raise ValueError(f"{path}:{lineno}: expected 2 columns 'path,labels', got {r}")
-            names = [n.strip() for n in re.split(r"[;|]", r[1]) if n.strip()]
-            paths.append(resolve(r[0]))
-            parsed.append((lineno, names))
-        classes = given if given is not None else sorted({n for _, ns in parsed for n in ns})
-        col = {c: j for j, c in enumerate(classes)}
-        targets = np.zeros((len(paths), len(classes)), dtype=np.int8)
-        for i, (lineno, names) in enumerate(parsed):
-            for n in names:
-                if n not in col:
-                    raise ValueError(f"{path}:{lineno}: unknown class name {n!r}; expected one of {classes}")
-                targets[i, col[n]] = 1
+        raw_paths, targets, classes = _csv_names_style(path, body, given)
+        convention = "names"
     else:
-        columns = header[1:]
-        if len(set(columns)) != len(columns):
-            raise ValueError(f"{path}:{header_line}: duplicate class columns in the header {columns}")
-        if given is not None:
-            unknown = [c for c in columns if c not in given]
-            absent = [c for c in given if c not in columns]
-            if unknown or absent:
-                raise ValueError(
-                    f"{path}:{header_line}: header classes do not match classnames "
-                    f"(unknown: {unknown}, absent: {absent})"
-                )
-            classes = given
-        else:
-            classes = columns
-        order = [columns.index(c) for c in classes]
-        targets = np.zeros((len(body), len(classes)), dtype=np.int8)
-        for i, (lineno, r) in enumerate(body):
-            if len(r) != len(header) or not r[0].strip():
-                raise ValueError(f"{path}:{lineno}: expected {len(header)} columns (path + one per class), got {len(r)}")
-            values = []
-            for cell in r[1:]:
-                v = cell.strip()
-                if v not in ("1", "0", "-1"):
-                    raise ValueError(f"{path}:{lineno}: expected 1, 0 or -1 in every class column, got {cell!r}")
-                values.append(int(v))
-            targets[i] = [values[j] for j in order]
-            paths.append(resolve(r[0]))
+        raw_paths, values, classes = _csv_matrix_style(path, header_line, header, body, given)
+        convention = _csv_convention(path, labels, values, [lineno for lineno, _ in body])
+        logger.info("%s: per-class values read as %s", path, _CSV_CONVENTION_TEXT[convention])
+        targets = _CSV_TO_TARGETS[convention][values + 1]
+    paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in raw_paths]
     name = os.path.splitext(os.path.basename(path))[0]
-    return _finish(name, paths, targets, classes)
+    return _finish(name, paths, targets, classes, csv_labels=convention)
+
+
+def _csv_names_style(path: str, body: _CsvRows, given: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """Image paths, 1/0 targets and classes of a ``path,labels`` CSV body."""
+    paths: list[str] = []
+    parsed: list[tuple[int, list[str]]] = []
+    for lineno, r in body:
+        if len(r) != 2 or not r[0].strip():
+            raise ValueError(f"{path}:{lineno}: expected 2 columns 'path,labels', got {r}")
+        paths.append(r[0].strip())
+        parsed.append((lineno, [n.strip() for n in re.split(r"[;|]", r[1]) if n.strip()]))
+    classes = given if given is not None else sorted({n for _, ns in parsed for n in ns})
+    col = {c: j for j, c in enumerate(classes)}
+    targets = np.zeros((len(paths), len(classes)), dtype=np.int8)
+    for i, (lineno, names) in enumerate(parsed):
+        for n in names:
+            if n not in col:
+                raise ValueError(f"{path}:{lineno}: unknown class name {n!r}; expected one of {classes}")
+            targets[i, col[n]] = 1
+    return paths, targets, classes
+
+
+def _csv_matrix_style(path: str, header_line: int, header: list[str], body: _CsvRows,
+                      given: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """Image paths, the raw -1/0/1 values (columns in class order) and classes of a
+    ``path,<class1>,...`` CSV body; what the values mean is decided by :func:`_csv_convention`."""
+    columns = header[1:]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{path}:{header_line}: duplicate class columns in the header {columns}")
+    classes = columns
+    if given is not None:
+        unknown = [c for c in columns if c not in given]
+        absent = [c for c in given if c not in columns]
+        if unknown or absent:
+            raise ValueError(f"{path}:{header_line}: header classes do not match classnames "
+                             f"(unknown: {unknown}, absent: {absent})")
+        classes = given
+    order = [columns.index(c) for c in classes]
+    paths: list[str] = []
+    values = np.zeros((len(body), len(classes)), dtype=np.int8)
+    for i, (lineno, r) in enumerate(body):
+        if len(r) != len(header) or not r[0].strip():
+            raise ValueError(f"{path}:{lineno}: expected {len(header)} columns (path + one per class), got {len(r)}")
+        cells = [cell.strip() for cell in r[1:]]
+        bad = [cell for cell in cells if cell not in ("1", "0", "-1")]
+        if bad:
+            raise ValueError(f"{path}:{lineno}: expected 1, 0 or -1 in every class column, got {bad[0]!r}")
+        values[i] = [int(cells[j]) for j in order]
+        paths.append(r[0].strip())
+    return paths, values, classes
+
+
+def _csv_convention(path: str, labels: str, values: np.ndarray, linenos: list[int]) -> str:
+    """``voc`` or ``binary`` for the per-class values of a CSV (see :func:`read_csv`)."""
+    has_minus = np.any(values == -1, axis=1)
+    if labels == "binary" and has_minus.any():
+        lineno = linenos[int(np.argmax(has_minus))]
+        raise ValueError(f"{path}:{lineno}: -1 in a CSV read as binary labels (1 positive, 0 negative); "
+                         "set DATASET.CSV_LABELS to voc (-1 negative, 0 ignored) or auto")
+    if labels == "auto":
+        return "voc" if has_minus.any() else "binary"
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 
 from taidpt.metrics import (
     average_precision,
-    classes_without_positives,
     evaluate_multilabel,
+    excluded_classes,
     format_coop_lines,
     format_results_table,
     mean_ap,
@@ -22,8 +22,9 @@ from taidpt.metrics import (
 )
 
 
-def _brute_force_ap(scores: list[float], targets: list[int]) -> float:
-    """Literal definition: walk the ranking, ties in index order, skip ignored entries."""
+def _rank_ap(scores: list[float], targets: list[int]) -> float:
+    """The tie-free definition: precision at the rank of each positive, averaged over positives
+    (ignored entries skipped). With ties it depends on the order of the entries."""
     items = [(s, i, t) for i, (s, t) in enumerate(zip(scores, targets)) if t != -1]
     items.sort(key=lambda x: (-x[0], x[1]))
     hits, precisions = 0, []
@@ -34,6 +35,22 @@ def _brute_force_ap(scores: list[float], targets: list[int]) -> float:
     return sum(precisions) / len(precisions) if precisions else math.nan
 
 
+def _threshold_ap(scores: list[float], targets: list[int]) -> float:
+    """Literal threshold definition: sum over distinct scores n of (R_n - R_{n-1}) * P_n, where
+    P_n and R_n count the labelled entries with score >= n."""
+    labelled = [(s, t) for s, t in zip(scores, targets) if t != -1]
+    n_pos = sum(t for _, t in labelled)
+    if n_pos == 0:
+        return math.nan
+    ap, prev_recall = 0.0, 0.0
+    for thr in sorted({s for s, _ in labelled}, reverse=True):
+        above = [t for s, t in labelled if s >= thr]
+        recall = sum(above) / n_pos
+        ap += (recall - prev_recall) * sum(above) / len(above)
+        prev_recall = recall
+    return ap
+
+
 def test_average_precision_hand_worked() -> None:
     # ranks of the positives: 1 and 3 -> (1/1 + 2/3) / 2
     assert average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])) == pytest.approx(5 / 6)
@@ -41,13 +58,13 @@ def test_average_precision_hand_worked() -> None:
     assert math.isnan(average_precision(np.array([0.1, 0.2]), np.array([0, -1])))
 
 
-def test_average_precision_matches_brute_force_with_ties_and_ignored() -> None:
+def test_average_precision_matches_threshold_definition_with_ties_and_ignored() -> None:
     rng = np.random.default_rng(0)
     for _ in range(50):
         n = int(rng.integers(1, 40))
         scores = rng.integers(0, 5, n).astype(float)  # many ties
         targets = rng.choice([-1, 0, 1], n, p=[0.1, 0.6, 0.3])
-        expected = _brute_force_ap(scores.tolist(), targets.tolist())
+        expected = _threshold_ap(scores.tolist(), targets.tolist())
         got = average_precision(scores, targets)
         if math.isnan(expected):
             assert math.isnan(got)
@@ -66,6 +83,50 @@ def test_average_precision_matches_sklearn_without_ties() -> None:
         assert average_precision(scores, targets) == pytest.approx(sk.average_precision_score(targets, scores), abs=1e-12)
 
 
+def test_tie_free_ap_equals_precision_at_each_positive_rank() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        n = int(rng.integers(2, 60))
+        scores = rng.permutation(n) + rng.random(n) * 0.5  # distinct
+        targets = rng.choice([-1, 0, 1], n, p=[0.1, 0.6, 0.3])
+        targets[0], targets[1] = 1, 0
+        expected = _rank_ap(scores.tolist(), targets.tolist())
+        assert average_precision(scores, targets) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ties_are_one_threshold_step() -> None:
+    # constant scores: one threshold, AP = the positive rate, wherever the positives are listed
+    positives_first = np.array([1, 1, 0, 0, 0, 0, 0, 0])
+    assert average_precision(np.ones(8), positives_first) == pytest.approx(0.25)
+    assert average_precision(np.ones(8), positives_first[::-1]) == pytest.approx(0.25)
+    # a tie between a positive and a negative at the top: precision 1/2 there, not 1
+    assert average_precision(np.array([2.0, 2.0, 1.0]), np.array([1, 0, 0])) == pytest.approx(0.5)
+    assert average_precision(np.array([2.0, 2.0, 1.0]), np.array([0, 1, 0])) == pytest.approx(0.5)
+
+
+def test_ap_does_not_depend_on_row_order_with_integer_scores() -> None:
+    rng = np.random.default_rng(6)
+    scores = rng.integers(0, 4, (300, 6)).astype(float)
+    targets = rng.choice([-1, 0, 1], (300, 6), p=[0.05, 0.7, 0.25])
+    aps = per_class_ap(scores, targets)
+    for _ in range(5):
+        perm = rng.permutation(300)
+        np.testing.assert_allclose(per_class_ap(scores[perm], targets[perm]), aps, rtol=0, atol=1e-12)
+    assert mean_ap(scores[::-1], targets[::-1]) == pytest.approx(mean_ap(scores, targets), abs=1e-12)
+
+
+def test_ap_matches_sklearn_on_heavily_tied_scores() -> None:
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(7)
+    for levels in (2, 3, 5, 10):
+        scores = rng.integers(0, levels, (500, 8)).astype(float)
+        targets = (rng.random((500, 8)) < 0.3).astype(np.int8)
+        expected = [100.0 * sk.average_precision_score(targets[:, c], scores[:, c]) for c in range(8)]
+        np.testing.assert_allclose(per_class_ap(scores, targets), expected, rtol=0, atol=1e-10)
+        for c in range(8):
+            assert average_precision(scores[:, c], targets[:, c]) == pytest.approx(expected[c] / 100.0, abs=1e-12)
+
+
 def test_ignored_entries_are_dropped_not_negative() -> None:
     scores = np.array([0.9, 0.8, 0.7])
     as_negative = average_precision(scores, np.array([0, 1, 0]))
@@ -76,20 +137,24 @@ def test_ignored_entries_are_dropped_not_negative() -> None:
     assert ignored == average_precision(scores[1:], np.array([1, 0]))
 
 
-def test_per_class_and_mean_ap_exclude_classes_without_positive(caplog) -> None:
-    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.4], [0.7, 0.3, 0.3]])
-    targets = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])
+def test_per_class_and_mean_ap_exclude_classes_without_positive_or_negative(caplog) -> None:
+    scores = np.array([[0.9, 0.1, 0.5, 0.1], [0.2, 0.8, 0.4, 0.2], [0.7, 0.3, 0.3, 0.3]])
+    targets = np.array([[1, 0, 0, 1], [0, 0, -1, -1], [0, 1, 0, 1]])
     aps = per_class_ap(scores, targets)
-    assert aps.shape == (3,)
+    assert aps.shape == (4,)
     assert aps[0] == pytest.approx(100.0)
     assert aps[1] == pytest.approx(50.0)  # positive ranked 2nd of 3
-    assert math.isnan(aps[2])
-    assert classes_without_positives(targets).tolist() == [2]
+    assert math.isnan(aps[2])  # no positive
+    assert math.isnan(aps[3])  # only positives once the -1 is dropped: never scored 100
+    reasons = excluded_classes(targets)
+    assert list(reasons) == [2, 3]
+    assert reasons[2] == "no positive label" and reasons[3].startswith("no negative label")
     with caplog.at_level(logging.WARNING, logger="taidpt.metrics"):
         m = mean_ap(scores, targets)
-    assert m == pytest.approx(75.0)  # not (100 + 50 + 0) / 3
-    assert "without a positive" in caplog.text and "[2]" in caplog.text
-    assert math.isnan(mean_ap(scores, np.zeros((3, 3), dtype=np.int8)))
+    assert m == pytest.approx(75.0)  # not (100 + 50 + 0 + 100) / 4
+    assert "class 2: no positive label" in caplog.text and "class 3: no negative label" in caplog.text
+    assert math.isnan(mean_ap(scores, np.zeros((3, 4), dtype=np.int8)))
+    assert math.isnan(mean_ap(scores, np.ones((3, 4), dtype=np.int8)))
 
 
 def test_bad_inputs_raise() -> None:
@@ -175,7 +240,7 @@ def test_evaluate_multilabel_dict() -> None:
     assert res["threshold"]["OP"] == pytest.approx(multilabel_prf(merged, targets, threshold=0.0)["OP"])
     assert "sigmoid" in res["threshold_rule"]
     assert res["top3_by_score"]["global"]["CF1"] == pytest.approx(multilabel_prf(g, targets, top_k=3)["CF1"])
-    assert res["excluded_classes"] == ["yak"]
+    assert res["excluded_classes"] == {"yak": "no positive label"}
     assert res["per_class_AP"]["yak"] is None
     assert res["per_class_AP"]["cat"] == pytest.approx(per_class_ap(merged, targets)[0])
     assert res["per_class_AP_global"]["dog"] == pytest.approx(per_class_ap(g, targets)[1])
@@ -225,3 +290,16 @@ def test_printed_formats() -> None:
     assert set(rows) == {"global", "local", "merged"}
     assert f"{res['mAP']['local']:.2f}" in rows["local"]
     assert len({len(line) for line in table[:5]}) == 1  # aligned columns
+
+
+def test_evaluate_names_a_class_without_negative_and_leaves_it_out(caplog) -> None:
+    g = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.5], [0.1, 0.7]])
+    t = np.array([[1, 1], [0, 1], [0, -1], [1, 1]])  # "b" has no negative once -1 is dropped
+    with caplog.at_level(logging.WARNING, logger="taidpt.metrics"):
+        res = evaluate_multilabel(g, None, t, ["a", "b"])
+    assert res["per_class_AP"]["b"] is None
+    assert res["mAP"]["merged"] == pytest.approx(res["per_class_AP"]["a"])
+    assert res["excluded_classes"]["b"].startswith("no negative label")
+    assert "b: no negative label" in caplog.text
+    assert any("excluded_classes" in note for note in res["notes"])
+    json.dumps(res, allow_nan=False)

@@ -265,6 +265,7 @@ def test_csv_label_list_style(tmp_path: Path) -> None:
     assert ds.targets.tolist() == [[0, 1, 1], [0, 0, 0], [1, 0, 1]]
     assert ds.missing == [str(tmp_path / "imgs" / "gone.jpg")]
     assert ds.name == "data"
+    assert ds.csv_labels == "names"
 
     given = read_csv(csv_path, classnames=["dog", "cat", "car", "bird"])
     assert given.classnames == ("dog", "cat", "car", "bird")
@@ -282,10 +283,11 @@ def test_csv_matrix_style_and_image_root(tmp_path: Path) -> None:
     csv_path.write_text("path,person,bicycle\nx.jpg,1,-1\ny.jpg,0,1\n")
     ds = read_csv(csv_path, image_root=root)
     assert ds.classnames == ("person", "bicycle")
-    assert ds.targets.tolist() == [[1, -1], [0, 1]]
+    assert ds.targets.tolist() == [[1, 0], [-1, 1]]  # the file has a -1: VOC convention
+    assert ds.csv_labels == "voc"
     assert ds.paths == [str(root / "x.jpg"), str(root / "y.jpg")]
     reordered = read_csv(csv_path, classnames=("bicycle", "person"), image_root=root)
-    assert reordered.targets.tolist() == [[-1, 1], [1, 0]]
+    assert reordered.targets.tolist() == [[0, 1], [1, -1]]
     # relative to the CSV's folder by default: the images are not there
     assert len(read_csv(csv_path).missing) == 2
     via_registry = read_testset("csv", csv_path, image_root=root)
@@ -313,3 +315,142 @@ def test_registry(tmp_path: Path) -> None:
         read_testset("imagenet", tmp_path)
     _write_voc(tmp_path)
     assert read_testset("voc2007", tmp_path, difficult="ignore").targets.min() == -1
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV label conventions
+
+
+def _csv_with_images(tmp_path: Path, body: str) -> Path:
+    for name in ("a", "b", "c", "d"):
+        _jpg(tmp_path / f"{name}.jpg")
+    csv_path = tmp_path / "set.csv"
+    csv_path.write_text("path,cat,dog\n" + body)
+    return csv_path
+
+
+def test_csv_written_the_voc_way_reads_minus_one_as_negative(tmp_path: Path) -> None:
+    from taidpt.metrics import evaluate_multilabel
+
+    csv_path = _csv_with_images(tmp_path, "a.jpg,1,-1\nb.jpg,-1,1\nc.jpg,-1,0\nd.jpg,1,-1\n")
+    ds = read_csv(csv_path)
+    assert ds.csv_labels == "voc"
+    assert ds.targets.tolist() == [[1, 0], [0, 1], [0, -1], [1, 0]]  # 0 = VOC difficult: ignored
+    # scores that rank every positive last: the 1 / -1 file must not report 100 mAP any more
+    res = evaluate_multilabel(-ds.targets.astype(float), None, ds.targets, ds.classnames)
+    assert res["mAP"]["merged"] < 60.0
+    assert res["excluded_classes"] == {}
+
+
+def test_csv_one_hot_reads_zero_as_negative_and_conventions_can_be_forced(tmp_path: Path) -> None:
+    csv_path = _csv_with_images(tmp_path, "a.jpg,1,0\nb.jpg,0,1\nc.jpg,0,0\n")
+    auto = read_csv(csv_path)
+    assert auto.csv_labels == "binary" and auto.targets.tolist() == [[1, 0], [0, 1], [0, 0]]
+    assert read_csv(csv_path, labels="binary").targets.tolist() == auto.targets.tolist()
+    voc = read_csv(csv_path, labels="voc")  # 0 = ignored, so no class has a negative left
+    assert voc.csv_labels == "voc" and voc.targets.tolist() == [[1, -1], [-1, 1], [-1, -1]]
+
+    csv_path.write_text("path,cat,dog\na.jpg,1,0\nb.jpg,0,1\nc.jpg,-1,0\n")
+    with pytest.raises(ValueError, match=r"set\.csv:4: -1 in a CSV read as binary labels") as info:
+        read_csv(csv_path, labels="binary")
+    assert "DATASET.CSV_LABELS" in str(info.value)
+    with pytest.raises(ValueError, match=r"DATASET\.CSV_LABELS\) must be one of auto, voc, binary; got 'onehot'"):
+        read_csv(csv_path, labels="onehot")
+
+
+def test_csv_labels_config_key_and_results_record_the_convention(tmp_path: Path) -> None:
+    from taidpt.config import get_cfg_default
+    from taidpt.dataset_registry import load_test_set
+    from taidpt.evaluation import ScoredSet, results_from_scores
+
+    csv_path = _csv_with_images(tmp_path, "a.jpg,1,-1\nb.jpg,-1,1\nc.jpg,-1,-1\ngone.jpg,1,1\n")
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME, cfg.DATASET.ROOT, cfg.DATASET.ANNOTATION = "CSV", str(tmp_path), "set.csv"
+    assert cfg.DATASET.CSV_LABELS == "auto"
+    image_set, classes = load_test_set(cfg)
+    assert image_set.csv_labels == "voc" and list(classes.names) == ["cat", "dog"]
+    scored = ScoredSet(np.zeros((3, 2)), None, image_set.targets, None)
+    results = results_from_scores(scored, classes.names, 0.5, None, image_set)
+    assert results["csv_labels"] == "voc"
+    assert results["n_missing_images"] == 1
+    assert "csv_labels" not in ImageSet(["x"], np.ones((1, 1)), ("a",), "n").result_fields()
+    cfg.DATASET.CSV_LABELS = "binary"
+    with pytest.raises(ValueError, match=r"set\.csv:2: -1"):
+        load_test_set(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# one-line errors: wrong COCO field types, bytes that are not UTF-8
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["annotations"][2].update(category_id=[1]),
+         r"annotations\[2\]\.category_id must be an integer or string id, got \[1\]"),
+        (lambda d: d["images"][1].update(file_name=5), r"images\[1\]\.file_name must be a non-empty string, got 5"),
+        (lambda d: d["annotations"][0].pop("id"),
+         r"annotations\[0\] must be an object with the keys .*'id' is missing"),
+        (lambda d: d["categories"][2].update(id=None),
+         r"categories\[2\]\.id must be an integer or string id, got None"),
+        (lambda d: d["images"].__setitem__(0, [42]), r"images\[0\] must be an object with the keys"),
+        (lambda d: d.update(annotations={"id": 1}), r"expected a list under the key 'annotations'"),
+    ],
+)
+def test_coco_wrong_field_types_are_one_line(tmp_path: Path, change, expected: str) -> None:
+    pytest.importorskip("pycocotools")
+    json_path = tmp_path / "instances.json"
+    _coco_json(json_path)
+    data = json.loads(json_path.read_text())
+    change(data)
+    json_path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=expected) as info:
+        read_coco_format(json_path, tmp_path)
+    assert str(json_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def _not_utf8(path: Path, text: str, line: int) -> int:
+    """Write ``text`` with a Latin-1 'e acute' spliced into the start of ``line`` (1-based); returns
+    its byte offset."""
+    lines = text.encode().split(b"\n")
+    offset = sum(len(x) + 1 for x in lines[: line - 1])
+    lines[line - 1] = b"\xe9" + lines[line - 1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(lines))
+    return offset
+
+
+def test_files_that_are_not_utf8_name_line_and_byte_offset(tmp_path: Path) -> None:
+    pytest.importorskip("pycocotools")
+    csv_path = tmp_path / "set.csv"
+    offset = _not_utf8(csv_path, "path,cat\na.jpg,1\nb.jpg,0\n", 3)
+    with pytest.raises(ValueError, match=re.escape(f"{csv_path}:3: not UTF-8 (byte 0xe9 at offset {offset})")):
+        read_csv(csv_path)
+
+    json_path = tmp_path / "coco.json"
+    _coco_json(json_path)
+    text = json.dumps(json.loads(json_path.read_text()), indent=1)
+    offset = _not_utf8(json_path, text, 5)
+    with pytest.raises(ValueError, match=re.escape(f"{json_path}:5: not UTF-8 (byte 0xe9 at offset {offset})")):
+        read_coco_format(json_path, tmp_path)
+
+    voc = tmp_path / "voc"
+    main = _write_voc(voc)
+    offset = _not_utf8(main / "test.txt", "".join(f"{i}\n" for i in VOC_IDS), 2)
+    with pytest.raises(ValueError, match=re.escape(f"{main / 'test.txt'}:2: not UTF-8 (byte 0xe9 at offset {offset})")):
+        read_voc2007(voc)
+
+    nus = tmp_path / "nus"
+    base = _write_nuswide(nus)
+    image_list = base / "ImageList" / "TestImagelist.txt"
+    offset = _not_utf8(image_list, image_list.read_text(), 3)
+    with pytest.raises(ValueError, match=re.escape(f"{image_list}:3: not UTF-8 (byte 0xe9 at offset {offset})")):
+        read_nuswide(nus)
+
+
+def test_utf8_byte_order_mark_is_still_accepted(tmp_path: Path) -> None:
+    _jpg(tmp_path / "a.jpg")
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfpath,labels\na.jpg,caf\xc3\xa9\n")
+    ds = read_csv(csv_path)
+    assert ds.classnames == ("café",) and ds.targets.tolist() == [[1]]

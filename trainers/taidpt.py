@@ -49,7 +49,6 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from tqdm import tqdm
 
 from taidpt.checkpoint import BEST_FILE, MODEL_NAME
-from taidpt.evaluation import missing_fields
 from taidpt.image_data import split_ok
 from taidpt.runner import RunOptions, runner_class, setup_logging
 
@@ -145,7 +144,7 @@ class CoreBackedTrainer(TrainerX):
             self._scorer = None
         for key, value in summary.items():
             self.write_scalar(f"test/{key}", value, self.epoch)
-        self.core.report({**self.evaluator.results, **missing_fields(self.core.image_set)}, coop_lines=False,
+        self.core.report({**self.evaluator.results, **self.core.image_set.result_fields()}, coop_lines=False,
                          scored=self.evaluator.scored)
         return next(iter(summary.values()))
 
