@@ -12,7 +12,9 @@
   input size.
 * Rows go to the output as soon as their batch is scored, flushed per batch
   (:mod:`export.result_log`). Rerunning the same command after an interruption cuts a partial last
-  line, skips every path already in the output and appends the rest.
+  line, skips every path already in the output and appends the rest. Paths are written escaped
+  (:mod:`taidpt.pathtext`: a file-name byte that is not UTF-8 as ``\\xNN``) and matched by that text.
+* The output location is checked, and a list file's encoding read through, before any image is scored.
 * An unreadable image (missing, empty, truncated, not an image) becomes a row with its ``error``
   and the run goes on; the first few are also printed.
 
@@ -36,9 +38,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from taidpt.atomic import OutputPathError, check_writable
+from taidpt.pathtext import escape_path
 from taidpt.preprocess import PreprocessConfig
 
-from .infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide, read_list
+from .infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide, list_lines, read_list
 from .metadata import MetadataError
 from .result_log import DoneSet, ResultLog, ResultLogError, Row
 from .runtime import ModelLoadError, Runner, open_model
@@ -67,12 +71,9 @@ def walk_images(folder: Path) -> Iterator[str]:
 
 
 def count_lines(path: Path) -> int:
-    """Newlines in a file, counted in 1 MiB blocks (an upper bound for the progress bar)."""
-    n = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            n += block.count(b"\n")
-    return n
+    """Lines in a list file (an upper bound for the progress bar); reading them all first means a byte
+    that is not UTF-8 stops the run before any image is scored (:class:`InputError`, naming line and byte)."""
+    return sum(1 for _ in list_lines(path))
 
 
 def image_source(spec: str) -> tuple[Iterator[str], int | None]:
@@ -210,8 +211,8 @@ def _score(model: Runner, chunk: Sequence[str], decoded: Sequence[np.ndarray | s
 
 
 def pending_paths(paths: Iterable[str], done: DoneSet) -> Iterator[str]:
-    """``paths`` without those already in the output."""
-    return (p for p in paths if p not in done)
+    """``paths`` without those already in the output (matched by the escaped text the output holds)."""
+    return (p for p in paths if escape_path(p) not in done)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -241,12 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         log = ResultLog(Path(args.output), [], args.all_outputs)  # format checks before the model loads
+        check_writable(log.path, append=True)
         model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
         meta = model.metadata
         log = ResultLog(Path(args.output), meta.classnames, args.all_outputs)
         source, total = image_source(args.images)
         done, dropped = log.read_done()
-    except (InputError, ModelLoadError, MetadataError, ResultLogError) as exc:
+    except (InputError, ModelLoadError, MetadataError, ResultLogError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.top_k is not None and not 1 <= args.top_k <= meta.num_classes:
@@ -264,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal shown
         shown += 1
         if shown <= SHOWN_ERRORS:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
+            print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
         elif shown == SHOWN_ERRORS + 1:
             print(f"(further unreadable images are recorded in {log.path.name} only)", file=sys.stderr)
 

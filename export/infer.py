@@ -10,6 +10,10 @@ TensorRT engine. An image that cannot be read is reported with its path and reas
 listed in the output. The output holds the merged score of every class and the predicted labels:
 scores >= the threshold (default: the model's evaluation threshold), or the top-k classes.
 
+Paths are written as :mod:`taidpt.pathtext` escapes them: a file-name byte that is not UTF-8 appears
+as ``\\xNN`` (e.g. ``caf\\xe9.jpg``), the same in JSON and CSV; a list file may name files the same way.
+The output location is checked before any image is scored.
+
 JSON: ``{"model", "provider", "decision", "classes", "skipped": [{"path", "reason"}],
 "images": [{"path", "scores": {class: score}, "labels": [...]}]}``.
 CSV: one row per image: ``path``, one column per class, ``labels`` (``;``-separated), ``error``
@@ -21,6 +25,7 @@ This module must not import torch.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import glob
 import io
@@ -35,10 +40,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from taidpt.atomic import atomic_write_text
+from taidpt.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
+from taidpt.pathtext import escape_path, unescape_path
 from taidpt.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 
 from .metadata import MetadataError
+from .result_log import ResultLogError, csv_header
 from .runtime import ModelLoadError, Runner, open_model
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -49,14 +56,32 @@ class InputError(ValueError):
     """The --images argument names nothing usable; the message is one line."""
 
 
+def list_lines(list_file: Path) -> Iterator[str]:
+    """The lines of a UTF-8 list file (a leading byte-order mark dropped); a byte that is not UTF-8
+    raises :class:`InputError` naming the file, line and byte."""
+    with open(list_file, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{escape_path(list_file)} line {number}, byte {exc.start + 1} "
+                                 f"(0x{raw[exc.start]:02x}): not UTF-8; save the list as UTF-8 "
+                                 f"(a file-name byte that is not UTF-8 may be written \\xNN)") from None
+
+
 def read_list(list_file: Path) -> Iterator[str]:
-    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder."""
-    with open(list_file, encoding="utf-8-sig") as fh:
-        for line in fh:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                p = Path(os.path.expanduser(line))
-                yield str(p if p.is_absolute() else list_file.parent / p)
+    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder.
+
+    Lines are UTF-8; ``\\xNN`` escapes (as the outputs write them, :mod:`taidpt.pathtext`) name file-name
+    bytes that are not UTF-8.
+    """
+    for line in list_lines(list_file):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(os.path.expanduser(unescape_path(line)))
+            yield str(p if p.is_absolute() else list_file.parent / p)
 
 
 def collect_images(spec: str) -> list[str]:
@@ -171,7 +196,7 @@ def decide(scores: np.ndarray, classnames: Sequence[str], *, threshold: float | 
 def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) -> dict:
     m = model.metadata
     return {
-        "model": str(model.path),
+        "model": escape_path(model.path),
         "provider": model.provider,
         "trainer": m.trainer,
         "backbone": m.backbone,
@@ -183,7 +208,7 @@ def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) ->
         "n_inputs": n_inputs,
         "n_images": len(preds.paths),
         "n_skipped": len(preds.skipped),
-        "skipped": [{"path": p, "reason": r} for p, r in preds.skipped],
+        "skipped": [{"path": escape_path(p), "reason": escape_path(r)} for p, r in preds.skipped],
         "seconds": round(preds.seconds, 3),
     }
 
@@ -193,7 +218,8 @@ def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, la
     names = list(model.metadata.classnames)
     images = []
     for i, p in enumerate(preds.paths):
-        entry = {"path": p, "scores": {c: float(v) for c, v in zip(names, preds.scores[i])}, "labels": labels[i]}
+        entry = {"path": escape_path(p), "scores": {c: float(v) for c, v in zip(names, preds.scores[i])},
+                 "labels": labels[i]}
         if all_outputs:
             entry["global_logits"] = {c: float(v) for c, v in zip(names, preds.global_logits[i])}
             entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
@@ -204,16 +230,13 @@ def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, la
 
 def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[str]]) -> None:
     names = list(model.metadata.classnames)
-    clash = {"path", "labels", "error"} & set(names)
-    if clash:
-        raise InputError(f"{path}: class name(s) {sorted(clash)} clash with the CSV's own columns; write JSON instead")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", *names, "labels", "error"])
+    writer.writerow(csv_header(names))
     for i, p in enumerate(preds.paths):
-        writer.writerow([p, *(repr(float(v)) for v in preds.scores[i]), ";".join(labels[i]), ""])
+        writer.writerow([escape_path(p), *(repr(float(v)) for v in preds.scores[i]), ";".join(labels[i]), ""])
     for p, reason in preds.skipped:
-        writer.writerow([p, *([""] * len(names)), "", reason])
+        writer.writerow([escape_path(p), *([""] * len(names)), "", escape_path(reason)])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -242,12 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     fmt = out.suffix.lower()
     if fmt not in (".json", ".csv"):
-        print(f"error: --output {out}: expected a .json or .csv file name", file=sys.stderr)
+        print(f"error: --output {escape_path(out)}: expected a .json or .csv file name", file=sys.stderr)
         return 2
     try:
+        check_writable(out)
+        remove_stale_temps(out.parent, target=out.name)
         model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
+        if fmt == ".csv":
+            csv_header(model.metadata.classnames)
         paths = collect_images(args.images)
-    except (InputError, ModelLoadError, MetadataError) as exc:
+    except (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = model.metadata
@@ -264,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
 
     def report(path: str, reason: str) -> None:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
 
     try:
         preds = predict(model, paths, batch_size=args.batch_size, workers=args.workers,
@@ -280,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         model.close()
     rate = len(preds.paths) / preds.seconds if preds.seconds > 0 else float("nan")
-    print(f"wrote {out}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), {len(preds.skipped)} skipped",
-          file=sys.stderr)
+    print(f"wrote {escape_path(out)}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), "
+          f"{len(preds.skipped)} skipped", file=sys.stderr)
     if not preds.paths:
         print("error: no image could be read", file=sys.stderr)
         return 1

@@ -9,6 +9,9 @@ numpy array (16 bytes per row already written, not the paths themselves).
 JSONL row: ``{"path": ..., "scores": {class: score}, "labels": [...]}`` or ``{"path": ..., "error": reason}``
 (with ``--all-outputs`` also ``global_logits`` and ``local_logits``).
 CSV: header ``path, <one column per class>, labels, error``, as ``export.infer`` writes it.
+Paths (and error texts) are written as :func:`taidpt.pathtext.escape_path` gives them, so a file name
+that is not UTF-8 is written too (``caf\\xe9.jpg``); the set of done paths holds those written strings,
+and a run matches each input path by its escaped form.
 
 This module must not import torch.
 """
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from taidpt.pathtext import escape_path
 
 FORMATS = (".jsonl", ".csv")
 _CHUNK = 1 << 16
@@ -102,7 +107,7 @@ def csv_header(classnames: Sequence[str]) -> list[str]:
     """``path, <classes>, labels, error``; refuses class names that clash with those columns."""
     clash = {"path", "labels", "error"} & set(classnames)
     if clash:
-        raise ResultLogError(f"class name(s) {sorted(clash)} clash with the CSV's own columns; write JSONL instead")
+        raise ResultLogError(f"class name(s) {sorted(clash)} clash with the CSV's own columns; write JSON instead")
     return ["path", *classnames, "labels", "error"]
 
 
@@ -138,7 +143,7 @@ class ResultLog:
         self.path, self.classnames, self.all_outputs = path, list(classnames), all_outputs
         self.format = path.suffix.lower()
         if self.format not in FORMATS:
-            raise ResultLogError(f"--output {path}: expected a .jsonl or .csv file name")
+            raise ResultLogError(f"--output {escape_path(path)}: expected a .jsonl or .csv file name")
         if self.format == ".csv":
             csv_header(self.classnames)
             if all_outputs:
@@ -154,7 +159,11 @@ class ResultLog:
         with open(self.path, encoding="utf-8", newline="") as fh:
             if self.format == ".csv" and self.path.stat().st_size == 0:
                 return DoneSet(), dropped
-            return DoneSet(digest(p) for p in reader(fh, self.path, self.classnames)), dropped
+            try:
+                return DoneSet(digest(p) for p in reader(fh, self.path, self.classnames)), dropped
+            except UnicodeDecodeError:
+                raise ResultLogError(f"{escape_path(self.path)} is not UTF-8 text, so not a result file; "
+                                     f"use a new --output") from None
 
     def open(self) -> "ResultLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,13 +206,13 @@ class ResultLog:
 
     def _csv_row(self, row: Row) -> list[str]:
         if row.scores is None:
-            return [row.path, *([""] * len(self.classnames)), "", row.error]
-        return [row.path, *(repr(float(v)) for v in row.scores), ";".join(row.labels), ""]
+            return [escape_path(row.path), *([""] * len(self.classnames)), "", escape_path(row.error)]
+        return [escape_path(row.path), *(repr(float(v)) for v in row.scores), ";".join(row.labels), ""]
 
     def _json_row(self, row: Row) -> dict:
         if row.scores is None:
-            return {"path": row.path, "error": row.error}
-        out = {"path": row.path, "scores": self._named(row.scores), "labels": list(row.labels)}
+            return {"path": escape_path(row.path), "error": escape_path(row.error)}
+        out = {"path": escape_path(row.path), "scores": self._named(row.scores), "labels": list(row.labels)}
         if self.all_outputs:
             out["global_logits"] = self._named(row.global_logits)
             out["local_logits"] = self._named(row.local_logits)

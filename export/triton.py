@@ -11,6 +11,10 @@ writes::
     DIR/<name>/labels.txt       the class names, one per line (label_filename of every output)
     DIR/<name>/1/model.onnx     (or model.plan: the TensorRT engine given with --engine)
 
+The model name is its folder in the repository, so it must be one plain folder name: letters,
+digits, ``_``, ``-`` and ``.``, starting with a letter, digit or ``_`` (so never ``.``, ``..``, a
+hidden folder, a path or empty); anything else is refused before a file is written.
+
 With ``max_batch_size > 0`` Triton adds the batch axis itself, so ``dims`` leave out the ONNX
 file's (dynamic) first axis. The model's taidpt metadata (classes, image size, mean/std,
 interpolation, threshold, ...) is copied into the config's ``parameters``: the backends ignore
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "config.pbtxt"
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 class TritonExportError(ValueError):
@@ -97,6 +103,19 @@ def external_data_files(path: Path) -> list[str]:
     return found
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a model name that is not one plain folder name (it would write outside the repository)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise TritonExportError(f"--name {name!r}: expected one folder name of letters, digits, '_', '-' and '.' "
+                                f"(starting with a letter, digit or '_'; at most 128 characters)")
+
+
+def check_version(version: int) -> None:
+    """Refuse a version folder Triton would not load (it serves versions 1, 2, ...)."""
+    if version < 1:
+        raise TritonExportError(f"--version {version}: expected a positive integer")
+
+
 def config_dims(spec: TensorSpec, max_batch: int) -> list[int]:
     """``dims`` of a tensor in the config: without the batch axis when Triton batches."""
     if max_batch <= 0:
@@ -145,6 +164,8 @@ def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs:
 def write_repository(onnx_path: Path, repository: Path, *, name: str = "taidpt", backend: str = "onnxruntime",
                      engine: Path | None = None, version: int = 1, **config_options: Any) -> Path:
     """Write ``repository/<name>`` for the model; returns the model folder."""
+    check_model_name(name)
+    check_version(version)
     if not onnx_path.is_file():
         raise TritonExportError(f"{onnx_path}: no such ONNX file")
     if backend == "tensorrt":
@@ -256,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     onnx_path, repository = Path(args.onnx), Path(args.repository)
     folder = repository / args.name
     try:
+        check_model_name(args.name)
         if args.check:
             if not (folder / CONFIG_FILE).is_file():
                 raise TritonExportError(f"{folder / CONFIG_FILE}: no such file")

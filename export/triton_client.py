@@ -6,7 +6,8 @@
 The client reads the model's preprocessing (image size, mean/std, interpolation) and class names
 from the ``taidpt.*`` parameters that ``export.triton`` put into ``config.pbtxt``, preprocesses
 each image with numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints
-one JSON line per image: ``{"path", "labels", "scores": {class: score}}`` (or ``"error"``).
+one JSON line per image: ``{"path", "labels", "scores": {class: score}}`` (or ``"error"``); paths are
+escaped as the other export tools write them (:mod:`taidpt.pathtext`).
 ``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
 
 This module must not import torch.
@@ -21,6 +22,8 @@ import sys
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from taidpt.pathtext import escape_path
 
 from .batch_infer import image_source
 from .infer import InputError, _load, decide
@@ -55,13 +58,14 @@ def served_metadata(client: Any, model: str, protocol: str) -> ModelMetadata:
 
 def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths: Iterable[str], *,
                 batch_size: int = 8, threshold: float | None = None, top_k: int | None = None) -> Iterable[dict]:
-    """One result dict per path, in order; batches of readable images go to the server."""
+    """One result dict per path, in order (paths and errors escaped); batches of readable images go to the server."""
     cfg = meta.preprocess_config()
     it = iter(paths)
     while chunk := list(itertools.islice(it, batch_size)):
         loaded = [_load(p, cfg) for p in chunk]
         good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
-        results: list[dict] = [{"path": p, "error": x} for p, x in zip(chunk, loaded) if isinstance(x, str)]
+        results = [{"path": escape_path(p), "error": escape_path(x)} if isinstance(x, str) else {}
+                   for p, x in zip(chunk, loaded)]
         if good:
             batch = np.stack([loaded[i] for i in good]).astype(np.float32)
             request = module.InferInput(INPUT_NAME, list(batch.shape), "FP32")
@@ -69,11 +73,10 @@ def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths
             reply = client.infer(model, inputs=[request], outputs=[module.InferRequestedOutput("scores")])
             scores = reply.as_numpy("scores")
             labels = decide(scores, meta.classnames, threshold=None if top_k else threshold, top_k=top_k)
-            results += [{"path": chunk[i], "labels": labels[j],
-                         "scores": {c: float(v) for c, v in zip(meta.classnames, scores[j])}}
-                        for j, i in enumerate(good)]
-        order = {p: k for k, p in enumerate(chunk)}
-        yield from sorted(results, key=lambda r: order[r["path"]])
+            for j, i in enumerate(good):
+                results[i] = {"path": escape_path(chunk[i]), "labels": labels[j],
+                              "scores": {c: float(v) for c, v in zip(meta.classnames, scores[j])}}
+        yield from results
 
 
 def build_parser() -> argparse.ArgumentParser:

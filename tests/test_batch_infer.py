@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import export.batch_infer
 from export.batch_infer import image_source, main, run_batches, walk_images
 from export.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
 from export.runtime import open_model
-from test_infer import exported  # noqa: F401 - a fixture
+from test_infer import exported, latin1_dir  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +177,45 @@ def test_killed_subprocess_resumes_to_the_same_rows(exported, photo_dir, tmp_pat
     expected, resumed = read_rows(full), read_rows(out)
     assert resumed.keys() == expected.keys()
     assert all(resumed[p].get("labels") == r.get("labels") for p, r in expected.items())
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_undecodable_names_are_written_escaped_and_skipped_on_rerun(exported, latin1_dir, tmp_path, suffix):
+    """A latin-1 file name used to stop every run at the same batch (CSV); now its row holds the escaped name,
+    which is also what a rerun matches, so the rerun adds nothing."""
+    _, model_path = exported
+    out = tmp_path / f"out{suffix}"
+    args = ["--model", str(model_path), "--images", str(latin1_dir), "--output", str(out), "--batch-size", "2"]
+    assert cli(args) == 0
+    rows = read_rows(out)
+    assert set(rows) == {f"{latin1_dir}/caf\\xe9.jpg", f"{latin1_dir}/vid\\xe9.png", f"{latin1_dir}/plain.jpg"}
+    assert rows[f"{latin1_dir}/vid\\xe9.png"]["error"] and not rows[f"{latin1_dir}/caf\\xe9.jpg"].get("error")
+    before = out.read_bytes()
+    assert cli(args) == 0
+    assert out.read_bytes() == before
+
+
+def test_list_file_that_is_not_utf8_fails_before_scoring(exported, photo_dir, tmp_path, capsys):
+    _, model_path = exported
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{photo_dir}/d0/img000.jpg\n".encode() * 3 + b"\xff.jpg\n")
+    out = tmp_path / "o.jsonl"
+    assert cli(["--model", str(model_path), "--images", str(listing), "--output", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and f"{listing} line 4, byte 1 (0xff): not UTF-8" in err[0], err
+    assert not out.exists()
+
+
+def test_output_under_a_regular_file_fails_before_the_model_is_opened(exported, photo_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    _, model_path = exported
+    (tmp_path / "somefile.txt").write_text("x")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was opened although the output cannot be written")
+
+    monkeypatch.setattr(export.batch_infer, "open_model", no_model)
+    out = tmp_path / "somefile.txt" / "out.jsonl"
+    assert cli(["--model", str(model_path), "--images", str(photo_dir), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "somefile.txt is a file, not a folder" in err[0], err

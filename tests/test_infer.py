@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -16,10 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
+import export.infer
 from export.infer import collect_images, decide, main
 from export.metadata import ModelMetadata
 from export.onnx import export_scorer
 from taidpt.model import TaIDPTModel
+from taidpt.pathtext import unescape_path
 from taidpt.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +63,29 @@ def image_dir(tmp_path_factory):
     (root / "g_truncated.jpg").write_bytes(good[: len(good) // 3])
     (root / "h_empty.png").write_bytes(b"")
     (root / "notes.txt").write_text("not an image, not listed")
+    return root
+
+
+def write_bytes_name(folder: Path, name: bytes, data: bytes) -> None:
+    """Create ``folder/name`` under a byte file name that need not be UTF-8."""
+    fd = os.open(os.fsencode(folder) + b"/" + name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def jpeg_bytes(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def latin1_dir(tmp_path_factory):
+    """File names in latin-1, not UTF-8 (b'caf\\xe9.jpg'): one image, one empty file; plus a plain name."""
+    root = tmp_path_factory.mktemp("latin1")
+    (root / "plain.jpg").write_bytes(jpeg_bytes(5))
+    write_bytes_name(root, b"caf\xe9.jpg", jpeg_bytes(6))
+    write_bytes_name(root, b"vid\xe9.png", b"")
     return root
 
 
@@ -254,3 +281,89 @@ def test_cuda_provider_inference(exported, image_dir, tmp_path):
     assert res["provider"] == "CUDAExecutionProvider"
     got = np.array([[im["scores"][c] for c in CLASSES] for im in res["images"]])
     np.testing.assert_allclose(got, torch_scores(scorer, [image_dir / g for g in GOOD]), atol=1e-3, rtol=0)
+
+
+def test_undecodable_file_names_are_written_escaped_in_json_and_csv(exported, latin1_dir, tmp_path):
+    """Names whose bytes are not UTF-8 used to be scored and then lost at the CSV write; now every format holds
+    the same escaped text, which maps back to the file."""
+    _, model = exported
+    args = ["--model", str(model), "--images", str(latin1_dir), "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "p.csv")]) == 0
+    assert main([*args, "--output", str(tmp_path / "p.json")]) == 0
+    res = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    cafe, video = f"{latin1_dir}/caf\\xe9.jpg", f"{latin1_dir}/vid\\xe9.png"
+    assert [im["path"] for im in res["images"]] == [cafe, f"{latin1_dir}/plain.jpg"]
+    assert [s["path"] for s in res["skipped"]] == [video]
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [cafe, f"{latin1_dir}/plain.jpg", video]
+    assert rows[2]["error"] and not rows[0]["error"]
+    assert os.path.isfile(unescape_path(cafe)) and os.fsencode(unescape_path(cafe)).endswith(b"caf\xe9.jpg")
+    # The escaped name, written in a (UTF-8) list file, names the file again.
+    listing = tmp_path / "again.txt"
+    listing.write_text(cafe + "\n", encoding="utf-8")
+    assert main([*args[:2], "--images", str(listing), "--output", str(tmp_path / "again.json"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [im["path"] for im in again["images"]] == [cafe] and again["images"][0]["scores"] == res["images"][0]["scores"]
+
+
+def test_list_file_that_is_not_utf8_names_file_line_and_byte(exported, tmp_path, capsys):
+    _, model = exported
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"# photos\ncaf\xe9.jpg\n")
+    assert main(["--model", str(model), "--images", str(listing), "--output", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{listing} line 2, byte 4 (0xe9): not UTF-8" in err[0], err
+    assert not (tmp_path / "o.json").exists()
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was opened although the output cannot be written")
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "a_folder", "read_only_folder"])
+def test_unwritable_output_fails_before_scoring(case, exported, image_dir, tmp_path, monkeypatch, capsys):
+    _, model = exported
+    if case == "under_a_file":
+        (tmp_path / "somefile.txt").write_text("x")
+        out, expect = tmp_path / "somefile.txt" / "out.json", "somefile.txt is a file, not a folder"
+    elif case == "a_folder":
+        out, expect = tmp_path / "made.json", "is a folder"
+        out.mkdir()
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o555)
+        out, expect = tmp_path / "ro" / "sub" / "out.csv", "is not writable"
+    monkeypatch.setattr(export.infer, "open_model", _no_model)
+    monkeypatch.setattr(export.infer, "predict", _no_model)
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+
+
+def test_csv_class_clash_fails_before_scoring(exported, image_dir, tmp_path, monkeypatch, capsys):
+    _, model = exported
+    real_open = export.infer.open_model
+
+    def open_with_a_labels_class(*args, **kwargs):
+        runner = real_open(*args, **kwargs)
+        runner.metadata = dataclasses.replace(runner.metadata, classnames=("labels", *CLASSES[1:]))
+        return runner
+
+    monkeypatch.setattr(export.infer, "open_model", open_with_a_labels_class)
+    monkeypatch.setattr(export.infer, "predict", _no_model)
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "clash with the CSV's own columns" in err[0], err
+
+
+def test_temp_files_of_a_killed_earlier_run_are_removed(exported, image_dir, tmp_path):
+    _, model = exported
+    stale, live = tmp_path / ".out.json.k1ll3d_x.tmp", tmp_path / ".out.json.wr1t1ng_.tmp"
+    stale.write_text("half a file")
+    live.write_text("a writer at work")
+    os.utime(stale, (1, 1))
+    assert main(["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "out.json"),
+                 "--no-progress"]) == 0
+    assert not stale.exists() and live.exists()

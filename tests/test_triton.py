@@ -22,7 +22,7 @@ from export.metadata import read_onnx_metadata, write_sidecar
 from export.triton import check_repository, main, write_repository
 from export.triton_client import main as client_main
 from test_batch_infer import photo_dir  # noqa: F401 - fixture
-from test_infer import CLASSES, exported  # noqa: F401 - fixture
+from test_infer import CLASSES, exported, latin1_dir  # noqa: F401 - fixture
 
 ORT_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16"}
 
@@ -103,6 +103,33 @@ def test_bad_requests_are_one_line_errors(exported, tmp_path, capsys, args, mess
     assert message in err and len(err.splitlines()) == 1
 
 
+def _tree(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["../escaped", "..", ".", "ABSOLUTE", "a/b", "", "a\\b", ".hidden", "sp ace"])
+@pytest.mark.parametrize("check", [False, True])
+def test_model_names_that_are_not_one_folder_are_refused(exported, tmp_path, capsys, name, check):
+    """Such a name used to put config.pbtxt, labels.txt and 1/model.onnx beside (or above) the repository."""
+    _, model_path = exported
+    area = tmp_path / "area"
+    (area / "repo").mkdir(parents=True)
+    name = str(tmp_path / "absolute") if name == "ABSOLUTE" else name
+    before = _tree(tmp_path)
+    rc = main(["--onnx", str(model_path), "--repository", str(area / "repo"), "--name", name,
+               *(["--check"] if check else [])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--name" in err[0] and "expected one folder name" in err[0], err
+    assert _tree(tmp_path) == before
+
+
+def test_version_must_be_positive(exported, tmp_path, capsys):
+    _, model_path = exported
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path / "repo"), "--version", "0"]) == 2
+    assert "--version 0: expected a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
+
+
 def test_without_triton_batching_dims_keep_the_batch_axis(exported, tmp_path):
     _, model_path = exported
     folder = write_repository(model_path, tmp_path, max_batch=0, preferred=())
@@ -176,19 +203,25 @@ def fake_tritonclient(folder: Path) -> types.ModuleType:
     return module
 
 
-def test_client_example_against_a_stand_in_server(exported, photo_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("which", ["photos", "latin1_names"])
+def test_client_example_against_a_stand_in_server(exported, photo_dir, latin1_dir, tmp_path, monkeypatch, capsys,
+                                                  which):
+    """The client's rows match export.infer's, paths included (a latin-1 name escaped the same way)."""
     _, model_path = exported
     folder = write_repository(model_path, tmp_path / "repo")
     fake = fake_tritonclient(folder)
     monkeypatch.setitem(sys.modules, "tritonclient", types.ModuleType("tritonclient"))
     monkeypatch.setitem(sys.modules, "tritonclient.http", fake)
-    images = photo_dir / "d0"
+    images = photo_dir / "d0" if which == "photos" else latin1_dir
     assert client_main(["--model", "taidpt", "--images", str(images), "--batch-size", "4"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert fake.requests and all(r[1] == ["images"] and r[2][1:] == [3, 64, 64] for r in fake.requests)
     assert infer_main(["--model", str(model_path), "--images", str(images), "--output", str(tmp_path / "ref.json"),
                        "--no-progress"]) == 0
-    reference = {r["path"]: r for r in json.loads((tmp_path / "ref.json").read_text())["images"]}
+    written = json.loads((tmp_path / "ref.json").read_text())
+    reference = {r["path"]: r for r in written["images"]}
+    assert [r["path"] for r in rows if "error" in r] == [s["path"] for s in written["skipped"]]
+    rows = [r for r in rows if "error" not in r]
     assert {r["path"] for r in rows} == set(reference)
     for row in rows:
         assert row["labels"] == reference[row["path"]]["labels"]
