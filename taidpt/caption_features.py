@@ -1,29 +1,30 @@
 """Caption features computed once and reused every epoch, run and seed.
 
 The caption branch has no trainable part, so each caption's global (EOT) feature and the features of
-its real tokens (SOS .. EOT) are computed once by the frozen text tower. They are stored ragged:
-``tokens`` concatenates every caption's token features and ``offsets[i]:offsets[i+1]`` selects
-caption ``i``. A batch is gathered and right-padded to its longest caption, with a mask, so the
-training step sees exactly what the uncached path computes.
+its tokens SOS .. EOT are computed once by the frozen text tower. They are stored ragged: ``tokens``
+concatenates every caption's token features and ``offsets[i]:offsets[i+1]`` selects caption ``i``.
+``token_mask`` (one bool per stored token) says which of them take part in the local softmax: the
+rule of the uncached path and of the reference is "token id != 0", which also leaves out a real
+token whose id is 0 (``!`` inside a word, e.g. ``"a dog !~"``), not only the padding. A batch is
+gathered and right-padded to its longest caption, with that mask, so the training step sees exactly
+what the uncached path computes.
 
 On disk (:meth:`CaptionFeatureStore.open_or_build`) the arrays are ``.npy`` files read through
 memory maps, so corpora larger than RAM stream from disk. The folder name is a hash of everything
 the features depend on (text-tower weights, captions, context length, dtype, format version); the
 build runs in fixed chunks and records its progress, so an interrupted build resumes where it
-stopped, and a finished cache is shared by every seed and run.
+stopped, and a finished cache is shared by every seed and run. A second process that wants the same
+folder waits for the first one's build (:class:`~taidpt.runlock.FolderLock`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,12 +32,15 @@ from tqdm import tqdm
 
 from .atomic import atomic_write_text
 from .model import CaptionFeatures, TaIDPTModel
+from .runlock import FolderLock
 from .text_encoder import eot_positions
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
-FORMAT_VERSION = 1
+# 2: token_mask.npy (token id != 0) beside the features; format 1 masked by caption length only.
+FORMAT_VERSION = 2
+DATA_FILES = ("global.npy", "tokens.npy", "offsets.npy", "token_mask.npy")
 
 
 def text_tower_fingerprint(model: TaIDPTModel) -> str:
@@ -70,6 +74,13 @@ def _lengths_offsets(token_ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return lengths, offsets
 
 
+def _token_mask(token_ids: torch.Tensor, lengths: np.ndarray) -> np.ndarray:
+    """Ragged [T] bool, in the layout of the stored tokens: True where the token id is not 0."""
+    ids = token_ids.cpu().numpy()
+    within = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    return ids[within] != 0
+
+
 @torch.no_grad()
 def _encode_into(model: TaIDPTModel, token_ids: torch.Tensor, rows: np.ndarray, lengths: np.ndarray,
                  offsets: np.ndarray, glob: np.ndarray, toks: np.ndarray, batch_size: int,
@@ -84,20 +95,15 @@ def _encode_into(model: TaIDPTModel, token_ids: torch.Tensor, rows: np.ndarray, 
             toks[offsets[i] : offsets[i + 1]] = tok[row, : lengths[i]].astype(toks.dtype)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock so two runs never build the same cache folder at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+
+
+def _clear(folder: Path) -> None:
+    """Remove a cache folder's data (manifest first, so a crash half-way leaves no complete-looking
+    cache); the lock files stay, the folder is still held."""
+    for name in ("manifest.json", *DATA_FILES):
+        (folder / name).unlink(missing_ok=True)
 
 
 def _read_manifest(folder: Path) -> dict | None:
@@ -109,11 +115,16 @@ def _read_manifest(folder: Path) -> dict | None:
 
 @dataclass
 class CaptionFeatureStore:
-    """Ragged store of L2-normalised caption features (numpy arrays, possibly memory-mapped)."""
+    """Ragged store of L2-normalised caption features (numpy arrays, possibly memory-mapped).
+
+    ``token_mask`` [T] marks the stored tokens that take part in the local softmax (id != 0); a
+    store built without it (synthetic benchmarks) lets every token up to the EOT take part.
+    """
 
     global_: np.ndarray  # [N, D]
     tokens: np.ndarray  # [T, D]
     offsets: np.ndarray  # [N + 1] int64
+    token_mask: np.ndarray | None = None  # [T] bool
 
     def __len__(self) -> int:
         return int(self.global_.shape[0])
@@ -140,7 +151,7 @@ class CaptionFeatureStore:
                           disable=not progress, leave=False):
             _encode_into(model, token_ids, order[start : start + batch_size * 8], lengths, offsets, glob, toks,
                          batch_size, device)
-        return cls(glob, toks, offsets)
+        return cls(glob, toks, offsets, _token_mask(token_ids, lengths))
 
     @classmethod
     def open_or_build(
@@ -170,7 +181,7 @@ class CaptionFeatureStore:
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
         folder = Path(cache_root).expanduser() / "features" / key
-        with _locked(folder.parent / f"{key}.lock"):
+        with FolderLock(folder, what="caption-feature cache", timeout=None):
             manifest = _read_manifest(folder)
             if manifest is not None and manifest.get("settings") != settings:
                 log.warning("caption feature cache %s does not match its settings; rebuilding", folder)
@@ -181,7 +192,7 @@ class CaptionFeatureStore:
             else:
                 log.info("caption features: reusing %s (%d captions)", folder, len(texts))
         return cls(np.load(folder / "global.npy", mmap_mode="r"), np.load(folder / "tokens.npy", mmap_mode="r"),
-                   np.load(folder / "offsets.npy"))
+                   np.load(folder / "offsets.npy"), np.load(folder / "token_mask.npy"))
 
     @staticmethod
     def _build_on_disk(folder: Path, manifest: dict | None, settings: dict, model: TaIDPTModel,
@@ -191,16 +202,16 @@ class CaptionFeatureStore:
         dim = int(model.text.text_projection.shape[1])
         n_chunks = (len(lengths) + chunk_size - 1) // chunk_size
         resumable = (manifest is not None and manifest.get("chunk_size") == chunk_size
-                     and all((folder / f).is_file() for f in ("global.npy", "tokens.npy", "offsets.npy")))
+                     and all((folder / f).is_file() for f in DATA_FILES))
         if resumable:
             glob = np.load(folder / "global.npy", mmap_mode="r+")
             toks = np.load(folder / "tokens.npy", mmap_mode="r+")
             done = int(manifest["chunks_done"])
             log.info("caption features: resuming the build in %s at chunk %d/%d", folder, done, n_chunks)
         else:
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            _clear(folder)
             np.save(folder / "offsets.npy", offsets)
+            np.save(folder / "token_mask.npy", _token_mask(token_ids, lengths))
             glob = np.lib.format.open_memmap(folder / "global.npy", mode="w+", dtype=np_dtype,
                                              shape=(len(lengths), dim))
             toks = np.lib.format.open_memmap(folder / "tokens.npy", mode="w+", dtype=np_dtype,
@@ -227,14 +238,18 @@ class CaptionFeatureStore:
         del glob, toks
 
     def batch(self, index: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> CaptionFeatures:
-        """Features of captions ``index``, token features right-padded to the batch's longest caption."""
+        """Features of captions ``index``, token features right-padded to the batch's longest caption.
+
+        The mask is the uncached path's ``token_ids != 0``; masked positions hold zeros.
+        """
         index = np.asarray(index, dtype=np.int64)
         starts, ends = self.offsets[index], self.offsets[index + 1]
         lengths = ends - starts
         max_len = int(lengths.max())
         positions = np.arange(max_len)
-        mask = positions[None, :] < lengths[:, None]
-        flat = np.where(mask, starts[:, None] + positions[None, :], 0)
+        within = positions[None, :] < lengths[:, None]
+        flat = np.where(within, starts[:, None] + positions[None, :], 0)
+        mask = within if self.token_mask is None else within & np.asarray(self.token_mask[flat])
         tokens = np.asarray(self.tokens[flat.reshape(-1)], dtype=np.float32).reshape(len(index), max_len, -1)
         tokens[~mask] = 0
         return CaptionFeatures(

@@ -9,7 +9,11 @@ sentences per class (:mod:`taidpt.templates`). Sources:
   source for the VOC2007 and COCO 2014 targets. Caveat of the reference recipe:
   COCO train2017 contains most val2014 images, the COCO 2014 test set, so their
   captions describe test images. ``exclude_image_ids`` drops them (e.g.
-  ``read_coco_image_ids("instances_val2014.json")``).
+  ``read_coco_image_ids("instances_val2014.json")``). A :class:`CaptionSelection`
+  says which captions are read: all of them (591,753 in train2017), a fixed list
+  of caption ids (the reference trains on a list of 118,287 ids, as many as
+  train2017 has images; :func:`read_caption_ids` reads it), or ``k`` captions
+  per image drawn with a fixed seed.
 - ``"localized_narratives"``: OpenImages Localized Narratives jsonl, the
   source for NUS-WIDE. By default, as in the reference, only the first 77
   tokens of a narrative are labelled, each labelled narrative is assigned to its
@@ -35,14 +39,17 @@ import numpy as np
 from taidpt.atomic import atomic_savez, atomic_write_text
 from taidpt.classes import ClassList
 from taidpt.labelling import CaptionLabeller
+from taidpt.safe_pickle import load_plain
 from taidpt.templates import template_sentences
 
 __all__ = [
     "AUTO",
     "SOURCES",
     "CaptionCorpus",
+    "CaptionSelection",
     "assign_rarest",
     "build_corpus",
+    "read_caption_ids",
     "read_coco_captions",
     "read_coco_image_ids",
     "read_localized_narratives",
@@ -55,7 +62,9 @@ log = logging.getLogger(__name__)
 SOURCES = ("coco_captions", "localized_narratives", "text")
 AUTO = "auto"
 # Bump when the stored layout or the build recipe changes, so caches are rebuilt.
-CORPUS_FORMAT_VERSION = 1
+# 2: caption selection (all / caption ids / k per image) in the settings and the stats.
+CORPUS_FORMAT_VERSION = 2
+PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "coco_captions": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
@@ -121,15 +130,70 @@ class CaptionCorpus:
         )
 
 
+@dataclass(frozen=True)
+class CaptionSelection:
+    """Which captions of a COCO captions file a corpus is built from (the caption recipe).
+
+    - every caption (the default);
+    - ``ids``: a fixed list of caption (annotation) ids, kept in the list's order, e.g. the
+      reference's 118,287 ids read by :func:`read_caption_ids`; ``ids_file`` names it in
+      messages and stats;
+    - ``per_image``: that many captions of every image (all of them when it has fewer), drawn
+      with ``seed``; ``per_image=1`` on train2017 gives 118,287 captions, the size of the
+      reference's list. Blank captions are never drawn.
+    """
+
+    ids: tuple[int, ...] | None = None
+    ids_file: str = ""
+    per_image: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.per_image, bool) or not isinstance(self.per_image, (int, np.integer)) or self.per_image < 0:
+            raise ValueError(f"captions per image must be 0 (every caption) or a positive integer, got {self.per_image!r}")
+        if self.ids is not None and self.per_image:
+            raise ValueError("give caption ids or a number of captions per image, not both")
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+
+    @property
+    def kind(self) -> str:
+        """``"all"``, ``"caption_ids"`` or ``"per_image"``."""
+        return "caption_ids" if self.ids is not None else "per_image" if self.per_image else "all"
+
+    def settings(self) -> dict[str, Any]:
+        """What the selected captions depend on (part of the corpus cache key); file names are not."""
+        if self.ids is not None:
+            return {"kind": self.kind, "ids": _ids_key(self.ids)}
+        if self.per_image:
+            return {"kind": self.kind, "per_image": int(self.per_image), "seed": int(self.seed)}
+        return {"kind": self.kind}
+
+    def describe(self) -> str:
+        """One phrase for logs and stats, e.g. ``"1 caption per image (seed 0)"``."""
+        if self.ids is not None:
+            return f"{len(self.ids)} caption ids from {self.ids_file or 'a list'}"
+        if self.per_image:
+            return f"{self.per_image} caption{'s' if self.per_image > 1 else ''} per image (seed {self.seed})"
+        return "every caption"
+
+
+def _ids_key(ids: Iterable[int]) -> dict[str, Any]:
+    """Count and sha256 of integer ids in the given order (cache keys of id lists and sets)."""
+    ids = list(ids)
+    digest = hashlib.sha256(",".join(map(str, ids)).encode("ascii")).hexdigest()
+    return {"count": len(ids), "sha256": digest}
+
+
 # ----------------------------------------------------------------------------- readers
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, what: str = "caption file") -> Any:
     try:
         with open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"caption file not found: {path}") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -149,6 +213,70 @@ def _int_set(ids: Iterable[Any] | None, what: str) -> set[int] | None:
     return out
 
 
+def read_caption_ids(path: str | Path) -> tuple[int, ...]:
+    """Caption (annotation) ids from a file, in the file's order.
+
+    Formats: a json list of integers (``.json``, or text that starts with ``[``); a text file
+    with one integer per line (blank lines skipped); a pickled list of integers (``.pkl`` / ``.pickle``, or any file that starts like
+    a pickle), such as the reference's ``coco_caption_text_embed_sampled_idx.pkl``. Pickles are
+    read as plain data only (:func:`taidpt.safe_pickle.load_plain`): one that names a class or
+    function is refused. Every id must be listed once.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"caption id file not found: {path}") from None
+    if path.suffix.lower() in PICKLE_SUFFIXES or data[:1] == b"\x80":
+        ids = _listed_ids(load_plain(data, str(path)), path, "a pickled list")
+    else:
+        try:
+            text = data.decode("utf-8").lstrip("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); expected a json list, one caption id "
+                             f"per line, or a pickled list of caption ids") from None
+        if path.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
+            ids = _listed_ids(_load_json(path, "caption id file"), path, "a json list")
+        else:
+            ids = _text_ids(text, path)
+    if not ids:
+        raise ValueError(f"{path}: lists no caption id")
+    _check_unique(ids, path)
+    return tuple(ids)
+
+
+def _listed_ids(values: Any, path: Path, what: str) -> list[int]:
+    """The items of a loaded json/pickle list, each checked to be an integer."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{path}: expected {what} of integer caption ids, got {type(values).__name__}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{path}: item {i}: expected an integer caption id, got {v!r:.40}")
+    return list(values)
+
+
+def _text_ids(text: str, path: Path) -> list[int]:
+    """One integer per line; blank lines skipped."""
+    ids = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            ids.append(int(line))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: expected one integer caption id per line, got {line!r:.40}") from None
+    return ids
+
+
+def _check_unique(ids: list[int], where: Path | str) -> None:
+    seen: set[int] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"{where}: caption id {i} is listed more than once")
+        seen.add(i)
+
+
 def read_coco_image_ids(path: str | Path) -> set[int]:
     """The ids of the ``"images"`` of a COCO json (e.g. ``instances_val2014.json``).
 
@@ -166,53 +294,121 @@ def read_coco_image_ids(path: str | Path) -> set[int]:
     return ids
 
 
-def read_coco_captions(
-    path: str | Path,
-    exclude_image_ids: Iterable[int] | None = None,
-    *,
-    stats: dict | None = None,
-) -> list[str]:
-    """Captions of a COCO captions json, in the file's annotation order.
+@dataclass
+class _CocoCaptions:
+    """The annotations of a COCO captions json as parallel columns (captions stripped)."""
 
-    Format: ``{"annotations": [{"id": int, "image_id": int, "caption": str}, ...], ...}``.
-    Captions of images in ``exclude_image_ids`` and blank captions are skipped;
-    ``stats``, when given, receives the counts (``sentences_read``,
-    ``excluded_test_image_captions``, ``dropped_empty``).
-    """
-    path = Path(path)
-    exclude = _int_set(exclude_image_ids, "exclude_image_ids")
+    ann_ids: np.ndarray  # int64, -1 where an annotation has no integer "id"
+    image_ids: np.ndarray  # int64
+    captions: list[str]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coco_annotations(path: Path, need_ids: bool) -> _CocoCaptions:
+    """Read and check every annotation; ``need_ids`` also requires an integer ``"id"``."""
     data = _load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise ValueError(
             f'{path}: expected a COCO captions json object with an "annotations" list '
             f'(e.g. captions_train2017.json)'
         )
-    texts: list[str] = []
-    excluded = empty = 0
-    for i, ann in enumerate(data["annotations"]):
-        if (
-            not isinstance(ann, dict)
-            or not isinstance(ann.get("caption"), str)
-            or isinstance(ann.get("image_id"), bool)
-            or not isinstance(ann.get("image_id"), int)
-        ):
+    anns = data["annotations"]
+    for i, ann in enumerate(anns):
+        if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str) or not _is_int(ann.get("image_id")):
             raise ValueError(
                 f'{path}: annotations[{i}]: expected an object with a string "caption" and an '
                 f'integer "image_id", got {ann!r:.120}'
             )
-        if exclude is not None and ann["image_id"] in exclude:
+        if need_ids and not _is_int(ann.get("id")):
+            raise ValueError(f'{path}: annotations[{i}]: expected an integer caption "id" (caption ids are '
+                             f'selected by id), got {ann!r:.120}')
+    return _CocoCaptions(
+        ann_ids=np.array([a["id"] if _is_int(a.get("id")) else -1 for a in anns], dtype=np.int64),
+        image_ids=np.array([a["image_id"] for a in anns], dtype=np.int64),
+        captions=[a["caption"].strip() for a in anns],
+    )
+
+
+def _rows_of_ids(coco: _CocoCaptions, ids: tuple[int, ...], ids_file: str, path: Path) -> np.ndarray:
+    """Rows of caption ``ids`` in the list's order; an id missing from the file is an error."""
+    row_of: dict[int, int] = {}
+    for row, ann_id in enumerate(coco.ann_ids.tolist()):
+        if row_of.setdefault(ann_id, row) != row:
+            raise ValueError(f"{path}: caption id {ann_id} is used by more than one annotation")
+    missing = [i for i in ids if i not in row_of]
+    if missing:
+        more = f" (and {len(missing) - 1} more of its {len(ids)} ids)" if len(missing) > 1 else ""
+        raise ValueError(f"{ids_file or 'caption ids'}: caption id {missing[0]}{more} is not in {path}")
+    return np.array([row_of[i] for i in ids], dtype=np.int64)
+
+
+def _sample_per_image(image_ids: np.ndarray, ann_ids: np.ndarray, per_image: int, seed: int) -> np.ndarray:
+    """Rows of ``per_image`` captions of every image (all of its captions when it has fewer), sorted.
+
+    Every caption gets a random key from ``default_rng(seed)`` in the order (image id, caption
+    id), and each image keeps its captions with the smallest keys: the draw depends on the seed
+    and on the captions, not on their order in the file.
+    """
+    canon = np.lexsort((ann_ids, image_ids))
+    keys = np.random.default_rng(seed).random(len(canon))
+    ranked = canon[np.lexsort((keys, image_ids[canon]))]  # by image, then key
+    images = image_ids[ranked]
+    first = np.ones(len(images), dtype=bool)
+    first[1:] = images[1:] != images[:-1]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(images)), 0))
+    rank = np.arange(len(images)) - group_start
+    return np.sort(ranked[rank < per_image])
+
+
+def _selected_rows(coco: _CocoCaptions, selection: CaptionSelection, path: Path) -> np.ndarray:
+    if selection.ids is not None:
+        return _rows_of_ids(coco, selection.ids, selection.ids_file, path)
+    if selection.per_image:
+        rows = np.flatnonzero(np.array([bool(c) for c in coco.captions], dtype=bool))  # blank ones are never drawn
+        return rows[_sample_per_image(coco.image_ids[rows], coco.ann_ids[rows], selection.per_image, selection.seed)]
+    return np.arange(len(coco.captions))
+
+
+def read_coco_captions(
+    path: str | Path,
+    exclude_image_ids: Iterable[int] | None = None,
+    *,
+    selection: CaptionSelection | None = None,
+    stats: dict | None = None,
+) -> list[str]:
+    """Captions of a COCO captions json chosen by ``selection`` (default: every caption).
+
+    Format: ``{"annotations": [{"id": int, "image_id": int, "caption": str}, ...], ...}``
+    (``"id"`` is needed only to select captions). Captions come in the file's annotation
+    order, or in the id list's order for ``CaptionSelection(ids=...)``. Captions of images in
+    ``exclude_image_ids`` and blank captions are then skipped; ``stats``, when given, receives
+    the recipe (``caption_recipe``) and the counts (``sentences_read``, ``selected_captions``,
+    ``excluded_test_image_captions``, ``dropped_empty``).
+    """
+    path = Path(path)
+    exclude = _int_set(exclude_image_ids, "exclude_image_ids")
+    selection = selection or CaptionSelection()
+    coco = _coco_annotations(path, need_ids=selection.kind != "all")
+    rows = _selected_rows(coco, selection, path)
+    texts: list[str] = []
+    excluded = empty = 0
+    for row in rows.tolist():
+        if exclude is not None and int(coco.image_ids[row]) in exclude:
             excluded += 1
-            continue
-        caption = ann["caption"].strip()
-        if not caption:
+        elif not coco.captions[row]:
             empty += 1
-            continue
-        texts.append(caption)
+        else:
+            texts.append(coco.captions[row])
     if stats is not None:
         stats.update(
-            sentences_read=len(data["annotations"]),
+            caption_recipe=selection.describe(),
+            sentences_read=len(coco.captions),
+            selected_captions=int(len(rows)),
             excluded_test_image_captions=excluded,
-            dropped_empty=empty,
+            dropped_empty=coco.captions.count("") if selection.per_image else empty,
         )
     return texts
 
@@ -350,6 +546,7 @@ def build_corpus(
     per_class_cap: int | None | str = AUTO,
     rarest_assignment: bool | str = AUTO,
     max_words: int | None | str = AUTO,
+    selection: CaptionSelection | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> CaptionCorpus:
@@ -366,12 +563,17 @@ def build_corpus(
     ``per_class_cap`` sentences of each class; kept sentences stay in file order
     (the reference grouped them by class, which only changes the order a
     shuffled loader starts from). ``exclude_image_ids`` (``"coco_captions"``
-    only) drops the captions of those COCO images. Templates (89 per class) come
+    only) drops the captions of those COCO images. ``selection``
+    (``"coco_captions"`` only) picks the captions read (:class:`CaptionSelection`:
+    every caption by default); ``stats["caption_recipe"]`` and
+    ``stats["selected_captions"]`` record it. Templates (89 per class) come
     after the captions when ``add_templates``.
 
     With ``cache_dir``, the result is stored as ``corpus-<sha256>.json`` + ``.npz``
     keyed by every setting (labeller, file identity, options) and reused.
     Raises ``ValueError`` when nothing is left (no labelled sentence, no template).
+    A text file with undecodable lines is read anyway and logged as a warning
+    (also when the corpus comes from the cache).
     """
     _check_source(source)
     if not isinstance(class_list, ClassList):
@@ -394,15 +596,15 @@ def build_corpus(
     exclude = _int_set(exclude_image_ids, "exclude_image_ids")
     if exclude is not None and source != "coco_captions":
         raise ValueError(f"exclude_image_ids applies to the 'coco_captions' source only, not {source!r}")
+    if selection is not None and selection.kind != "all" and source != "coco_captions":
+        raise ValueError(f"a caption selection ({selection.describe()}) applies to the 'coco_captions' source "
+                         f"only, not {source!r}")
 
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"caption file not found: {path} (source {source!r})")
     st = path.stat()
-    exclude_key = None
-    if exclude is not None:
-        digest = hashlib.sha256(",".join(map(str, sorted(exclude))).encode("ascii")).hexdigest()
-        exclude_key = {"count": len(exclude), "sha256": digest}
+    exclude_key = None if exclude is None else _ids_key(sorted(exclude))
     settings = {
         "corpus_format": CORPUS_FORMAT_VERSION,
         "source": source,
@@ -416,6 +618,7 @@ def build_corpus(
             "per_class_cap": per_class_cap,
             "rarest_assignment": rarest_assignment,
             "max_words": max_words,
+            "selection": (selection or CaptionSelection()).settings() if source == "coco_captions" else None,
         },
     }
 
@@ -428,15 +631,11 @@ def build_corpus(
         cached = _load_cached(cache_json, cache_npz, settings)
         if cached is not None:
             log.info("caption corpus: reusing %s (%d sentences)", cache_json, len(cached))
+            _warn_about_undecodable_lines(cached, path)
             return cached
 
     stats: dict[str, Any] = {}
-    if source == "coco_captions":
-        texts = read_coco_captions(path, exclude, stats=stats)
-    elif source == "localized_narratives":
-        texts = read_localized_narratives(path, stats=stats)
-    else:
-        texts = read_text_file(path, stats=stats)
+    texts = _read_source(source, path, exclude, selection, stats)
 
     labels = labeller.label_many(texts, max_words=max_words, progress=progress)
     labelled = np.flatnonzero(labels.any(axis=1))
@@ -486,9 +685,31 @@ def build_corpus(
         "caption corpus from %s: %d read, %d labelled, %d kept, %d templates (lemmatizer %s)",
         path, stats["sentences_read"], stats["labelled"], stats["captions"], n_templates, corpus.lemmatizer,
     )
+    _warn_about_undecodable_lines(corpus, path)
     if cache_json is not None and cache_npz is not None:
         _store_cached(corpus, cache_json, cache_npz, settings)
     return corpus
+
+
+def _read_source(source: str, path: Path, exclude: set[int] | None, selection: CaptionSelection | None,
+                 stats: dict[str, Any]) -> list[str]:
+    """The sentences of one caption file, with the reader's counts (and the COCO recipe) in ``stats``."""
+    if source == "coco_captions":
+        texts = read_coco_captions(path, exclude, selection=selection, stats=stats)
+        log.info("COCO captions of %s: %s, %d of %d captions", path.name, stats["caption_recipe"],
+                 stats["selected_captions"], stats["sentences_read"])
+        return texts
+    if source == "localized_narratives":
+        return read_localized_narratives(path, stats=stats)
+    return read_text_file(path, stats=stats)
+
+
+def _warn_about_undecodable_lines(corpus: CaptionCorpus, path: Path) -> None:
+    """Say in the log (not only in the stats) that a text file had lines that are not UTF-8."""
+    bad = int(corpus.stats.get("invalid_utf8_lines", 0))
+    if bad:
+        log.warning("%s: %d line%s not valid UTF-8; their undecodable bytes were replaced by U+FFFD and "
+                    "training goes on (check the caption file's encoding)", path, bad, "s are" if bad > 1 else " is")
 
 
 # ----------------------------------------------------------------------------- cache

@@ -11,7 +11,9 @@ CSV            DATASET.ANNOTATION (+ IMAGE_DIR)      CLASS_LIST  DATASET.CAPTION
 =============  ====================================  ==========  =====================================================
 
 ``DATASET.CLASS_LIST`` replaces the class list (e.g. the demo's shapes in VOC layout), and
-``DATASET.CAPTION_FILE`` / ``CAPTION_SOURCE`` replace the caption corpus.
+``DATASET.CAPTION_FILE`` / ``CAPTION_SOURCE`` replace the caption corpus. Of COCO captions,
+``DATASET.CAPTION_IDS`` (a file of caption ids) or ``DATASET.CAPTIONS_PER_IMAGE`` (k per image, drawn
+with ``DATASET.CAPTION_SAMPLE_SEED``) choose the captions used; by default all of them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Callable
 from yacs.config import CfgNode
 
 from .classes import ClassList, load_class_list
-from .corpora import CaptionCorpus, build_corpus, read_coco_image_ids
+from .corpora import CaptionCorpus, CaptionSelection, build_corpus, read_caption_ids, read_coco_image_ids
 from .labelling import CaptionLabeller
 from .lemmatize import get_lemmatizer
 from .testsets import ImageSet, read_coco2014, read_coco_format, read_csv, read_nuswide, read_voc2007
@@ -150,6 +152,34 @@ def caption_source_and_path(cfg: CfgNode) -> tuple[str, str]:
     return source, path
 
 
+def caption_selection(cfg: CfgNode, source: str) -> CaptionSelection | None:
+    """Which COCO captions ``cfg`` trains on: ``DATASET.CAPTION_IDS`` when set, else
+    ``DATASET.CAPTIONS_PER_IMAGE`` captions per image (0 = every caption).
+
+    Other sources have no caption ids: ``CAPTION_IDS`` is an error there, ``CAPTIONS_PER_IMAGE``
+    (set by the reference-named configs) is ignored with a warning.
+    """
+    ids_file, per_image = cfg.DATASET.CAPTION_IDS, int(cfg.DATASET.CAPTIONS_PER_IMAGE)
+    if per_image < 0:
+        raise ValueError(f"DATASET.CAPTIONS_PER_IMAGE must be 0 (every caption) or a positive number, got {per_image}")
+    if source != "coco_captions":
+        if ids_file:
+            raise ValueError(f"DATASET.CAPTION_IDS applies to COCO captions only; the caption source is {source!r}")
+        if per_image:
+            log.warning("DATASET.CAPTIONS_PER_IMAGE %d is ignored: the %s caption source has no images", per_image,
+                        source)
+        return None
+    if ids_file:
+        path = _under_root(cfg, ids_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"caption id file not found: {path} (DATASET.CAPTION_IDS, relative to "
+                                    f"DATASET.ROOT={cfg.DATASET.ROOT!r})")
+        if per_image:
+            log.info("DATASET.CAPTION_IDS is set: its ids are used instead of %d caption(s) per image", per_image)
+        return CaptionSelection(ids=read_caption_ids(path), ids_file=path)
+    return CaptionSelection(per_image=per_image, seed=int(cfg.DATASET.CAPTION_SAMPLE_SEED))
+
+
 def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True) -> CaptionCorpus:
     """Build (or reuse from the cache) the labelled caption corpus for ``cfg``."""
     spec = get_spec(cfg.DATASET.NAME)
@@ -172,6 +202,7 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
         add_templates=bool(cfg.DATASET.ADD_TEMPLATES),
         exclude_image_ids=exclude,
         per_class_cap="auto" if cap < 0 else (cap or None),
+        selection=caption_selection(cfg, source),
         cache_dir=default_cache_dir(cfg) / "corpora",
         progress=progress,
     )

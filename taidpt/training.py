@@ -84,7 +84,11 @@ def split_validation(n_captions: int, fraction: float, seed: int) -> tuple[np.nd
 
 
 class CaptionBatchEncoder:
-    """Features of caption rows: from a :class:`CaptionFeatureStore` or encoded on the fly."""
+    """Features of caption rows: from a :class:`CaptionFeatureStore` or encoded on the fly.
+
+    Both give the same features and the same mask: token id != 0, the reference's rule, which also
+    leaves out a real token whose id is 0, not only the padding.
+    """
 
     def __init__(self, model: TaIDPTModel, token_ids: torch.Tensor, store: CaptionFeatureStore | None,
                  device: torch.device | str) -> None:

@@ -1,7 +1,10 @@
-"""The caption feature cache: equality with on-the-fly encoding, disk reuse, resumable builds, and
-training parity between the fast path (cache + causal cut + shared prefix) and the reference path."""
+"""The caption feature cache: equality with on-the-fly encoding (and its token-id-0 mask), disk reuse,
+resumable builds, the build lock, and training parity between the fast path (cache + causal cut +
+shared prefix) and the reference path."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -9,10 +12,12 @@ import torch
 
 import taidpt.caption_features as cf
 from taidpt.caption_features import CaptionFeatureStore
-from taidpt.metrics import mean_ap
-from taidpt.model import TaIDPTModel
-from taidpt.optim import build_optimizer
 from taidpt.config import get_cfg_default
+from taidpt.metrics import mean_ap
+from taidpt.model import TaIDPTModel, l2_normalize, local_logits
+from taidpt.optim import build_optimizer
+from taidpt.runlock import LOCK_NAME, FolderLock
+from taidpt.text_encoder import eot_positions
 from taidpt.training import CaptionBatchEncoder, make_caption_loader, train_step
 
 CLASSES = ["dog", "cat", "car", "person"]
@@ -134,3 +139,56 @@ def test_fast_path_matches_reference_path_step_by_step(tiny_rn):
     assert np.std(fast_losses) > 1e-3  # the loss actually moves
     assert np.allclose(runs[True][1], runs[False][1], atol=1e-4)
     assert mean_ap(runs[True][1], targets) == pytest.approx(mean_ap(runs[False][1], targets), abs=1e-9)
+
+
+def _reference_local_logits(model, ids, t_l):
+    """The reference's computation: every one of the 77 positions, id 0 masked with -1e4 before the softmax."""
+    feats, _ = model.text.encode_sequence(ids, trim=False)
+    sim = l2_normalize(feats) @ t_l.t()  # [B, 77, C]
+    sim = sim + (ids == 0).unsqueeze(-1).to(sim.dtype) * -1e4
+    weights = torch.softmax(sim * model.tau_text, dim=1)
+    return (model.logit_scale * sim * weights).sum(dim=1)
+
+
+def test_token_id_zero_inside_a_caption_is_masked_cached_and_uncached(model, tmp_path):
+    texts = ["a !~", "a dog !~", "a cat", "a dog! a car !? and a person"]
+    ids = model.text.tokenize(texts)
+    eot = eot_positions(ids)
+    assert (ids[0, : eot[0]] == 0).any()  # "!" inside a word is token id 0, before the caption's end
+    rows = np.arange(len(texts))
+    with torch.no_grad():
+        text = model.class_embeddings()
+        live = model.caption_logits(model.encode_captions(ids), text)[1]
+        reference = _reference_local_logits(model, ids, text[1])
+        in_memory = model.caption_logits(CaptionFeatureStore.build(model, ids, progress=False).batch(rows), text)[1]
+        on_disk = CaptionFeatureStore.open_or_build(tmp_path, model, texts, ids, progress=False)
+        cached = model.caption_logits(on_disk.batch(rows), text)[1]
+        # format 1's rule, padding only (positions after the EOT): the real token with id 0 counts
+        by_length = local_logits(model.encode_captions(ids).tokens, text[1], model.tau_text, model.logit_scale,
+                                 torch.arange(int(eot.max()) + 1)[None, :] <= eot[:, None])
+    for z in (live, in_memory, cached):
+        assert torch.allclose(z, reference, atol=1e-6, rtol=0)
+    assert (by_length - reference).abs().max() > 1e-2
+
+
+def test_cache_build_waits_for_the_process_holding_its_folder(model, tmp_path):
+    ids = model.text.tokenize(TEXTS)
+    CaptionFeatureStore.open_or_build(tmp_path, model, TEXTS, ids, progress=False)
+    folder = next(f for f in (tmp_path / "features").iterdir() if f.is_dir())
+    (folder / "manifest.json").unlink()  # the next call must rebuild
+    done = threading.Event()
+
+    def build():
+        CaptionFeatureStore.open_or_build(tmp_path, model, TEXTS, ids, progress=False)
+        done.set()
+
+    with FolderLock(folder, what="caption-feature cache") as held:
+        assert (folder / LOCK_NAME).exists() and held.held
+        worker = threading.Thread(target=build, daemon=True)
+        worker.start()
+        assert not done.wait(1.0)  # waits for the holder instead of building beside it
+        assert not (folder / "manifest.json").exists()
+    assert done.wait(60)
+    worker.join()
+    assert cf._read_manifest(folder)["complete"]
+    assert "fcntl" not in cf.__dict__

@@ -1,27 +1,36 @@
-"""Caption readers, corpus building (templates, exclusion, rarest assignment, caps) and the disk cache."""
+"""Caption readers, corpus building (templates, exclusion, rarest assignment, caps), caption recipes
+(every caption, a caption-id file, k per image) and the disk cache."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from taidpt.classes import ClassList, load_class_list
+from taidpt.config import get_cfg_default, merge_files_and_opts
 from taidpt.corpora import (
     CaptionCorpus,
+    CaptionSelection,
     assign_rarest,
     build_corpus,
+    read_caption_ids,
     read_coco_captions,
     read_coco_image_ids,
     read_localized_narratives,
     read_text_file,
     source_defaults,
 )
+from taidpt.dataset_registry import load_caption_corpus
 from taidpt.labelling import CaptionLabeller
 from taidpt.lemmatize import get_lemmatizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +98,8 @@ def test_read_coco_captions_and_exclusion(tmp_path) -> None:
     stats: dict = {}
     texts = read_coco_captions(path, stats=stats)
     assert texts[0] == "A dog sleeping on a couch." and len(texts) == 5
-    assert stats == {"sentences_read": 6, "excluded_test_image_captions": 0, "dropped_empty": 1}
+    assert stats == {"caption_recipe": "every caption", "sentences_read": 6, "selected_captions": 6,
+                     "excluded_test_image_captions": 0, "dropped_empty": 1}
     stats = {}
     texts = read_coco_captions(path, exclude_image_ids={100, 999}, stats=stats)
     assert texts == ["An empty street at night.", "A man riding a motor bike.", "A hot dog on a plate"]
@@ -371,3 +381,190 @@ def test_cache_validates_stored_settings_and_survives_corruption(tmp_path, toy, 
         assert build_corpus("localized_narratives", path, cl, lab, cache_dir=cache, progress=False) == built
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert not list(cache.glob("*.tmp"))
+
+
+# ----------------------------------------------------------------------------- caption recipes
+
+# (caption id, image id, caption): images 1..6 with five captions each, in a shuffled file order,
+# plus image 7 whose only caption is blank.
+MANY = [(1000 + 10 * im + k, im, f"a dog number {k} of image {im}") for im in range(1, 7) for k in range(5)]
+MANY = [MANY[i] for i in np.random.default_rng(1).permutation(len(MANY))] + [(2000, 7, "  ")]
+
+
+def write_many(path: Path, anns: list[tuple[int, int, str]] = MANY) -> Path:
+    data = {"images": [{"id": im} for im in sorted({a[1] for a in anns})],
+            "annotations": [{"id": a, "image_id": im, "caption": c} for a, im, c in anns]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_ids(folder: Path, ids: list[int]) -> dict[str, Path]:
+    """The same ids as a json list, one per line, and the reference's pickle (protocol 3, like its file)."""
+    files = {"json": folder / "ids.json", "text": folder / "ids.txt", "pickle": folder / "ids.pkl"}
+    files["json"].write_text(json.dumps(ids))
+    files["text"].write_text("\n".join(map(str, ids)) + "\n\n")
+    files["pickle"].write_bytes(pickle.dumps(ids, protocol=3))
+    return files
+
+
+def test_caption_ids_in_three_formats_give_exactly_those_captions(tmp_path, coco) -> None:
+    cl, lab = coco
+    path = write_coco_captions(tmp_path / "captions.json")
+    for kind, ids_file in write_ids(tmp_path, [16, 11, 14]).items():
+        ids = read_caption_ids(ids_file)
+        assert ids == (16, 11, 14), kind
+        selection = CaptionSelection(ids=ids, ids_file=str(ids_file))
+        stats: dict = {}
+        texts = read_coco_captions(path, selection=selection, stats=stats)
+        assert texts == ["A hot dog on a plate", "A dog sleeping on a couch.", "A man riding a motor bike."], kind
+        assert stats["selected_captions"] == 3 and stats["sentences_read"] == 6
+        corpus = build_corpus("coco_captions", path, cl, lab, selection=selection, add_templates=False,
+                              progress=False)
+        assert corpus.texts == texts
+        assert corpus.stats["caption_recipe"] == f"3 caption ids from {ids_file}"
+        assert corpus.stats["selected_captions"] == 3
+    everything = build_corpus("coco_captions", path, cl, lab, add_templates=False, progress=False)
+    assert everything.n_captions == 4 and everything.stats["caption_recipe"] == "every caption"
+    assert everything.stats["selected_captions"] == 6
+
+
+def test_caption_id_files_are_checked_in_one_line(tmp_path) -> None:
+    path = write_coco_captions(tmp_path / "captions.json")
+    ids_file = tmp_path / "ids.pkl"
+    ids_file.write_bytes(pickle.dumps(np.array([11, 14])))
+    with pytest.raises(ValueError, match=r"ids\.pkl: refers to numpy\.\S+; only plain data") as exc:
+        read_caption_ids(ids_file)
+    assert "\n" not in str(exc.value)
+    ids_file.write_bytes(pickle.dumps({11, 14}, protocol=3))  # a set is pickled through builtins.set
+    with pytest.raises(ValueError, match=r"ids\.pkl: refers to builtins\.set"):
+        read_caption_ids(ids_file)
+    cases = {
+        "a.json": ('[11, "14"]', r"a\.json: item 1: expected an integer caption id, got '14'"),
+        "b.json": ('{"ids": [11]}', r"b\.json: expected a json list of integer caption ids, got dict"),
+        "c.txt": ("11\nfourteen\n", r"c\.txt:2: expected one integer caption id per line, got 'fourteen'"),
+        "d.txt": ("11\n14\n11\n", r"d\.txt: caption id 11 is listed more than once"),
+        "e.txt": ("\n\n", r"e\.txt: lists no caption id"),
+        "f.json": ("[11, 14", r"f\.json:1:\d+: invalid json"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=message):
+            read_caption_ids(tmp_path / name)
+    (tmp_path / "g.txt").write_bytes(b"11\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"g\.txt: not UTF-8 text"):
+        read_caption_ids(tmp_path / "g.txt")
+    with pytest.raises(FileNotFoundError, match="caption id file not found: .*nope.txt"):
+        read_caption_ids(tmp_path / "nope.txt")
+    selection = CaptionSelection(ids=(11, 999, 14, 998), ids_file="ids.txt")
+    with pytest.raises(ValueError, match=r"^ids\.txt: caption id 999 \(and 1 more of its 4 ids\) is not in .*captions\.json$"):
+        read_coco_captions(path, selection=selection)
+
+
+def test_per_image_sampler_is_seeded_and_takes_one_caption_per_image(tmp_path, toy) -> None:
+    path = write_many(tmp_path / "captions.json")
+    owner = {c: im for _, im, c in MANY}
+
+    def pick(seed: int, per_image: int = 1, file: Path = path) -> list[str]:
+        stats: dict = {}
+        texts = read_coco_captions(file, selection=CaptionSelection(per_image=per_image, seed=seed), stats=stats)
+        assert stats["selected_captions"] == len(texts)
+        return texts
+
+    first = pick(0)
+    assert first == pick(0)  # deterministic per seed
+    assert sorted(owner[c] for c in first) == [1, 2, 3, 4, 5, 6]  # one per image; the blank-only image has none
+    order = [c for _, _, c in MANY]
+    assert first == sorted(first, key=order.index)  # kept in file order
+    assert len({tuple(pick(seed)) for seed in range(6)}) > 1  # the seed matters
+    # the draw does not depend on the order of the annotations in the file
+    reordered = write_many(tmp_path / "reordered.json", sorted(MANY))
+    assert sorted(pick(3, file=reordered)) == sorted(pick(3))
+    two = pick(0, per_image=2)
+    assert len(two) == 12 and all(sum(owner[c] == im for c in two) == 2 for im in range(1, 7))
+    assert len(pick(0, per_image=9)) == 30  # every caption of an image that has fewer
+    # exclusion after the draw: the other images keep their captions
+    kept = read_coco_captions(path, exclude_image_ids={2}, selection=CaptionSelection(per_image=1))
+    assert kept == [c for c in first if owner[c] != 2]
+    cl, lab = toy
+    corpus = build_corpus("coco_captions", path, cl, lab, selection=CaptionSelection(per_image=1, seed=0),
+                          add_templates=False, progress=False)
+    assert corpus.texts == first
+    assert corpus.stats["caption_recipe"] == "1 caption per image (seed 0)"
+    assert corpus.stats["selected_captions"] == 6 and corpus.stats["sentences_read"] == 31
+    with pytest.raises(ValueError, match="captions per image must be 0"):
+        CaptionSelection(per_image=-1)
+    with pytest.raises(ValueError, match="not both"):
+        CaptionSelection(ids=(1,), per_image=1)
+    with pytest.raises(ValueError, match="'coco_captions' source only"):
+        build_corpus("text", write_ln(tmp_path / "x.txt", ["a dog"]), cl, lab, selection=CaptionSelection(per_image=1))
+
+
+def test_corpus_cache_is_keyed_by_the_caption_recipe(tmp_path, toy) -> None:
+    cl, lab = toy
+    path = write_many(tmp_path / "captions.json")
+    ids_file = write_ids(tmp_path, [1011, 1020, 1064])["json"]
+    cache = tmp_path / "cache"
+    recipes = [None, CaptionSelection(per_image=1, seed=0), CaptionSelection(per_image=1, seed=1),
+               CaptionSelection(per_image=2, seed=0), CaptionSelection(ids=read_caption_ids(ids_file))]
+    built = [build_corpus("coco_captions", path, cl, lab, selection=r, cache_dir=cache, add_templates=False,
+                          progress=False) for r in recipes]
+    assert len(list(cache.glob("corpus-*.json"))) == len(recipes)
+    assert [c.n_captions for c in built] == [30, 6, 6, 12, 3]
+    again = [build_corpus("coco_captions", path, cl, lab, selection=r, cache_dir=cache, add_templates=False,
+                          progress=False) for r in recipes]
+    assert again == built and len(list(cache.glob("corpus-*.json"))) == len(recipes)
+
+
+def _dataset_cfg(root: Path, *files: str, opts: tuple[str, ...] | list[str] = ()):
+    cfg = merge_files_and_opts(get_cfg_default(), files, list(opts))
+    cfg.merge_from_list(["DATASET.NAME", "COCO2014", "DATASET.ROOT", str(root), "DATASET.LEMMATIZER", "lemminflect",
+                         "DATASET.CACHE_DIR", str(root / "cache")])
+    return cfg
+
+
+def test_config_recipes_generic_default_reference_configs_and_ids_file(tmp_path, caplog) -> None:
+    (tmp_path / "COCO" / "annotations").mkdir(parents=True)
+    write_many(tmp_path / "COCO" / "annotations" / "captions_train2017.json")
+    classes = load_class_list("coco2014")
+    generic = load_caption_corpus(_dataset_cfg(tmp_path), classes, progress=False)
+    assert generic.n_captions == 30 and generic.stats["caption_recipe"] == "every caption"
+    for name in ("rn50_coco2014", "rn50_voc2007"):
+        reference_cfg = _dataset_cfg(tmp_path, str(ROOT / "configs" / "trainers" / "TaIDPT" / f"{name}.yaml"))
+        assert reference_cfg.DATASET.CAPTIONS_PER_IMAGE == 1
+        corpus = load_caption_corpus(reference_cfg, classes, progress=False)
+        assert corpus.n_captions == 6 and corpus.stats["caption_recipe"] == "1 caption per image (seed 0)"
+    write_ids(tmp_path, [1011, 1020, 1064])
+    with_ids = _dataset_cfg(tmp_path, str(ROOT / "configs" / "trainers" / "TaIDPT" / "rn50_coco2014.yaml"),
+                            opts=["DATASET.CAPTION_IDS", "ids.pkl"])  # relative to DATASET.ROOT; wins over the sampler
+    corpus = load_caption_corpus(with_ids, classes, progress=False)
+    assert corpus.texts[:3] == ["a dog number 1 of image 1", "a dog number 0 of image 2", "a dog number 4 of image 6"]
+    assert corpus.stats["caption_recipe"] == f"3 caption ids from {tmp_path / 'ids.pkl'}"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(collections.OrderedDict(a=1)))
+    with pytest.raises(ValueError, match=r"evil\.pkl: refers to collections\.OrderedDict") as exc:
+        load_caption_corpus(_dataset_cfg(tmp_path, opts=["DATASET.CAPTION_IDS", "evil.pkl"]), classes, progress=False)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(FileNotFoundError, match="caption id file not found: .*missing.txt"):
+        load_caption_corpus(_dataset_cfg(tmp_path, opts=["DATASET.CAPTION_IDS", "missing.txt"]), classes)
+    with pytest.raises(ValueError, match="CAPTIONS_PER_IMAGE must be 0"):
+        load_caption_corpus(_dataset_cfg(tmp_path, opts=["DATASET.CAPTIONS_PER_IMAGE", "-1"]), classes)
+    (tmp_path / "captions.txt").write_text("a dog\na cat\n")
+    text_opts = ["DATASET.CAPTION_FILE", "captions.txt"]
+    with caplog.at_level("WARNING", logger="taidpt.dataset_registry"):
+        text = load_caption_corpus(_dataset_cfg(tmp_path, opts=[*text_opts, "DATASET.CAPTIONS_PER_IMAGE", "1"]),
+                                   classes, progress=False)
+    assert text.n_captions == 2 and "CAPTIONS_PER_IMAGE 1 is ignored" in caplog.text
+    with pytest.raises(ValueError, match="DATASET.CAPTION_IDS applies to COCO captions only"):
+        load_caption_corpus(_dataset_cfg(tmp_path, opts=[*text_opts, "DATASET.CAPTION_IDS", "ids.txt"]), classes)
+
+
+def test_undecodable_lines_are_a_log_warning_built_or_cached(tmp_path, toy, caplog) -> None:
+    cl, lab = toy
+    path = tmp_path / "random.txt"
+    path.write_bytes(b"a dog on the grass\n\x93\xfa\x07 a cat \xc3\n\xff\xfe\xfd\xb0 person \x80\nthe cat\n")
+    for _ in ("built", "cached"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="taidpt.corpora"):
+            corpus = build_corpus("text", path, cl, lab, cache_dir=tmp_path / "cache", progress=False)
+        assert corpus.n_captions == 4 and corpus.stats["invalid_utf8_lines"] == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "random.txt: 2 lines are not valid UTF-8" in warnings[0]
