@@ -156,7 +156,8 @@ def load_scorer(
                              "they cannot be rebuilt: set MODEL.BACKBONE.PRETRAINED to a weights file")
         set_random_seed(int(cfg.SEED))
         notes.append(f"random CLIP weights rebuilt from SEED {int(cfg.SEED)}: scores are chance level")
-    clip_model, info = load_clip(cfg.MODEL.BACKBONE.NAME, pretrained, device="cpu")
+    clip_model, info = load_clip(cfg.MODEL.BACKBONE.NAME, pretrained, device="cpu",
+                                 allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
     check_image_size(cfg, info)
 
     with torch.no_grad():

@@ -4,10 +4,15 @@ Weights sources (``MODEL.BACKBONE.PRETRAINED``):
 
 * ``""`` / ``"none"`` / ``"random"``: random initialisation of the named architecture. Logged
   loudly because every number it produces is chance level.
-* an open_clip pretrained tag such as ``"openai"``: downloaded by open_clip (needs network or a
-  warm hub cache; a failure becomes one :class:`ClipLoadError` line).
+* an open_clip pretrained tag such as ``"openai"``: taken from the Hugging Face hub cache when it
+  is there (no network access at all), else downloaded. Without network (or with
+  ``HF_HUB_OFFLINE`` set) and no cached copy, one quick check fails with one
+  :class:`ClipLoadError` line that says to pass a local file instead. The tag's activation
+  (QuickGELU for OpenAI's weights) is applied.
 * a path to a local file: a TorchScript archive (OpenAI's released ``RN50.pt``), a plain state
   dict (``.pt``/``.pth``/``.bin``, loaded with ``weights_only=True``), or ``.safetensors``.
+  TorchScript archives are read by :mod:`taidpt.torchscript_weights` without running their code;
+  ``torch.jit.load`` (which runs it) is used only with ``allow_torchscript_code=True``.
   OpenAI-format state dicts (``text_projection`` at the top level) are rebuilt with every
   architecture size inferred from the tensors, so a small RN-style CLIP saved in OpenAI format
   loads without a config. open_clip-format state dicts are loaded into the named architecture.
@@ -17,19 +22,29 @@ Weights sources (``MODEL.BACKBONE.PRETRAINED``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from .safe_pickle import first_line
+from .torchscript_weights import TorchScriptReadError, is_torchscript_archive, read_torchscript_weights
+
 log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = ("", "none", "random")
+
+# Entries of OpenAI's archives and open_clip models that are not weights (sizes, the causal mask).
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+_LOCAL_FILE_HINT = ("download the weights where there is network access and set MODEL.BACKBONE.PRETRAINED to the "
+                    "local file path (OpenAI's RN50.pt, or a .safetensors / .pt state dict)")
+_HUB_CHECK_TIMEOUT_S = 5.0
 
 # CoOp/Dassl spell ViT names with a slash; open_clip with a dash.
 _NAME_ALIASES = {"ViT-B/16": "ViT-B-16", "ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14"}
@@ -149,26 +164,18 @@ def _random_model(canonical: str) -> CLIP:
     return open_clip.create_model(canonical, pretrained=None, force_quick_gelu=True)
 
 
-def _read_weights_file(path: Path) -> tuple[dict, str, dict | None]:
+def _read_weights_file(path: Path, *, allow_torchscript_code: bool) -> tuple[dict, str, dict | None]:
     """Return (state_dict, source kind, embedded model config or None) for a local weights file."""
     if path.stat().st_size == 0:
         raise ClipLoadError(f"weights file {path} is empty")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path))), "state-dict", None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, archives still exist
-            archive = torch.jit.load(str(path), map_location="cpu")
-        sd = {k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")}
-        return sd, "torchscript", None
-    except RuntimeError:
-        pass
+        return _read_safetensors(path), "state-dict", None
+    if is_torchscript_archive(path):
+        return _read_torchscript(path, allow_torchscript_code=allow_torchscript_code), "torchscript", None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/format error becomes one clear line
-        raise ClipLoadError(f"cannot read CLIP weights from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        raise ClipLoadError(f"cannot read CLIP weights from {path}: {type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(obj, dict):
         raise ClipLoadError(f"{path} holds a {type(obj).__name__}, expected a state dict")
     model_cfg = obj.get("model_cfg") if isinstance(obj.get("model_cfg"), dict) else None
@@ -178,18 +185,49 @@ def _read_weights_file(path: Path) -> tuple[dict, str, dict | None]:
     return sd, "state-dict", model_cfg
 
 
-def _load_from_file(name: str, path: Path, *, text_heads: int, vision_head_width: int) -> tuple[CLIP, str]:
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     try:
-        return _build_and_fill(name, path, text_heads=text_heads, vision_head_width=vision_head_width)
+        return dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad bytes
+        raise ClipLoadError(f"cannot read CLIP weights from {path}: not a valid .safetensors file "
+                            f"({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def _read_torchscript(path: Path, *, allow_torchscript_code: bool) -> dict[str, torch.Tensor]:
+    """A TorchScript archive's state dict: read as data, or with ``torch.jit.load`` when its code may run."""
+    if not allow_torchscript_code:
+        try:
+            return read_torchscript_weights(path)
+        except TorchScriptReadError as exc:
+            hint = (" (MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE True would run its code: only for a file you trust)"
+                    if exc.needs_code else "")
+            raise ClipLoadError(f"cannot read CLIP weights from TorchScript archive {exc}{hint}") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, archives still exist
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception as exc:  # noqa: BLE001 - errors raised by the archive's own code vary
+        raise ClipLoadError(f"cannot load TorchScript archive {path}: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def _load_from_file(name: str, path: Path, *, text_heads: int, vision_head_width: int,
+                    allow_torchscript_code: bool) -> tuple[CLIP, str]:
+    try:
+        return _build_and_fill(name, path, text_heads=text_heads, vision_head_width=vision_head_width,
+                               allow_torchscript_code=allow_torchscript_code)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         if isinstance(exc, ClipLoadError):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ClipLoadError(f"{path} is not a loadable CLIP checkpoint ({type(exc).__name__}: {first})") from exc
+        raise ClipLoadError(f"{path} is not a loadable CLIP checkpoint "
+                            f"({type(exc).__name__}: {first_line(exc)})") from exc
 
 
-def _build_and_fill(name: str, path: Path, *, text_heads: int, vision_head_width: int) -> tuple[CLIP, str]:
-    sd, kind, model_cfg = _read_weights_file(path)
+def _build_and_fill(name: str, path: Path, *, text_heads: int, vision_head_width: int,
+                    allow_torchscript_code: bool) -> tuple[CLIP, str]:
+    sd, kind, model_cfg = _read_weights_file(path, allow_torchscript_code=allow_torchscript_code)
+    sd = {k: v for k, v in sd.items() if k not in _NON_WEIGHT_KEYS}
     if model_cfg is not None:
         model, source = build_clip(model_cfg), "taidpt"
     elif is_openai_state_dict(sd):
@@ -198,7 +236,6 @@ def _build_and_fill(name: str, path: Path, *, text_heads: int, vision_head_width
         source = "torchscript" if kind == "torchscript" else "openai-state-dict"
         log.info("architecture inferred from %s: embed %d, vision %s, text %s", path.name, cfg["embed_dim"],
                  cfg["vision_cfg"], cfg["text_cfg"])
-        sd = {k: v for k, v in sd.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     else:
         model, source = _random_model(normalize_backbone_name(name)), "open_clip-state-dict"
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -218,6 +255,7 @@ def load_clip(
     device: str | torch.device = "cpu",
     text_heads: int = 0,
     vision_head_width: int = 64,
+    allow_torchscript_code: bool = False,
 ) -> tuple[CLIP, ClipInfo]:
     """Load a CLIP model in fp32 eval mode with every parameter frozen.
 
@@ -228,16 +266,18 @@ def load_clip(
         device: where to put the model.
         text_heads / vision_head_width: head-size overrides for OpenAI-format files whose heads do
             not follow OpenAI's width // 64 rule.
+        allow_torchscript_code: load TorchScript archives with ``torch.jit.load``, which runs the
+            code they carry (``MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE``); by default their tensors
+            are read without running anything.
     """
     pretrained = (pretrained or "").strip()
     path = Path(os.path.expanduser(pretrained)) if pretrained.lower() not in RANDOM_WEIGHTS else None
     if path is not None and (path.exists() or os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".tar"))):
         if not path.is_file():
             raise ClipLoadError(f"CLIP weights file not found: {path}")
-        model, source = _load_from_file(name, path, text_heads=text_heads, vision_head_width=vision_head_width)
+        model, source = _load_from_file(name, path, text_heads=text_heads, vision_head_width=vision_head_width,
+                                        allow_torchscript_code=allow_torchscript_code)
     else:
-        import open_clip
-
         canonical = normalize_backbone_name(name)
         if path is None:
             log.warning(
@@ -249,15 +289,7 @@ def load_clip(
             raise ClipLoadError(f"{canonical} is a test-size architecture with no published weights: set "
                                 f"MODEL.BACKBONE.PRETRAINED to '' (random) or to a weights file")
         else:
-            try:
-                model = open_clip.create_model(canonical, pretrained=pretrained)
-            except Exception as exc:  # noqa: BLE001 - network/hub errors vary; report one line
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ClipLoadError(
-                    f"could not load pretrained weights {pretrained!r} for {canonical} ({first}). Without network "
-                    f"access, download the weights elsewhere and pass the file path as MODEL.BACKBONE.PRETRAINED"
-                ) from exc
-            source = "open_clip-tag"
+            model, source = _load_pretrained_tag(canonical, pretrained), "open_clip-tag"
     model = model.float().eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -274,6 +306,96 @@ def load_clip(
         source=source,
     )
     return model, info
+
+
+def _load_pretrained_tag(canonical: str, tag: str) -> CLIP:
+    """Build ``canonical`` with open_clip's weights for ``tag`` and the tag's activation (QuickGELU for OpenAI's)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(canonical, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(canonical)) or "none"
+        raise ClipLoadError(f"unknown pretrained tag {tag!r} for {canonical}: expected one of {tags}, or a weights "
+                            f"file path as MODEL.BACKBONE.PRETRAINED")
+    weights = _tag_weights_file(canonical, tag, cfg)
+    try:
+        return open_clip.create_model(canonical, pretrained=weights, force_quick_gelu=bool(cfg.get("quick_gelu")))
+    except Exception as exc:  # noqa: BLE001 - open_clip's loader raises many types; report one line
+        raise ClipLoadError(f"cannot load the {tag!r} weights for {canonical} from {weights}: {type(exc).__name__}: "
+                            f"{first_line(exc)}") from exc
+
+
+def _tag_weights_file(canonical: str, tag: str, cfg: Mapping[str, Any]) -> str:
+    """Local file for a pretrained tag: the hub cache's copy, else a download once the hub answers."""
+    from open_clip.pretrained import download_pretrained
+
+    hub = _hub_files(cfg)
+    if hub is not None:
+        cached = _cached_hub_file(*hub)
+        if cached is not None:
+            return cached
+        _check_hub_reachable(canonical, tag, *hub)
+    with _quiet_hub_retries():
+        try:
+            return download_pretrained(dict(cfg))
+        except Exception as exc:  # noqa: BLE001 - network/hub errors vary; report one line
+            raise ClipLoadError(f"could not download the {tag!r} weights for {canonical} ({first_line(exc)}); "
+                                f"{_LOCAL_FILE_HINT}") from exc
+
+
+def _hub_files(cfg: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(repo id, file names in the order open_clip tries them) for a tag hosted on the Hugging Face hub."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import has_hf_hub
+
+    if not cfg.get("hf_hub") or not has_hf_hub():
+        return None
+    repo_id, filename = os.path.split(cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    if filename == HF_WEIGHTS_NAME:
+        return repo_id, [HF_SAFE_WEIGHTS_NAME, filename]
+    if filename.endswith((".bin", ".pth")):
+        return repo_id, [filename[:-4] + ".safetensors", filename]
+    return repo_id, [filename]
+
+
+def _cached_hub_file(repo_id: str, filenames: list[str]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _check_hub_reachable(canonical: str, tag: str, repo_id: str, filenames: list[str]) -> None:
+    """One request without retries, so that a machine without network fails in seconds, not a minute."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    missing = (f"the {tag!r} weights for {canonical} ({repo_id} on the Hugging Face hub) are not in the local "
+               f"cache {constants.HF_HUB_CACHE}")
+    if constants.is_offline_mode():
+        raise ClipLoadError(f"{missing} and HF_HUB_OFFLINE is set: {_LOCAL_FILE_HINT}")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filenames[-1]), timeout=_HUB_CHECK_TIMEOUT_S)
+    except HfHubHTTPError:
+        return  # the hub answered; the download reports what it said
+    except Exception as exc:  # noqa: BLE001 - connection, proxy and timeout errors of the HTTP client
+        raise ClipLoadError(f"{missing} and the hub cannot be reached ({first_line(exc)}): {_LOCAL_FILE_HINT}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Silence huggingface_hub's per-retry warnings; a failed download still ends in one error line."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
 
 
 def openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:

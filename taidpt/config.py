@@ -115,6 +115,9 @@ def extend_cfg(cfg: CN) -> CN:
     # Dassl declares PRETRAINED as a bool (ImageNet weights for its CNNs); for CLIP it names the
     # weights: an open_clip tag ("openai"), a file path, or "" for random initialisation.
     cfg.MODEL.BACKBONE.PRETRAINED = "openai"
+    # A TorchScript weights file (OpenAI's RN50.pt) is read as data, without running its code. True loads it with
+    # torch.jit.load instead, which runs the code it carries (it can write files): only for files you trust.
+    cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE = False
 
     cfg.DATASET.CLASS_LIST = ""  # "" = the dataset's own; a name (voc2007, coco2014, nuswide) or a file
     cfg.DATASET.CAPTION_SOURCE = ""  # "" = the dataset's default; coco_captions | localized_narratives | text
