@@ -28,9 +28,10 @@ from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, remove_stale_temps
 from .caption_features import CaptionFeatureStore
 from .checkpoint import (
+    MODEL_NAME,
     check_meta,
     latest_checkpoint,
     load_checkpoint,
@@ -347,7 +348,8 @@ class CoreRunner:
         """Load the frozen CLIP of ``MODEL.BACKBONE`` and check that ``INPUT.SIZE`` fits it."""
         cfg = self.cfg
         clip_model, self.clip_info = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED,
-                                               device=self.device)
+                                               device=self.device,
+                                               allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
         check_image_size(cfg, self.clip_info)
         log.info("CLIP %s (%s weights, %d px native), device %s", self.clip_info.name, self.clip_info.source,
                  self.clip_info.image_size, self.device)
@@ -654,6 +656,9 @@ def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRu
         log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
                  torch.get_num_threads())
         if main_process:
+            for folder in (Path(cfg.OUTPUT_DIR), Path(cfg.OUTPUT_DIR) / MODEL_NAME):
+                for stale in remove_stale_temps(folder, locked=True):
+                    log.info("removed %s, left by a writer that was killed", stale)
             atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return runner_cls(cfg, options).run()

@@ -370,10 +370,10 @@ def test_eval_only_reloads_a_dassl_checkpoint(dassl, dassl_run, voc_root, tiny_r
     proc = run_train(["--engine", "dassl", "--trainer", "TaIDPT", "--eval-only", "--model-dir", str(tmp_path / "other"),
                       "--output-dir", str(tmp_path / "bad"), *args], tmp_path / "cache", expect_ok=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    assert "was trained for 3 classes (bird, cat, car...) but this run has 3 (dog, cat, car" in proc.stdout
+    assert "was trained for 3 classes (bird, cat, car...) but this run has 3 (dog, cat, car" in proc.stderr
     proc = run_train(["--engine", "dassl", "--trainer", "TaIDPT", "--eval-only", "--output-dir",
                       str(tmp_path / "nodir"), *args], tmp_path / "cache", expect_ok=False)
-    assert proc.returncode == 1 and "needs --model-dir" in proc.stdout
+    assert proc.returncode == 1 and "needs --model-dir" in proc.stderr
 
 
 COOP_ENV = "TAIDPT_COOP_CHECKOUT"

@@ -137,11 +137,13 @@ def test_dualcoop_eval_only_resume_and_mask_reuse(dual_run, voc_root, tiny_rn_op
     assert "partial labels reused" in proc.stdout and "resumed from" in proc.stdout and "epoch [" not in proc.stdout
     assert results(again)["mAP"] == trained["mAP"]
 
-    # another proportion in the same folder is refused in one line, naming the mask file
+    # another proportion in the same folder is refused in one line on stderr, before anything is written
+    before = {p: p.read_bytes() for p in again.rglob("*") if p.is_file()}
     proc = run_train(dual_args(voc_root, tiny_rn_openai_file, again, "DATASET.PARTIAL_PROPORTION", "0.3"), tmp_path,
                      expect_ok=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    assert "partial_labels.npz holds partial labels for another setting (proportion 0.5 != 0.3)" in proc.stdout
+    assert "DATASET.PARTIAL_PROPORTION 0.5 -> 0.3" in proc.stderr.strip().splitlines()[-1]
+    assert {p: p.read_bytes() for p in again.rglob("*") if p.is_file()} == before
 
 
 def test_few_shot_coop_and_ensemble_with_taidpt(dual_run, voc_root, tiny_rn_openai_file, tmp_path):

@@ -228,3 +228,15 @@ def test_bad_config_file_gives_one_line(case, tmp_path):
                      tmp_path, expect_ok=False)
     assert expect in one_error_line(proc)
     assert not (tmp_path / "o").exists()
+
+
+def test_training_start_sweeps_temp_files_of_killed_writers(finished_run, voc_root, tiny_rn_openai_file, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    stale = [run / ".results.json.a1b2c3d4.tmp", run / "prompt_learner" / ".model.pth.tar-2.deadbeef.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = run / "notes.tmp"
+    keep.write_text("mine")
+    run_train(["--engine", "core", "--trainer", "TaIDPT", "--output-dir", str(run),
+               *common(voc_root, tiny_rn_openai_file), "OPTIM.MAX_EPOCH", "2"], tmp_path)
+    assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
