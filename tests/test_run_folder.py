@@ -72,8 +72,10 @@ def test_second_process_on_a_held_run_folder_stops_naming_the_holder(voc_root, t
 
 
 def test_lock_is_released_when_the_run_ends(finished_run):
+    assert not (finished_run / ".taidpt.lock.owner").exists()
     with FolderLock(finished_run):  # would raise if the finished run still held it
-        pass
+        assert (finished_run / ".taidpt.lock.owner").exists()
+    assert not (finished_run / ".taidpt.lock.owner").exists()
 
 
 # ----------------------------------------------------------------------------- refusals come before writes

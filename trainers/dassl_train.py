@@ -69,8 +69,10 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
-    with lock:
+    try:
         return _run_locked(cfg, args)
+    finally:
+        lock.release()
 
 
 def preflight(cfg, args: argparse.Namespace) -> FolderLock:
