@@ -39,7 +39,7 @@ from taidpt.atomic import atomic_write_bytes
 from .metadata import INPUT_NAME, MetadataError, ModelMetadata, read_onnx_metadata, write_sidecar
 from .runtime import tensorrt_status
 
-PINNED_TENSORRT_MAJOR = 11  # tensorrt-cu13-bindings/-libs 11.4.x (DESIGN §4)
+PINNED_TENSORRT_MAJOR = 11  # tensorrt-cu13-bindings/-libs 11.4.x, the `tensorrt` extra in pyproject.toml
 EXIT_NO_TENSORRT = 3
 
 

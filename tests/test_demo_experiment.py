@@ -38,7 +38,7 @@ TINY = dict(steps=3, batch_size=16, pool_size=48, warmup_steps=1)
 def test_demo_clip_config_builds_with_design_size():
     model = build_clip(DEMO_CLIP_CFG)
     n = sum(p.numel() for p in model.parameters())
-    assert n == 4_647_705  # DESIGN §8: "4.65M parameters"
+    assert n == 4_647_705  # the demo CLIP's documented size: 4.65M parameters
     assert hasattr(model.visual, "attnpool")
     with torch.no_grad():
         x = torch.zeros(2, 3, 64, 64)
@@ -221,7 +221,7 @@ def test_main_reports_bad_threads(capsys):
 @pytest.mark.slow
 def test_full_demo_orders_methods_as_measured(tmp_path):
     """``python -m taidpt.demo`` in its measured setting with a cold cache (pretraining included),
-    asserting DESIGN §8's ordering with margins set inside what was measured.
+    asserting the measured ordering of the methods with margins set inside what was measured.
 
     Measured (test images; pretraining seeds 0 / 1 / 2, prompt seeds 1-3, means):
     zero-shot global 76.9 / 77.6 / 78.3, merged 78.0 / 80.3 / 85.1; TaI global 86.4 / 85.6 / 86.9;

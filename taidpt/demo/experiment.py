@@ -1,6 +1,6 @@
 """The offline demo end to end: pretrain a small CLIP, then zero-shot CLIP vs TaI-DPT on shapes.
 
-``python -m taidpt.demo --out DIR`` (DESIGN.md §8):
+``python -m taidpt.demo --out DIR``:
 
 1. writes ``DIR/data``: held-out test images (``generate_images``, stream ``STREAM_IMAGES``) in the
    real VOC2007 layout with the 14 shape classes, and ``DIR/data/captions.txt``, a caption corpus

@@ -1,7 +1,7 @@
 """Contrastive pretraining of the demo's small CLIP on generated (image, caption) pairs.
 
-No CLIP weights can be downloaded in the offline world (DESIGN.md §6), so the demo pretrains its
-own CLIP: open_clip's ``CLIP`` with a ModifiedResNet image tower (a 2x2 dense map at 64 px, so
+The demo must run where no pretrained CLIP weights can be downloaded, so it pretrains its own
+CLIP: open_clip's ``CLIP`` with a ModifiedResNet image tower (a 2x2 dense map at 64 px, so
 TaI-DPT's local branch has real locations) and a 3-layer text transformer, trained with InfoNCE
 on a pool of procedural scenes and their captions (``taidpt.demo.scenes.generate_pairs``,
 stream ``STREAM_PAIRS``; the demo's test images and prompt-tuning captions come from other
@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("taidpt.demo")
 
-# DESIGN.md §8's small CLIP as an open_clip config (4,647,705 parameters). Vision: ModifiedResNet
+# The demo's small CLIP as an open_clip config (4,647,705 parameters). Vision: ModifiedResNet
 # with one bottleneck per stage, stem width 16 -> 512 channels at layer4, attention pool with 16
 # heads of width 32; 64 px in -> 2x2 feature map. Text: width 64, 4 heads, 3 layers, context 32.
 DEMO_CLIP_CFG: dict[str, Any] = {
@@ -58,7 +58,8 @@ DEMO_CLIP_CFG: dict[str, Any] = {
     "quick_gelu": True,
 }
 
-# The measured recipe (DESIGN.md §8); ``pretrain_clip``'s keyword defaults are these values.
+# The recipe the demo's published numbers were measured with; ``pretrain_clip``'s keyword
+# defaults are these values.
 PRETRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 1400,
     "batch_size": 128,

@@ -2,7 +2,7 @@
 
 The demo of the project needs an "offline world": images with multi-hot labels and natural
 sentences about such images, so that a small CLIP can be pretrained on (image, caption) pairs and
-TaI-DPT can then be prompt-tuned on captions only and tested on held-out images (DESIGN.md §8).
+TaI-DPT can then be prompt-tuned on captions only and tested on held-out images.
 
 Scenes hold 1-3 objects drawn from 14 shape classes; 70% of scenes draw their shapes from one of 5
 co-occurrence themes, so the label distribution has structure, as in real data. Each object has a
@@ -13,7 +13,7 @@ Captions come from a small grammar: openers ("a photo of", ...), counts for repe
 ("two stars", "a pair of crosses"), spatial relations computed from the real positions, optional
 size/colour adjectives, synonyms (including multi-word ones such as "half circle") and distractor
 phrases. Colour is mentioned rarely on purpose: when captions often name colours the small CLIP
-learns a colour shortcut and every method falls to near chance (DESIGN.md §8, "Trap").
+learns a colour shortcut and every method falls to near chance (observed while building the demo).
 
 Determinism and disjoint streams: item ``i`` of a generator call uses its own
 ``numpy.random.Generator`` seeded with ``SeedSequence(seed, spawn_key=(stream, i))``, where
@@ -528,7 +528,7 @@ def _caption_with_labels(scene: Scene, rng: np.random.Generator, class_list: Any
     real captions omit things; the returned labels then lack it, while ``scene.labels`` keep it.
     """
     if not 0.0 <= colour_p <= 0.4:
-        raise ValueError(f"colour_p must be in [0, 0.4] (colour shortcut, DESIGN §8), got {colour_p}")
+        raise ValueError(f"colour_p must be in [0, 0.4] (more colour words teach a colour shortcut), got {colour_p}")
     if isinstance(class_list, _SpokenTable):
         synonyms = class_list
     else:
