@@ -3,7 +3,7 @@
 The core mirrors the subset of Dassl's defaults (``dassl/config/defaults.py``) that our yaml files
 and code read, with the same values, so a yaml file means the same thing with and without Dassl.
 :func:`extend_cfg` adds the TaI-DPT keys; the Dassl path calls the same function on Dassl's own
-defaults. Keys are documented in the README's "Configuration" section.
+defaults. Keys are documented in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
         try:
             cfg.merge_from_list(_coerce_opts(cfg, list(opts)))
         except AssertionError as exc:  # yacs asserts on unknown keys
-            raise KeyError(f"{exc} (check the spelling; keys are listed in the README)") from None
+            raise KeyError(f"{exc} (check the spelling; keys are listed in docs/configuration.md)") from None
         except ValueError as exc:
             raise ValueError(f"bad override in {' '.join(opts)}: {_one_line(exc)}") from None
     return cfg

@@ -59,6 +59,7 @@ from .distributed import (
     shard_sizes,
 )
 from .evaluation import ScoredSet, score_batches
+from .metrics_log import TrainingLog
 from .model import TaIDPTModel
 from .training import CaptionBatchEncoder, caption_loss
 
@@ -144,6 +145,10 @@ class DistributedRunner(runner.CoreRunner):
             raise RuntimeError(f"processes found different checkpoints to resume from (epochs {starts}): every process "
                                f"must read the same OUTPUT_DIR (use a shared filesystem across machines)")
         return start
+
+    def open_training_log(self, resumed_epoch: int) -> TrainingLog:
+        # Rank 0 alone writes metrics.jsonl and the TensorBoard events, as it does the log and checkpoints.
+        return super().open_training_log(resumed_epoch) if self.dist.is_main else TrainingLog.disabled()
 
     def validate(self) -> float:
         # Every process computes the same value; rank 0's decides, so best-model choices never diverge.

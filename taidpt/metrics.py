@@ -36,6 +36,7 @@ __all__ = [
     "mean_ap",
     "multilabel_prf",
     "per_class_ap",
+    "precision_recall_curve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,26 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 
 NO_POSITIVE = "no positive label"
 NO_NEGATIVE = "no negative label (every labelled image is positive, so any ranking scores 100)"
+
+
+def precision_recall_curve(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(recall, precision, thresholds)`` of one class at every distinct score, highest first: the
+    points :func:`average_precision` sums over, so ``sum_n (R_n - R_{n-1}) P_n`` (``R_0 = 0``) is its AP.
+
+    ``scores`` and ``targets`` are ``[N]``; entries with target -1 are dropped and tied scores are one
+    threshold (one point). Drawn as a step plot (each P_n held over ``(R_{n-1}, R_n]``), the area under
+    the curve is the AP. Raises ValueError for a class without a positive (no recall is defined).
+    """
+    scores, targets = _check_scores_targets(scores, targets, 1)
+    keep = targets != -1
+    order = np.argsort(-scores[keep], kind="stable")
+    ranked, is_pos = scores[keep][order], targets[keep][order] == 1
+    if not is_pos.any():
+        raise ValueError(f"{NO_POSITIVE}: the precision-recall curve is not defined")
+    last_of_tie = np.append(ranked[1:] != ranked[:-1], True)
+    tp = np.cumsum(is_pos)[last_of_tie]
+    counted = (np.flatnonzero(last_of_tie) + 1).astype(np.float64)
+    return tp / tp[-1], tp / counted, ranked[last_of_tie]
 
 
 def excluded_classes(targets: np.ndarray) -> dict[int, str]:

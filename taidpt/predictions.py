@@ -23,6 +23,8 @@ Read it with ``numpy.load(path, allow_pickle=False)`` or :func:`load_predictions
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -75,18 +77,45 @@ def save_predictions(path: Path, scored: ScoredSet, image_set: ImageSet, classna
     return path
 
 
+SCORE_KEYS = ("scores", "global", "local", "targets")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``; one-line ValueError naming it when it is not a readable npz."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("one .npy array, not an .npz archive of arrays")
+        with data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path} is not a readable predictions file ({reason})") from None
+
+
+def _check_shapes(arrays: dict[str, np.ndarray], path: Path) -> None:
+    shapes = {key: arrays[key].shape for key in SCORE_KEYS}
+    n_c = shapes["scores"]
+    if len(n_c) != 2 or len(set(shapes.values())) != 1:
+        raise ValueError(f"{path}: scores, global, local and targets must share one [N, C] shape, got {shapes}")
+    if arrays["classnames"].shape != (n_c[1],) or arrays["paths"].shape != (n_c[0],):
+        raise ValueError(f"{path}: {arrays['classnames'].size} class names and {arrays['paths'].size} paths for "
+                         f"[N, C] = {list(n_c)} scores")
+
+
 def load_predictions(path: str | Path) -> Predictions:
-    """Read a ``predictions.npz`` file, or the one inside a run folder."""
+    """Read a ``predictions.npz`` file, or the one inside a run folder (one-line errors naming the file)."""
     path = Path(path)
     if path.is_dir():
         path = path / PREDICTIONS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no predictions at {path}: run the test step of a taidpt run first "
                                 f"(train.py writes RUN/{PREDICTIONS_FILE})")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"scores", "global", "local", "targets", "paths", "classnames"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} is not a taidpt predictions file (missing {sorted(missing)})")
-        return Predictions(scores=data["scores"], global_=data["global"], local=data["local"], targets=data["targets"],
-                           paths=[str(p) for p in data["paths"]], classnames=[str(c) for c in data["classnames"]],
-                           merge_rate=float(data["merge_rate"]), trainer=str(data["trainer"]))
+    data = _read_arrays(path)
+    missing = {*SCORE_KEYS, "paths", "classnames", "merge_rate", "trainer"} - set(data)
+    if missing:
+        raise ValueError(f"{path} is not a taidpt predictions file (missing {sorted(missing)})")
+    _check_shapes(data, path)
+    return Predictions(scores=data["scores"], global_=data["global"], local=data["local"], targets=data["targets"],
+                       paths=[str(p) for p in data["paths"]], classnames=[str(c) for c in data["classnames"]],
+                       merge_rate=float(data["merge_rate"]), trainer=str(data["trainer"]))

@@ -48,6 +48,7 @@ from .predictions import PREDICTIONS_FILE, save_predictions
 from .runlock import FolderLock
 from .image_data import ImageSetDataset, make_test_loader
 from .metrics import format_coop_lines, format_results_table
+from .metrics_log import EpochStats, TrainingLog
 from .model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
 from .optim import build_lr_scheduler, build_optimizer
 from .preprocess import PreprocessConfig
@@ -317,6 +318,7 @@ class CoreRunner:
         self.loader: torch.utils.data.DataLoader | None = None
         self.val_rows = np.zeros(0, dtype=np.int64)
         self.best_val = float("-inf")
+        self.training_log = TrainingLog.disabled()  # metrics.jsonl (+ TensorBoard) once train() starts
 
     # ------------------------------------------------------------------ build
     # The Dassl trainer calls these same steps from its hooks, in the same order:
@@ -472,8 +474,10 @@ class CoreRunner:
         self.model.eval()
         return caption_map(self.model, self.encoder, self.val_rows, self.corpus.labels)
 
-    def end_epoch(self, epoch: int) -> float | None:
-        """After the LR step: held-out validation, best / periodic / last checkpoints."""
+    def end_epoch(self, epoch: int, stats: EpochStats | None = None) -> float | None:
+        """After the LR step: held-out validation, the epoch's ``metrics.jsonl`` line (given the
+        loop's ``stats``; written before the checkpoints, so resuming drops it if they are missing),
+        best / periodic / last checkpoints."""
         cfg = self.cfg
         last = epoch + 1 == int(cfg.OPTIM.MAX_EPOCH)
         freq = int(cfg.TRAIN.CHECKPOINT_FREQ)
@@ -481,6 +485,8 @@ class CoreRunner:
         if len(self.val_rows):
             val = self.validate()
             log.info("epoch %d held-out caption mAP %.2f", epoch + 1, val)
+        if stats is not None:
+            self.training_log.epoch_done(stats.record(epoch + 1, val))
         if cfg.TEST.FINAL_MODEL == "best_val" and val is not None and val > self.best_val:
             self.best_val = val
             self.save(epoch + 1, val, is_best=True)
@@ -504,12 +510,13 @@ class CoreRunner:
         cfg = self.cfg
         max_epoch = int(cfg.OPTIM.MAX_EPOCH)
         start = self.resume_if_exists()
+        self.training_log = self.open_training_log(start)
         n_batches = len(self.loader)
         clock = StepClock()
         for epoch in range(start, max_epoch):
             self.begin_epoch(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
-            t0, losses = time.time(), []
+            t0, losses, spent = time.time(), [], clock.seconds
             for b, batch in enumerate(self.loader):
                 with clock:
                     losses.append(self.step(batch))
@@ -519,8 +526,13 @@ class CoreRunner:
                              epoch + 1, max_epoch, b + 1, n_batches, (time.time() - t0) / (b + 1), losses[-1],
                              float(np.mean(losses)), lr, datetime.timedelta(seconds=round(eta)))
             self.scheduler.step()
-            self.end_epoch(epoch)
+            self.end_epoch(epoch, EpochStats(losses, lr, clock.seconds - spent))
         self.finish_training()
+
+    def open_training_log(self, resumed_epoch: int) -> TrainingLog:
+        """This run's ``metrics.jsonl`` (+ TensorBoard), cut back to ``resumed_epoch``; the distributed
+        runner gives the other processes a disabled one."""
+        return TrainingLog.open(self.output_dir, resumed_epoch)
 
     # ------------------------------------------------------------------ test
     def scorer(self) -> ImageScorer:
@@ -559,6 +571,7 @@ class CoreRunner:
             log.info("%s", format_coop_lines(results), extra=PLAIN)
         write_json(self.output_dir / "results.json", payload)
         log.info("results written to %s", self.output_dir / "results.json")
+        self.training_log.test_done(results["mAP"], self.epoch)
         return payload
 
     def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
@@ -619,10 +632,11 @@ class CoreRunner:
         self.build_training()
         if self.opts.no_train:
             return None
-        self.train()
-        if cfg_no_test(self.cfg):
-            return None
-        return self.test()
+        try:
+            self.train()
+            return None if cfg_no_test(self.cfg) else self.test()
+        finally:
+            self.training_log.close()
 
 
 def cfg_no_test(cfg: CfgNode) -> bool:

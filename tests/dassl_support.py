@@ -30,4 +30,4 @@ def require_dassl() -> None:
     """Skip the calling test, with the reason, unless Dassl is importable."""
     ok, why = dassl_status()
     if not ok:
-        pytest.skip(f"needs the Dassl package (`import dassl.engine` failed: {why}); see README 'Dassl / CoOp plugin'")
+        pytest.skip(f"needs the Dassl package (`import dassl.engine` failed: {why}); see docs/dassl.md")

@@ -1,6 +1,6 @@
 """The Dassl/CoOp plugin (trainers/, datasets/, train.py's Dassl path) against the real Dassl.
 
-Tests marked ``dassl`` need an environment where ``import dassl.engine`` works (see README,
+Tests marked ``dassl`` need an environment where ``import dassl.engine`` works (see docs/dassl.md,
 "Dassl / CoOp plugin"); elsewhere they are skipped with the reason. The tests at the end check
 train.py where Dassl is absent or broken, and run everywhere.
 """
@@ -382,7 +382,7 @@ COOP_ENV = "TAIDPT_COOP_CHECKOUT"
 @pytest.mark.dassl
 @pytest.mark.slow
 def test_drop_in_use_from_a_coop_checkout(dassl, dassl_run, voc_root, tiny_rn_openai_file, tmp_path):
-    """The README's recipe applied to CoOp's own train.py (set TAIDPT_COOP_CHECKOUT to a CoOp checkout)."""
+    """The drop-in recipe of docs/dassl.md applied to CoOp's own train.py (set TAIDPT_COOP_CHECKOUT to a CoOp checkout)."""
     source = os.environ.get(COOP_ENV, "")
     if not source or not (Path(source) / "train.py").is_file():
         pytest.skip(f"set {COOP_ENV} to a checkout of github.com/KaiyangZhou/CoOp to run this test")
@@ -397,7 +397,7 @@ def test_drop_in_use_from_a_coop_checkout(dassl, dassl_run, voc_root, tiny_rn_op
         shutil.copytree(ROOT / "configs" / "trainers" / name, coop / "configs" / "trainers" / name)
     script = (coop / "train.py").read_text()
     imports_after, call_after = "import trainers.zsclip\n", '    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new\n'
-    assert imports_after in script and call_after in script, "CoOp's train.py changed: update the README recipe"
+    assert imports_after in script and call_after in script, "CoOp's train.py changed: update the recipe in docs/dassl.md"
     script = script.replace(imports_after, imports_after + "import datasets.taidpt_datasets\nimport trainers.taidpt\n"
                             "from taidpt.config import extend_cfg as extend_taidpt_cfg\n")
     (coop / "train.py").write_text(script.replace(call_after, call_after + "    extend_taidpt_cfg(cfg)\n"))

@@ -198,6 +198,9 @@ def test_torchrun_training_and_evaluation_match_one_process(voc_with_bad_images,
     assert proc.stdout.count("Finish training") == 1 and "2 processes (gloo)" in proc.stdout
     log = (multi / "log.txt").read_text()
     assert log.count("results written") == 1 and len(re.findall(r"epoch \[2/2\] batch \[(\d+)/\1\]", log)) == 1
+    ma, mb = ((d / "metrics.jsonl").read_text().splitlines() for d in (single, multi))
+    assert len(mb) == 2 and [json.loads(x)["loss"] for x in mb] == pytest.approx([json.loads(x)["loss"] for x in ma],
+                                                                                  abs=1e-5)
 
     # Evaluation alone, launched by the plain `torchrun` executable: the same prompts give identical numbers.
     evaluated = tmp_path / "eval"

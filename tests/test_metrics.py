@@ -19,6 +19,7 @@ from taidpt.metrics import (
     mean_ap,
     multilabel_prf,
     per_class_ap,
+    precision_recall_curve,
 )
 
 
@@ -303,3 +304,18 @@ def test_evaluate_names_a_class_without_negative_and_leaves_it_out(caplog) -> No
     assert "b: no negative label" in caplog.text
     assert any("excluded_classes" in note for note in res["notes"])
     json.dumps(res, allow_nan=False)
+
+
+def test_precision_recall_curve_is_the_ap_thresholds():
+    """One point per distinct score (ties are one step), ignored labels dropped; its step area is the AP."""
+    recall, precision, thr = precision_recall_curve([0.9, 0.5, 0.5, 0.5, 0.1, 0.7], [1, 1, 0, 0, 1, -1])
+    assert thr.tolist() == [0.9, 0.5, 0.1]  # 0.7 is ignored; the three 0.5 are one threshold
+    assert recall.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0]) and precision.tolist() == pytest.approx([1, 0.5, 0.6])
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores, targets = rng.integers(0, 4, 25).astype(float), rng.integers(-1, 2, 25)
+        targets[0] = 1
+        r, p, _ = precision_recall_curve(scores, targets)
+        assert float(np.sum(np.diff(np.r_[0.0, r]) * p)) == pytest.approx(average_precision(scores, targets), abs=1e-12)
+    with pytest.raises(ValueError, match="no positive"):
+        precision_recall_curve([0.3, 0.2], [0, -1])
