@@ -67,4 +67,4 @@ for SEED in $SEEDS; do
     --output-dir "$dir" --seed "$SEED" ${OPTS:-}
 done
 
-"$PY" -m taidpt.summarize "$zs" "$OUTDIR/TaIDPT/$CFG"
+"$PY" -m taidpt.evaluation.summarize "$zs" "$OUTDIR/TaIDPT/$CFG"

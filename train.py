@@ -32,9 +32,9 @@ def dassl_importable() -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from taidpt.cli import parse_args, setup_cfg
-    from taidpt.config import get_cfg_default
-    from taidpt.distributed import launched_by_torchrun
+    from taidpt.engine.cli import parse_args, setup_cfg
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.engine.distributed import launched_by_torchrun
 
     args = parse_args(argv)
     engine = args.engine
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         note = ("running taidpt's core runner (--engine core)" if not distributed
                 else "running taidpt's core runner (the Dassl path is single-process)")
 
-    from taidpt.distributed_runner import run
-    from taidpt.runner import RunOptions
+    from taidpt.engine.distributed_runner import run
+    from taidpt.engine.runner import RunOptions
 
     try:
         cfg = setup_cfg(get_cfg_default(), args)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(cfg, options)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        from taidpt.clip_loader import ClipLoadError
+        from taidpt.clip.loader import ClipLoadError
 
         kind = "error" if not isinstance(exc, ClipLoadError) else "error (CLIP weights)"
         msg = exc.args[0] if exc.args else str(exc)

@@ -56,10 +56,10 @@ def build(backbone: str, image_size: int, threads: int, out_dir: Path, fp16: boo
     from export.metadata import ModelMetadata
     from export.onnx import convert_to_fp16, export_scorer
     from taidpt import __version__
-    from taidpt.classes import load_class_list
-    from taidpt.clip_loader import load_clip
-    from taidpt.model import TaIDPTModel
-    from taidpt.preprocess import CLIP_MEAN, CLIP_STD
+    from taidpt.captions.classes import load_class_list
+    from taidpt.clip.loader import load_clip
+    from taidpt.networks.model import TaIDPTModel
+    from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -47,18 +47,18 @@ def train_child(backbone: str, batch: int, steps: int, distributed: bool) -> dic
     import numpy as np
     import torch
 
-    from taidpt.caption_features import CaptionFeatureStore
-    from taidpt.classes import load_class_list
-    from taidpt.clip_loader import load_clip
-    from taidpt.model import TaIDPTModel
-    from taidpt.text_encoder import eot_positions
-    from taidpt.training import CaptionBatchEncoder, train_step
+    from taidpt.captions.features import CaptionFeatureStore
+    from taidpt.captions.classes import load_class_list
+    from taidpt.clip.loader import load_clip
+    from taidpt.networks.model import TaIDPTModel
+    from taidpt.clip.text_encoder import eot_positions
+    from taidpt.engine.caption_training import CaptionBatchEncoder, train_step
     from train_speed import synthetic_captions
 
     ctx = None
     if distributed:
-        from taidpt.distributed import init_process_group
-        from taidpt.distributed_runner import sharded_train_step
+        from taidpt.engine.distributed import init_process_group
+        from taidpt.engine.distributed_runner import sharded_train_step
 
         ctx = init_process_group(use_cuda=False)
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def train_child(backbone: str, batch: int, steps: int, distributed: bool) -> dic
         step()
         times.append(time.perf_counter() - t0)
     if ctx is not None:
-        from taidpt.distributed import destroy_process_group
+        from taidpt.engine.distributed import destroy_process_group
 
         destroy_process_group()
         if ctx.rank != 0:
@@ -142,10 +142,10 @@ def export_model(backbone: str, size: int, path: Path) -> Path:
 
     from export.metadata import ModelMetadata
     from export.onnx import export_scorer
-    from taidpt.classes import load_class_list
-    from taidpt.clip_loader import load_clip
-    from taidpt.model import TaIDPTModel
-    from taidpt.preprocess import CLIP_MEAN, CLIP_STD
+    from taidpt.captions.classes import load_class_list
+    from taidpt.clip.loader import load_clip
+    from taidpt.networks.model import TaIDPTModel
+    from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
 
     torch.manual_seed(0)
     classes = list(load_class_list("coco2014").names)

@@ -63,13 +63,13 @@ def measure(backbone: str, config: str, steps: int, batch: int, threads: int, ev
     import numpy as np
     import torch
 
-    from taidpt.caption_features import CaptionFeatureStore
-    from taidpt.classes import load_class_list
-    from taidpt.clip_loader import load_clip
-    from taidpt.config import get_cfg_default
-    from taidpt.model import TaIDPTModel
-    from taidpt.optim import build_optimizer
-    from taidpt.training import CaptionBatchEncoder, train_step
+    from taidpt.captions.features import CaptionFeatureStore
+    from taidpt.captions.classes import load_class_list
+    from taidpt.clip.loader import load_clip
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.networks.model import TaIDPTModel
+    from taidpt.engine.optim import build_optimizer
+    from taidpt.engine.caption_training import CaptionBatchEncoder, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

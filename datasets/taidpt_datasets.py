@@ -1,7 +1,7 @@
 """Dassl dataset classes for TaI-DPT's test sets: ``VOC2007``, ``COCO2014``, ``NUSWIDE``,
 ``COCOFormat`` and ``CSV`` (the ``DATASET.NAME`` values of ``configs/datasets/*.yaml``).
 
-Each class reads its images with the core reader (``taidpt.dataset_registry.load_test_set``), so
+Each class reads its images with the core reader (``taidpt.images.registry.load_test_set``), so
 the Dassl path and the core path see the same images, labels and class list. Import this module
 (CoOp style: ``import datasets.taidpt_datasets`` in ``train.py``) to register the classes; it
 must be imported under one module path only, since Dassl's registry refuses a second
@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 
-from taidpt.classes import ClassList
-from taidpt.dataset_registry import load_test_set
-from taidpt.testsets import ImageSet
+from taidpt.captions.classes import ClassList
+from taidpt.images.registry import load_test_set
+from taidpt.images.testsets import ImageSet
 
 
 class MultiLabelTestSet(DatasetBase):

@@ -13,7 +13,7 @@
 * Rows go to the output as soon as their batch is scored, flushed per batch
   (:mod:`export.result_log`). Rerunning the same command after an interruption cuts a partial last
   line, skips every path already in the output and appends the rest. Paths are written escaped
-  (:mod:`taidpt.pathtext`: a file-name byte that is not UTF-8 as ``\\xNN``) and matched by that text.
+  (:mod:`taidpt.utils.pathtext`: a file-name byte that is not UTF-8 as ``\\xNN``) and matched by that text.
 * The output location is checked, and a list file's encoding read through, before any image is scored.
 * An unreadable image (missing, empty, truncated, not an image) becomes a row with its ``error``
   and the run goes on; the first few are also printed.
@@ -38,9 +38,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from taidpt.atomic import OutputPathError, check_writable
-from taidpt.pathtext import escape_path
-from taidpt.preprocess import PreprocessConfig
+from taidpt.utils.atomic import OutputPathError, check_writable
+from taidpt.utils.pathtext import escape_path
+from taidpt.images.preprocess import PreprocessConfig
 
 from .infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide, list_lines, read_list
 from .metadata import MetadataError

@@ -3,10 +3,10 @@
     python -m export.evaluate --model MODEL.onnx|MODEL.plan --root DATA \\
         --dataset-config-file configs/datasets/voc2007.yaml [--config-file ...] [--output-dir DIR] [KEY VALUE ...]
 
-The test set is read with the same readers as ``train.py`` (``taidpt.dataset_registry``; keys such as
+The test set is read with the same readers as ``train.py`` (``taidpt.images.registry``; keys such as
 ``DATASET.CLASS_LIST`` and ``DATASET.VOC_DIFFICULT`` mean the same), images are preprocessed with the
 model's own metadata (identical to evaluation), and the global/local/merged mAP, CF1 and OF1 come
-from ``taidpt.metrics.evaluate_multilabel``: the numbers are directly comparable with the
+from ``taidpt.evaluation.metrics.evaluate_multilabel``: the numbers are directly comparable with the
 ``results.json`` of ``train.py --eval-only``. Prints the table and writes ``results.json``.
 
 No torch is imported.
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taidpt.atomic import atomic_write_text
+from taidpt.utils.atomic import atomic_write_text
 
 from .infer import predict
 from .metadata import MetadataError
@@ -33,7 +33,7 @@ from .runtime import ModelLoadError, open_model
 
 def load_eval_config(dataset_config: str, config_files: Sequence[str], root: str, opts: Sequence[str]) -> Any:
     """Dataset yaml -> method yaml(s) -> ``--root`` -> KEY VALUE pairs (train.py's order)."""
-    from taidpt.config import get_cfg_default, merge_files_and_opts
+    from taidpt.engine.config import get_cfg_default, merge_files_and_opts
 
     cfg = get_cfg_default()
     merge_files_and_opts(cfg, [dataset_config, *config_files], None)
@@ -59,8 +59,8 @@ def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int =
                    threshold: float | None = None) -> dict[str, Any]:
     """Score the test set of ``cfg.DATASET`` with ``model`` and return ``evaluate_multilabel``'s dict
     plus the skipped/missing images and a description of the model and protocol."""
-    from taidpt.dataset_registry import load_test_set
-    from taidpt.metrics import evaluate_multilabel
+    from taidpt.images.registry import load_test_set
+    from taidpt.evaluation.metrics import evaluate_multilabel
 
     meta = model.metadata
     image_set, classes = load_test_set(cfg)
@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from taidpt.config import get_cfg_default
-    from taidpt.metrics import format_coop_lines, format_results_table
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.evaluation.metrics import format_coop_lines, format_results_table
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -10,7 +10,7 @@ TensorRT engine. An image that cannot be read is reported with its path and reas
 listed in the output. The output holds the merged score of every class and the predicted labels:
 scores >= the threshold (default: the model's evaluation threshold), or the top-k classes.
 
-Paths are written as :mod:`taidpt.pathtext` escapes them: a file-name byte that is not UTF-8 appears
+Paths are written as :mod:`taidpt.utils.pathtext` escapes them: a file-name byte that is not UTF-8 appears
 as ``\\xNN`` (e.g. ``caf\\xe9.jpg``), the same in JSON and CSV; a list file may name files the same way.
 The output location is checked before any image is scored.
 
@@ -40,9 +40,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from taidpt.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
-from taidpt.pathtext import escape_path, unescape_path
-from taidpt.preprocess import ImageLoadError, PreprocessConfig, load_rgb
+from taidpt.utils.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
+from taidpt.utils.pathtext import escape_path, unescape_path
+from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 
 from .metadata import MetadataError
 from .result_log import ResultLogError, csv_header
@@ -74,7 +74,7 @@ def list_lines(list_file: Path) -> Iterator[str]:
 def read_list(list_file: Path) -> Iterator[str]:
     """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder.
 
-    Lines are UTF-8; ``\\xNN`` escapes (as the outputs write them, :mod:`taidpt.pathtext`) name file-name
+    Lines are UTF-8; ``\\xNN`` escapes (as the outputs write them, :mod:`taidpt.utils.pathtext`) name file-name
     bytes that are not UTF-8.
     """
     for line in list_lines(list_file):

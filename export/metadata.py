@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from taidpt.atomic import atomic_write_text
-from taidpt.preprocess import PreprocessConfig
+from taidpt.utils.atomic import atomic_write_text
+from taidpt.images.preprocess import PreprocessConfig
 
 PREFIX = "taidpt."
 INPUT_NAME = "images"

@@ -5,7 +5,7 @@
     python -m export.onnx --trainer ZeroshotCLIPDense --config-file configs/trainers/ZeroshotCLIPDense/rn50.yaml \\
                           --dataset-config-file configs/datasets/voc2007.yaml --output zs.onnx
 
-The graph is the :class:`taidpt.model.ImageScorer` the evaluation runs: input ``images`` float32
+The graph is the :class:`taidpt.networks.model.ImageScorer` the evaluation runs: input ``images`` float32
 ``[N, 3, H, W]`` (preprocessed), outputs ``scores`` (merged), ``global_logits`` and
 ``local_logits``, each ``[N, C]``, with a dynamic batch axis. The class embeddings are computed
 once and stored as constants, so no text encoder is left in the graph. Preprocessing, class names
@@ -53,16 +53,16 @@ class ExportError(RuntimeError):
 # ----------------------------------------------------------------------------- loading a run
 @dataclass
 class LoadedScorer:
-    """A frozen :class:`~taidpt.model.ImageScorer` and the metadata that describes it."""
+    """A frozen :class:`~taidpt.networks.model.ImageScorer` and the metadata that describes it."""
 
-    scorer: Any  # taidpt.model.ImageScorer (typed loosely so this module imports without torch)
+    scorer: Any  # taidpt.networks.model.ImageScorer (typed loosely so this module imports without torch)
     metadata: ModelMetadata
     notes: list[str] = field(default_factory=list)
 
 
 def load_config(model_dir: str | None, config_files: Sequence[str], opts: Sequence[str]) -> Any:
     """The run's ``config.yaml`` (a full yacs dump) if any, then extra yaml files, then KEY VALUE pairs."""
-    from taidpt.config import get_cfg_default, merge_files_and_opts
+    from taidpt.engine.config import get_cfg_default, merge_files_and_opts
 
     cfg = get_cfg_default()
     if model_dir:
@@ -84,8 +84,8 @@ def load_config(model_dir: str | None, config_files: Sequence[str], opts: Sequen
 
 def _class_names(cfg: Any, trainer: str, classes_arg: str, meta: dict | None, model_dir: str | None) -> list[str]:
     """Class names in label-column order, from the first source that has them (no dataset needed if possible)."""
-    from taidpt.classes import load_class_list
-    from taidpt.dataset_registry import get_spec, load_test_set
+    from taidpt.captions.classes import load_class_list
+    from taidpt.images.registry import get_spec, load_test_set
 
     if classes_arg:
         return list(load_class_list(classes_arg).names)
@@ -127,12 +127,12 @@ def load_scorer(
     import torch
 
     from taidpt import __version__
-    from taidpt.checkpoint import check_meta, load_checkpoint, resolve_checkpoint
-    from taidpt.classes import ClassList
-    from taidpt.clip_loader import RANDOM_WEIGHTS, load_clip
-    from taidpt.model import ZeroShotDenseModel
-    from taidpt.image_runner import build_image_model, is_image_trainer
-    from taidpt.runner import build_taidpt, canonical_trainer, check_image_size, merge_rate, set_random_seed
+    from taidpt.engine.checkpoint import check_meta, load_checkpoint, resolve_checkpoint
+    from taidpt.captions.classes import ClassList
+    from taidpt.clip.loader import RANDOM_WEIGHTS, load_clip
+    from taidpt.networks.model import ZeroShotDenseModel
+    from taidpt.engine.image_runner import build_image_model, is_image_trainer
+    from taidpt.engine.runner import build_taidpt, canonical_trainer, check_image_size, merge_rate, set_random_seed
 
     cfg = load_config(model_dir, config_files, opts)
     if image_size is not None:
@@ -478,7 +478,7 @@ def synthetic_images(n: int, seed: int = 0) -> list[Any]:
 
 def parity_inputs(metadata: ModelMetadata, n: int, image_paths: Sequence[str] = (), seed: int = 0) -> np.ndarray:
     """A float32 ``[n, 3, H, W]`` batch of preprocessed images: the given files (cycled), else synthetic ones."""
-    from taidpt.preprocess import load_rgb
+    from taidpt.images.preprocess import load_rgb
 
     cfg = metadata.preprocess_config()
     if image_paths:

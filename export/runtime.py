@@ -1,6 +1,6 @@
 """Run an exported TaI-DPT model without torch: onnxruntime sessions and serialized TensorRT engines.
 
-Both runners take a float32 ``[N, 3, H, W]`` batch (preprocessed with ``taidpt.preprocess``) and
+Both runners take a float32 ``[N, 3, H, W]`` batch (preprocessed with ``taidpt.images.preprocess``) and
 return ``{"scores", "global_logits", "local_logits"}`` as float32 ``[N, C]`` arrays, so the
 inference CLI and the evaluation mode treat them alike.
 

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from taidpt.atomic import atomic_write_bytes
+from taidpt.utils.atomic import atomic_write_bytes
 
 from .metadata import INPUT_NAME, MetadataError, ModelMetadata, read_onnx_metadata, write_sidecar
 from .runtime import tensorrt_status

@@ -7,7 +7,7 @@ The client reads the model's preprocessing (image size, mean/std, interpolation)
 from the ``taidpt.*`` parameters that ``export.triton`` put into ``config.pbtxt``, preprocesses
 each image with numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints
 one JSON line per image: ``{"path", "labels", "scores": {class: score}}`` (or ``"error"``); paths are
-escaped as the other export tools write them (:mod:`taidpt.pathtext`).
+escaped as the other export tools write them (:mod:`taidpt.utils.pathtext`).
 ``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
 
 This module must not import torch.
@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from taidpt.pathtext import escape_path
+from taidpt.utils.pathtext import escape_path
 
 from .batch_infer import image_source
 from .infer import InputError, _load, decide

@@ -29,7 +29,7 @@ def tiny_rn():
     """A randomly initialised TinyRN CLIP (ModifiedResNet + text transformer), frozen, eval mode."""
     import torch
 
-    from taidpt.clip_loader import load_clip
+    from taidpt.clip.loader import load_clip
 
     torch.manual_seed(0)
     model, _ = load_clip("TinyRN", "")
@@ -40,7 +40,7 @@ def tiny_rn():
 def tiny_vit():
     import torch
 
-    from taidpt.clip_loader import load_clip
+    from taidpt.clip.loader import load_clip
 
     torch.manual_seed(0)
     model, _ = load_clip("TinyViT", "")
@@ -52,7 +52,7 @@ def tiny_rn_openai_file(tmp_path_factory, tiny_rn):
     """The TinyRN weights saved as an OpenAI-format state dict (what the reference's clip.build_model reads)."""
     import torch
 
-    from taidpt.clip_loader import openai_state_dict
+    from taidpt.clip.loader import openai_state_dict
 
     path = tmp_path_factory.mktemp("weights") / "tiny_rn_openai.pt"
     torch.save(openai_state_dict(tiny_rn), path)

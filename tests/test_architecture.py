@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # One torch-free module per shared mechanism: every caller (training, caches, export, serving) uses these.
-TORCH_FREE = ["taidpt.runlock", "taidpt.safe_pickle", "taidpt.pathtext", "taidpt.atomic", "taidpt.trainer_names"]
+TORCH_FREE = ["taidpt.utils.runlock", "taidpt.utils.safe_pickle", "taidpt.utils.pathtext", "taidpt.utils.atomic", "taidpt.methods.names"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -29,10 +29,10 @@ def test_one_lock_one_unpickler_one_path_escaping():
     for path in sorted((ROOT / "taidpt").rglob("*.py")) + sorted((ROOT / "export").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         text = path.read_text(encoding="utf-8")
-        if rel != "taidpt/runlock.py" and ("import fcntl" in text or "import msvcrt" in text):
-            offenders.append(f"{rel}: file locking outside taidpt/runlock.py")
-        if rel != "taidpt/safe_pickle.py" and ("import pickle" in text or "from pickle" in text):
-            offenders.append(f"{rel}: pickle outside taidpt/safe_pickle.py")
-        if rel != "taidpt/pathtext.py" and ('"backslashreplace"' in text or "'backslashreplace'" in text):
-            offenders.append(f"{rel}: path escaping outside taidpt/pathtext.py")
+        if rel != "taidpt/utils/runlock.py" and ("import fcntl" in text or "import msvcrt" in text):
+            offenders.append(f"{rel}: file locking outside taidpt/utils/runlock.py")
+        if rel != "taidpt/utils/safe_pickle.py" and ("import pickle" in text or "from pickle" in text):
+            offenders.append(f"{rel}: pickle outside taidpt/utils/safe_pickle.py")
+        if rel != "taidpt/utils/pathtext.py" and ('"backslashreplace"' in text or "'backslashreplace'" in text):
+            offenders.append(f"{rel}: path escaping outside taidpt/utils/pathtext.py")
     assert not offenders, offenders

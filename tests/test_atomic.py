@@ -1,4 +1,4 @@
-"""taidpt.atomic: permissions of written files, the folder fsync, sweeping killed writers' temp files, and
+"""taidpt.utils.atomic: permissions of written files, the folder fsync, sweeping killed writers' temp files, and
 the output-location check the export tools run before scoring."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-import taidpt.atomic
-from taidpt.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
+import taidpt.utils.atomic
+from taidpt.utils.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mode_written_under(umask: int, path: Path) -> int:
     """Permission bits of a file written by atomic_write_text in a fresh process running under ``umask``."""
-    code = (f"import os, sys; os.umask({umask:#o}); from taidpt.atomic import atomic_write_text; "
+    code = (f"import os, sys; os.umask({umask:#o}); from taidpt.utils.atomic import atomic_write_text; "
             "atomic_write_text(sys.argv[1], 'x')")
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True, timeout=60)
     return stat.S_IMODE(path.stat().st_mode)
@@ -43,14 +43,14 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
 
 def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
     seen: list[tuple[Path, bool]] = []
-    real = taidpt.atomic.fsync_folder
+    real = taidpt.utils.atomic.fsync_folder
     target = tmp_path / "sub" / "f.txt"
 
     def spy(folder):
         seen.append((Path(folder), target.exists()))
         real(folder)
 
-    monkeypatch.setattr(taidpt.atomic, "fsync_folder", spy)
+    monkeypatch.setattr(taidpt.utils.atomic, "fsync_folder", spy)
     atomic_write_text(target, "x")
     assert seen == [(tmp_path / "sub", True)]
 
@@ -59,9 +59,9 @@ def test_folder_fsync_is_skipped_where_folders_cannot_be_opened(tmp_path, monkey
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")  # what Windows says to os.open on a folder
 
-    monkeypatch.setattr(taidpt.atomic.os, "open", refuse)
-    taidpt.atomic.fsync_folder(tmp_path)
-    taidpt.atomic.fsync_folder(tmp_path / "missing")
+    monkeypatch.setattr(taidpt.utils.atomic.os, "open", refuse)
+    taidpt.utils.atomic.fsync_folder(tmp_path)
+    taidpt.utils.atomic.fsync_folder(tmp_path / "missing")
 
 
 def _age(path: Path, seconds: float) -> Path:
@@ -105,7 +105,7 @@ def test_with_the_lock_every_temp_file_goes(tmp_path, leftovers):
 
 
 def test_a_killed_writer_leaves_a_temp_file_the_sweep_removes(tmp_path):
-    code = ("import os, sys; from taidpt.atomic import atomic_file\n"
+    code = ("import os, sys; from taidpt.utils.atomic import atomic_file\n"
             "with atomic_file(sys.argv[1], 'w') as fh:\n"
             "    fh.write('half'); fh.flush(); os._exit(9)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.json")], cwd=ROOT, timeout=60)

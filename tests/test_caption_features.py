@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-import taidpt.caption_features as cf
-from taidpt.caption_features import CaptionFeatureStore
-from taidpt.config import get_cfg_default
-from taidpt.metrics import mean_ap
-from taidpt.model import TaIDPTModel, l2_normalize, local_logits
-from taidpt.optim import build_optimizer
-from taidpt.runlock import LOCK_NAME, FolderLock
-from taidpt.text_encoder import eot_positions
-from taidpt.training import CaptionBatchEncoder, make_caption_loader, train_step
+import taidpt.captions.features as cf
+from taidpt.captions.features import CaptionFeatureStore
+from taidpt.engine.config import get_cfg_default
+from taidpt.evaluation.metrics import mean_ap
+from taidpt.networks.model import TaIDPTModel, l2_normalize, local_logits
+from taidpt.engine.optim import build_optimizer
+from taidpt.utils.runlock import LOCK_NAME, FolderLock
+from taidpt.clip.text_encoder import eot_positions
+from taidpt.engine.caption_training import CaptionBatchEncoder, make_caption_loader, train_step
 
 CLASSES = ["dog", "cat", "car", "person"]
 TEXTS = [

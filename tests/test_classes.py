@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from taidpt.classes import ClassList, available_class_lists, load_class_list
-from taidpt.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, template_sentences
+from taidpt.captions.classes import ClassList, available_class_lists, load_class_list
+from taidpt.captions.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES, template_sentences
 
 
 @pytest.mark.parametrize(

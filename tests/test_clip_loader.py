@@ -15,7 +15,7 @@ from typing import Tuple
 import pytest
 import torch
 
-from taidpt.clip_loader import (
+from taidpt.clip.loader import (
     ClipLoadError,
     infer_openai_config,
     is_openai_state_dict,
@@ -227,7 +227,7 @@ def _openai_style_archive(path, top: str, state_dict: dict, extra_attrs: dict) -
 
 @pytest.mark.parametrize("dtype,top", [(torch.float16, "RN50"), (torch.float32, "archive")])
 def test_openai_layout_archive_is_read_without_torch_jit(tmp_path, tiny_rn, dtype, top):
-    from taidpt.torchscript_weights import read_torchscript_weights
+    from taidpt.clip.torchscript_weights import read_torchscript_weights
 
     weights = {k: v.to(dtype) for k, v in openai_state_dict(tiny_rn).items()}
     sizes = {"input_resolution": torch.tensor(64), "context_length": torch.tensor(77),
@@ -266,7 +266,7 @@ def traced_fp16_archive(tmp_path_factory, tiny_rn):
 
 
 def test_traced_fp16_archive_matches_its_state_dict(traced_fp16_archive):
-    from taidpt.torchscript_weights import read_torchscript_weights
+    from taidpt.clip.torchscript_weights import read_torchscript_weights
 
     path, plain = traced_fp16_archive
     with warnings.catch_warnings():
@@ -308,7 +308,7 @@ def _copy_archive(source, target, edits: dict) -> None:
 
 
 def test_open_clip_format_and_taidpt_format(tmp_path, tiny_rn):
-    from taidpt.clip_loader import TINY_CONFIGS
+    from taidpt.clip.loader import TINY_CONFIGS
 
     path = tmp_path / "with_cfg.pt"
     torch.save({"model_cfg": TINY_CONFIGS["TinyRN"], "state_dict": tiny_rn.state_dict()}, path)
@@ -372,7 +372,7 @@ def test_pretrained_tag_offline_fails_with_one_line(monkeypatch):
 
 _NO_NETWORK_LOAD = """
 import json, time
-from taidpt.clip_loader import load_clip
+from taidpt.clip.loader import load_clip
 start = time.monotonic()
 try:
     load_clip("RN50", "openai")
@@ -403,7 +403,7 @@ def test_pretrained_tag_loads_from_the_hub_cache(tmp_path, monkeypatch, tiny_rn)
     import open_clip.pretrained
     from safetensors.torch import save_file
 
-    from taidpt.clip_loader import TINY_CONFIGS
+    from taidpt.clip.loader import TINY_CONFIGS
 
     cfg = {k: v for k, v in TINY_CONFIGS["TinyRN"].items() if k != "quick_gelu"}  # the tag brings QuickGELU
     monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "CachedRN", cfg)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taidpt.classes import ClassList, load_class_list
-from taidpt.config import get_cfg_default, merge_files_and_opts
-from taidpt.corpora import (
+from taidpt.captions.classes import ClassList, load_class_list
+from taidpt.engine.config import get_cfg_default, merge_files_and_opts
+from taidpt.captions.corpora import (
     CaptionCorpus,
     CaptionSelection,
     assign_rarest,
@@ -26,9 +26,9 @@ from taidpt.corpora import (
     read_text_file,
     source_defaults,
 )
-from taidpt.dataset_registry import load_caption_corpus
-from taidpt.labelling import CaptionLabeller
-from taidpt.lemmatize import get_lemmatizer
+from taidpt.images.registry import load_caption_corpus
+from taidpt.captions.labelling import CaptionLabeller
+from taidpt.captions.lemmatize import get_lemmatizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,7 +367,7 @@ def test_cache_validates_stored_settings_and_survives_corruption(tmp_path, toy, 
     payload["settings"]["options"]["per_class_cap"] = 5
     payload["texts"] = ["tampered"] * len(payload["texts"])
     entry.write_text(json.dumps(payload))
-    with caplog.at_level("WARNING", logger="taidpt.corpora"):
+    with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
         again = build_corpus("localized_narratives", path, cl, lab, cache_dir=cache, progress=False)
     assert again == built
     assert any("other settings" in r.getMessage() for r in caplog.records)
@@ -377,7 +377,7 @@ def test_cache_validates_stored_settings_and_survives_corruption(tmp_path, toy, 
     npz = entry.with_suffix(".npz")
     npz.write_bytes(npz.read_bytes()[:20])
     caplog.clear()
-    with caplog.at_level("WARNING", logger="taidpt.corpora"):
+    with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
         assert build_corpus("localized_narratives", path, cl, lab, cache_dir=cache, progress=False) == built
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert not list(cache.glob("*.tmp"))
@@ -549,7 +549,7 @@ def test_config_recipes_generic_default_reference_configs_and_ids_file(tmp_path,
         load_caption_corpus(_dataset_cfg(tmp_path, opts=["DATASET.CAPTIONS_PER_IMAGE", "-1"]), classes)
     (tmp_path / "captions.txt").write_text("a dog\na cat\n")
     text_opts = ["DATASET.CAPTION_FILE", "captions.txt"]
-    with caplog.at_level("WARNING", logger="taidpt.dataset_registry"):
+    with caplog.at_level("WARNING", logger="taidpt.images.registry"):
         text = load_caption_corpus(_dataset_cfg(tmp_path, opts=[*text_opts, "DATASET.CAPTIONS_PER_IMAGE", "1"]),
                                    classes, progress=False)
     assert text.n_captions == 2 and "CAPTIONS_PER_IMAGE 1 is ignored" in caplog.text
@@ -563,7 +563,7 @@ def test_undecodable_lines_are_a_log_warning_built_or_cached(tmp_path, toy, capl
     path.write_bytes(b"a dog on the grass\n\x93\xfa\x07 a cat \xc3\n\xff\xfe\xfd\xb0 person \x80\nthe cat\n")
     for _ in ("built", "cached"):
         caplog.clear()
-        with caplog.at_level("WARNING", logger="taidpt.corpora"):
+        with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
             corpus = build_corpus("text", path, cl, lab, cache_dir=tmp_path / "cache", progress=False)
         assert corpus.n_captions == 4 and corpus.stats["invalid_utf8_lines"] == 2
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -100,8 +100,8 @@ def dassl_cfg(root: Path, weights: Path, out: Path, *opts: str, trainer: str = "
     """The config train.py's Dassl path builds: Dassl's defaults + extend_cfg + yaml + flags."""
     from dassl.config import get_cfg_default
 
-    from taidpt.cli import build_parser, setup_cfg
-    from taidpt.config import extend_cfg
+    from taidpt.engine.cli import build_parser, setup_cfg
+    from taidpt.engine.config import extend_cfg
 
     args = build_parser().parse_args(["--trainer", trainer, "--output-dir", str(out), *common(root, weights), *opts])
     return setup_cfg(extend_cfg(get_cfg_default()), args)
@@ -139,8 +139,8 @@ def test_datasets_carry_multi_hot_labels_through_dassl_pipeline(dassl, tmp_path,
     from dassl.data.transforms import build_transform
 
     import datasets.taidpt_datasets  # noqa: F401
-    from taidpt.image_data import ImageSetDataset
-    from taidpt.runner import preprocess_config
+    from taidpt.images.loaders import ImageSetDataset
+    from taidpt.engine.runner import preprocess_config
 
     root = tmp_path / "voc"
     write_voc_fixture(root)
@@ -170,8 +170,8 @@ def test_evaluator_reports_core_metrics_headline_first(dassl, capsys):
     from dassl.evaluation import build_evaluator
 
     import trainers.evaluator  # noqa: F401
-    from taidpt.config import extend_cfg
-    from taidpt.metrics import evaluate_multilabel
+    from taidpt.engine.config import extend_cfg
+    from taidpt.evaluation.metrics import evaluate_multilabel
 
     cfg = extend_cfg(get_cfg_default())
     cfg.TEST.EVALUATOR = "MultiLabelEvaluator"
@@ -206,10 +206,10 @@ def test_evaluator_reports_core_metrics_headline_first(dassl, capsys):
 
 @pytest.mark.dassl
 def test_mirrored_defaults_equal_dassls_own(dassl):
-    """Every default taidpt mirrors (taidpt.config.dassl_defaults) has Dassl's value and type."""
+    """Every default taidpt mirrors (taidpt.engine.config.dassl_defaults) has Dassl's value and type."""
     from dassl.config import get_cfg_default
 
-    from taidpt.config import dassl_defaults
+    from taidpt.engine.config import dassl_defaults
 
     theirs = get_cfg_default()
     checked = []
@@ -399,7 +399,7 @@ def test_drop_in_use_from_a_coop_checkout(dassl, dassl_run, voc_root, tiny_rn_op
     imports_after, call_after = "import trainers.zsclip\n", '    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new\n'
     assert imports_after in script and call_after in script, "CoOp's train.py changed: update the recipe in docs/dassl.md"
     script = script.replace(imports_after, imports_after + "import datasets.taidpt_datasets\nimport trainers.taidpt\n"
-                            "from taidpt.config import extend_cfg as extend_taidpt_cfg\n")
+                            "from taidpt.engine.config import extend_cfg as extend_taidpt_cfg\n")
     (coop / "train.py").write_text(script.replace(call_after, call_after + "    extend_taidpt_cfg(cfg)\n"))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),

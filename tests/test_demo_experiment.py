@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from taidpt.clip_loader import build_clip, load_clip
+from taidpt.clip.loader import build_clip, load_clip
 from taidpt.demo import pretrain as pretrain_mod
 from taidpt.demo.experiment import (
     DATASET_YAML,
@@ -119,8 +119,8 @@ def test_demo_cache_dir_default(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("trainer", sorted(TRAINER_YAMLS))
 def test_demo_yamls_assemble_like_train_py(tmp_path, trainer):
-    from taidpt.cli import parse_args, setup_cfg
-    from taidpt.config import get_cfg_default
+    from taidpt.engine.cli import parse_args, setup_cfg
+    from taidpt.engine.config import get_cfg_default
 
     argv = train_cli_args(trainer, tmp_path / "data", tmp_path / "out", tmp_path / "w.pt", 2, tmp_path / "cache")
     cfg = setup_cfg(get_cfg_default(), parse_args(argv))
@@ -141,9 +141,9 @@ def test_demo_yamls_assemble_like_train_py(tmp_path, trainer):
 
 
 def test_write_demo_data_real_voc_layout_and_reuse(tmp_path):
-    from taidpt.cli import parse_args, setup_cfg
-    from taidpt.config import get_cfg_default
-    from taidpt.dataset_registry import load_test_set
+    from taidpt.engine.cli import parse_args, setup_cfg
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.images.registry import load_test_set
 
     data = tmp_path / "data"
     write_demo_data(data, n_images=12, n_captions=30, seed=5)

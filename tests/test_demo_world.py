@@ -210,7 +210,7 @@ def test_caption_scene_accepts_class_list_forms():
     from_file = caption_scene(scene, np.random.default_rng(5), CLASS_FILE)
     assert caption_scene(scene, np.random.default_rng(5)) == from_file
     assert caption_scene(scene, np.random.default_rng(5), load_synonyms()) == from_file
-    classes = pytest.importorskip("taidpt.classes")
+    classes = pytest.importorskip("taidpt.captions.classes")
     class_list = classes.load_class_list(CLASS_FILE)
     assert caption_scene(scene, np.random.default_rng(5), class_list) == from_file
 
@@ -245,11 +245,11 @@ def test_voc_writer_layout(tmp_path):
 
 def test_voc_writer_roundtrip_through_reader(tmp_path):
     """If the VOC reader accepts a class list, it must read back what the writer wrote."""
-    testsets = pytest.importorskip("taidpt.testsets")
+    testsets = pytest.importorskip("taidpt.images.testsets")
     params = inspect.signature(testsets.read_voc2007).parameters
     key = next((k for k in ("classnames", "class_names", "classes", "class_list") if k in params), None)
     if key is None:
-        pytest.skip("taidpt.testsets.read_voc2007 does not take a class list yet")
+        pytest.skip("taidpt.images.testsets.read_voc2007 does not take a class list yet")
     images, labels = generate_images(5, seed=2)
     write_voc_dataset(tmp_path, images, labels, SHAPES)
     data = testsets.read_voc2007(tmp_path, split="test", **{key: list(SHAPES)})
@@ -270,9 +270,9 @@ def test_caption_file(tmp_path):
 
 def _labeller():
     try:
-        from taidpt.classes import load_class_list
-        from taidpt.labelling import CaptionLabeller
-        from taidpt.lemmatize import get_lemmatizer
+        from taidpt.captions.classes import load_class_list
+        from taidpt.captions.labelling import CaptionLabeller
+        from taidpt.captions.lemmatize import get_lemmatizer
     except ImportError as exc:
         pytest.skip(f"caption labeller not importable yet: {exc}")
     return CaptionLabeller(load_class_list(CLASS_FILE), get_lemmatizer("lemminflect"))

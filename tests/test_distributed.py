@@ -1,4 +1,4 @@
-"""Multi-process training and evaluation (taidpt.distributed*, torchrun): the numbers of one process."""
+"""Multi-process training and evaluation (taidpt.engine.distributed*, torchrun): the numbers of one process."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from taidpt.distributed import DistContext, launched_by_torchrun, shard_bounds, shard_sizes
-from taidpt.distributed_runner import gather_scored, sharded_train_step
-from taidpt.evaluation import ScoredSet
+from taidpt.engine.distributed import DistContext, launched_by_torchrun, shard_bounds, shard_sizes
+from taidpt.engine.distributed_runner import gather_scored, sharded_train_step
+from taidpt.evaluation.scoring import ScoredSet
 from test_robustness import write_bad_images
 from test_train_cli import common, write_voc_fixture
 
@@ -44,10 +44,10 @@ def test_launch_detection():
 
 def build_setup(classes: list[str], n_captions: int = 24, seed: int = 1):
     """A TinyRN TaI-DPT model, an in-memory caption feature store, labels and an SGD optimiser."""
-    from taidpt.caption_features import CaptionFeatureStore
-    from taidpt.clip_loader import load_clip
-    from taidpt.model import TaIDPTModel
-    from taidpt.training import CaptionBatchEncoder
+    from taidpt.captions.features import CaptionFeatureStore
+    from taidpt.clip.loader import load_clip
+    from taidpt.networks.model import TaIDPTModel
+    from taidpt.engine.caption_training import CaptionBatchEncoder
 
     torch.manual_seed(0)
     clip, _ = load_clip("TinyRN", "")
@@ -73,7 +73,7 @@ def single_process_group(tmp_path):
 
 
 def test_sharded_step_of_one_process_is_the_plain_step(single_process_group):
-    from taidpt.training import train_step
+    from taidpt.engine.caption_training import train_step
 
     classes = ["dog", "cat", "car", "bus"]
     (m1, e1, labels, o1), (m2, e2, _, o2) = build_setup(classes), build_setup(classes)
@@ -116,9 +116,9 @@ WORKER = textwrap.dedent('''
     import torch, torch.distributed as dist
     sys.path.insert(0, sys.argv[2])
     from test_distributed import build_setup
-    from taidpt.distributed import DistContext
-    from taidpt.distributed_runner import sharded_train_step
-    from taidpt.training import train_step
+    from taidpt.engine.distributed import DistContext
+    from taidpt.engine.distributed_runner import sharded_train_step
+    from taidpt.engine.caption_training import train_step
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")

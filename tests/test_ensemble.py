@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taidpt.ensemble import combine, main, min_max
-from taidpt.evaluation import ScoredSet
-from taidpt.metrics import mean_ap
-from taidpt.predictions import load_predictions, save_predictions
-from taidpt.testsets import ImageSet
+from taidpt.evaluation.ensemble import combine, main, min_max
+from taidpt.evaluation.scoring import ScoredSet
+from taidpt.evaluation.metrics import mean_ap
+from taidpt.evaluation.predictions import load_predictions, save_predictions
+from taidpt.images.testsets import ImageSet
 
 CLASSES = ["a", "b"]
 PATHS = ["/d/1.jpg", "/d/2.jpg", "/d/3.jpg"]
@@ -20,7 +20,7 @@ TARGETS = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.int8)
 
 
 def write_predictions(path: Path, scores: np.ndarray, order: list[int], trainer: str) -> None:
-    """A predictions.npz as documented in taidpt/predictions.py, rows in ``order``."""
+    """A predictions.npz as documented in taidpt/evaluation/predictions.py, rows in ``order``."""
     np.savez(path, scores=scores[order].astype(np.float32), **{"global": scores[order].astype(np.float32)},
              local=scores[order].astype(np.float32), targets=TARGETS[order], paths=np.asarray(PATHS)[order],
              classnames=np.asarray(CLASSES), merge_rate=np.float64(0.5), trainer=np.asarray(trainer))

@@ -38,8 +38,8 @@ from export.onnx import (
     torch_reference,
 )
 from export.runtime import OnnxModel, tensorrt_status
-from taidpt.model import TaIDPTModel, ZeroShotDenseModel
-from taidpt.preprocess import CLIP_MEAN, CLIP_STD
+from taidpt.networks.model import TaIDPTModel, ZeroShotDenseModel
+from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["dog", "cat", "car", "traffic light", "potted_plant"]
@@ -402,7 +402,7 @@ def test_cuda_execution_provider_parity(rn_export):
 @pytest.mark.parametrize("backbone,size,kind", [("RN50", 224, "TaIDPT"), ("RN101", 448, "ZeroshotCLIPDense"),
                                                  ("ViT-B-16", 224, "TaIDPT")])
 def test_real_architecture_export_parity(backbone, size, kind, tmp_path):
-    from taidpt.clip_loader import load_clip
+    from taidpt.clip.loader import load_clip
 
     torch.manual_seed(0)
     clip, _ = load_clip(backbone, "")

@@ -1,4 +1,4 @@
-"""taidpt.image_data: the evaluation dataset/loader never crashes on a bad image and counts it."""
+"""taidpt.images.loaders: the evaluation dataset/loader never crashes on a bad image and counts it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from taidpt.image_data import ImageSetDataset, make_test_loader, split_ok
-from taidpt.preprocess import PreprocessConfig, load_rgb, preprocess
-from taidpt.testsets import ImageSet, read_csv
+from taidpt.images.loaders import ImageSetDataset, make_test_loader, split_ok
+from taidpt.images.preprocess import PreprocessConfig, load_rgb, preprocess
+from taidpt.images.testsets import ImageSet, read_csv
 
 
 def _write_images(folder: Path) -> dict[str, Path]:
@@ -63,7 +63,7 @@ def test_items_and_decoding(image_set: ImageSet, caplog) -> None:
     rgba = ds[4]
     assert rgba["ok"] and rgba["img"].shape == (3, 32, 32)
 
-    with caplog.at_level(logging.WARNING, logger="taidpt.image_data"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.images.loaders"):
         bad = ds[1]
     assert bad["ok"] is False
     assert torch.count_nonzero(bad["img"]) == 0 and bad["img"].shape == (3, 32, 32)

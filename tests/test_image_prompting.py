@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from taidpt.augment import AugmentConfig, augment, cutout, item_rng, random_resized_crop_box
-from taidpt.classes import load_class_list
-from taidpt.config import get_cfg_default
-from taidpt.fewshot import sample_few_shot
-from taidpt.image_prompt_models import CoOpModel, DualCoOpModel, DualPromptLearner, dual_logits
-from taidpt.image_train_data import load_train_set
-from taidpt.partial_labels import load_or_create
-from taidpt.preprocess import to_normalized_array
+from taidpt.images.augment import AugmentConfig, augment, cutout, item_rng, random_resized_crop_box
+from taidpt.captions.classes import load_class_list
+from taidpt.engine.config import get_cfg_default
+from taidpt.images.fewshot import sample_few_shot
+from taidpt.networks.image_prompt_models import CoOpModel, DualCoOpModel, DualPromptLearner, dual_logits
+from taidpt.images.train_data import load_train_set
+from taidpt.images.partial_labels import load_or_create
+from taidpt.images.preprocess import to_normalized_array
 
 CLASSES = ["dog", "cat", "car"]
 

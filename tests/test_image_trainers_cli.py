@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from taidpt.metrics import mean_ap
+from taidpt.evaluation.metrics import mean_ap
 
 from dassl_support import require_dassl
 from test_train_cli import ROOT, run_train, write_voc_fixture
@@ -166,7 +166,7 @@ def test_few_shot_coop_and_ensemble_with_taidpt(dual_run, voc_root, tiny_rn_open
 
     dual, _ = dual_run
     out = tmp_path / "ens"
-    proc = subprocess.run([sys.executable, "-m", "taidpt.ensemble", "--runs", str(taidpt), str(dual), "--rate", "0.9",
+    proc = subprocess.run([sys.executable, "-m", "taidpt.evaluation.ensemble", "--runs", str(taidpt), str(dual), "--rate", "0.9",
                            "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     with np.load(dual / "predictions.npz", allow_pickle=False) as p:

@@ -22,9 +22,9 @@ import export.infer
 from export.infer import collect_images, decide, main
 from export.metadata import ModelMetadata
 from export.onnx import export_scorer
-from taidpt.model import TaIDPTModel
-from taidpt.pathtext import unescape_path
-from taidpt.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
+from taidpt.networks.model import TaIDPTModel
+from taidpt.utils.pathtext import unescape_path
+from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["dog", "cat", "car", "traffic light", "potted_plant", "person"]
@@ -103,7 +103,7 @@ def torch_scores(scorer, paths) -> np.ndarray:
 def run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedProcess:
     prelude = "import sys; sys.modules['torch'] = None; " if block_torch else "import sys; "
     code = (prelude + "from export.infer import main; rc = main(sys.argv[1:]); "
-            "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.model', 'taidpt.runner', 'export.onnx') "
+            "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner', 'export.onnx') "
             "if sys.modules.get(m) is not None]; print('HEAVY-MODULES', bad, file=sys.stderr); sys.exit(rc)")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -259,8 +259,8 @@ def test_inference_stack_imports_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import export, export.infer, export.evaluate, export.metadata, export.runtime, export.tensorrt\n"
-        "import taidpt.preprocess, taidpt.metrics, taidpt.testsets, taidpt.dataset_registry, taidpt.config\n"
-        "heavy = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.model', 'taidpt.runner')"
+        "import taidpt.images.preprocess, taidpt.evaluation.metrics, taidpt.images.testsets, taidpt.images.registry, taidpt.engine.config\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner')"
         " if sys.modules.get(m) is not None]\n"
         "print(heavy)\n"
     )

@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from taidpt.classes import ClassList, load_class_list
-from taidpt.labelling import CaptionLabeller
-from taidpt.lemmatize import (
+from taidpt.captions.classes import ClassList, load_class_list
+from taidpt.captions.labelling import CaptionLabeller
+from taidpt.captions.lemmatize import (
     NLTK_DOWNLOAD_COMMAND,
     LemmatizerUnavailable,
     get_lemmatizer,
@@ -91,10 +91,10 @@ def test_auto_falls_back_to_lemminflect_and_logs_once(monkeypatch, tmp_path, cap
     import nltk.data
 
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
-    with caplog.at_level(logging.INFO, logger="taidpt.lemmatize"):
+    with caplog.at_level(logging.INFO, logger="taidpt.captions.lemmatize"):
         lem = get_lemmatizer("auto")
     assert lem.name == "lemminflect"
-    lines = [r for r in caplog.records if r.name == "taidpt.lemmatize"]
+    lines = [r for r in caplog.records if r.name == "taidpt.captions.lemmatize"]
     assert len(lines) == 1 and "lemminflect" in lines[0].getMessage()
 
 
@@ -204,9 +204,9 @@ def test_underscore_names_match_as_phrases(lemmatizer) -> None:
 
 
 def test_unmatchable_class_warns(lemmatizer, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="taidpt.labelling"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.captions.labelling"):
         CaptionLabeller(ClassList.from_names("toy", ["glasses", "dog"]), lemmatizer)
-    msgs = [r.getMessage() for r in caplog.records if r.name == "taidpt.labelling"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "taidpt.captions.labelling"]
     assert len(msgs) == 1 and "'glasses'" in msgs[0]
 
 

@@ -1,4 +1,4 @@
-"""taidpt.metrics: AP/mAP, CP/CR/CF1/OP/OR/OF1, the evaluation dict and its printed forms."""
+"""taidpt.evaluation.metrics: AP/mAP, CP/CR/CF1/OP/OR/OF1, the evaluation dict and its printed forms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from taidpt.metrics import (
+from taidpt.evaluation.metrics import (
     average_precision,
     evaluate_multilabel,
     excluded_classes,
@@ -150,7 +150,7 @@ def test_per_class_and_mean_ap_exclude_classes_without_positive_or_negative(capl
     reasons = excluded_classes(targets)
     assert list(reasons) == [2, 3]
     assert reasons[2] == "no positive label" and reasons[3].startswith("no negative label")
-    with caplog.at_level(logging.WARNING, logger="taidpt.metrics"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.evaluation.metrics"):
         m = mean_ap(scores, targets)
     assert m == pytest.approx(75.0)  # not (100 + 50 + 0 + 100) / 4
     assert "class 2: no positive label" in caplog.text and "class 3: no negative label" in caplog.text
@@ -296,7 +296,7 @@ def test_printed_formats() -> None:
 def test_evaluate_names_a_class_without_negative_and_leaves_it_out(caplog) -> None:
     g = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.5], [0.1, 0.7]])
     t = np.array([[1, 1], [0, 1], [0, -1], [1, 1]])  # "b" has no negative once -1 is dropped
-    with caplog.at_level(logging.WARNING, logger="taidpt.metrics"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.evaluation.metrics"):
         res = evaluate_multilabel(g, None, t, ["a", "b"])
     assert res["per_class_AP"]["b"] is None
     assert res["mAP"]["merged"] == pytest.approx(res["per_class_AP"]["a"])

@@ -1,4 +1,4 @@
-"""taidpt.metrics_log / taidpt.tensorboard_log: the per-epoch records, the resume cut, TensorBoard events."""
+"""taidpt.engine.metrics_log / taidpt.engine.tensorboard_log: the per-epoch records, the resume cut, TensorBoard events."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from taidpt import tensorboard_log
-from taidpt.metrics_log import METRICS_FILE, EpochStats, TrainingLog, keep_epochs_upto, read_metrics
+from taidpt.engine import tensorboard_log
+from taidpt.engine.metrics_log import METRICS_FILE, EpochStats, TrainingLog, keep_epochs_upto, read_metrics
 
 
 def line(epoch: int, loss: float = 1.0) -> str:

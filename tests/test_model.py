@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taidpt.image_encoder import ResNetDenseEncoder, interpolate_grid_embedding
-from taidpt.losses import asl_loss, bce_loss, double_loss, ranking_loss
-from taidpt.model import (
+from taidpt.clip.image_encoder import ResNetDenseEncoder, interpolate_grid_embedding
+from taidpt.networks.losses import asl_loss, bce_loss, double_loss, ranking_loss
+from taidpt.networks.model import (
     TaIDPTModel,
     ZeroShotDenseModel,
     global_logits,
     l2_normalize,
     local_logits,
 )
-from taidpt.text_encoder import TextTower, causal_mask, eot_positions
+from taidpt.clip.text_encoder import TextTower, causal_mask, eot_positions
 
 
 # --------------------------------------------------------------------------- logits by hand

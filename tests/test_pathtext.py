@@ -1,4 +1,4 @@
-"""taidpt.pathtext: file names as printable text that maps back to the same file."""
+"""taidpt.utils.pathtext: file names as printable text that maps back to the same file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from taidpt.pathtext import escape_path, unescape_path
+from taidpt.utils.pathtext import escape_path, unescape_path
 
 
 @pytest.mark.parametrize("raw, text", [

@@ -1,4 +1,4 @@
-"""python -m taidpt.plots: PR curves and per-class AP bars from a predictions.npz the project's writer made."""
+"""python -m taidpt.evaluation.plots: PR curves and per-class AP bars from a predictions.npz the project's writer made."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taidpt.evaluation import ScoredSet
-from taidpt.metrics import average_precision, mean_ap
-from taidpt.plots import AP_FILE, EXTREMES, PR_FILE, class_curves, draw_pr_curves, main
-from taidpt.predictions import load_predictions, save_predictions
-from taidpt.testsets import ImageSet
+from taidpt.evaluation.scoring import ScoredSet
+from taidpt.evaluation.metrics import average_precision, mean_ap
+from taidpt.evaluation.plots import AP_FILE, EXTREMES, PR_FILE, class_curves, draw_pr_curves, main
+from taidpt.evaluation.predictions import load_predictions, save_predictions
+from taidpt.images.testsets import ImageSet
 
 MERGE_RATE = 0.7
 

@@ -1,4 +1,4 @@
-"""taidpt.preprocess: bit-exact parity with Dassl's torchvision test transform, image loading."""
+"""taidpt.images.preprocess: bit-exact parity with Dassl's torchvision test transform, image loading."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taidpt.preprocess import (
+from taidpt.images.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     ImageLoadError,
@@ -249,9 +249,9 @@ import sys
 sys.modules["torch"] = None  # any "import torch" now raises ImportError
 sys.modules["torchvision"] = None
 import numpy as np
-import taidpt.preprocess as p
-import taidpt.metrics as m
-import taidpt.testsets as t
+import taidpt.images.preprocess as p
+import taidpt.evaluation.metrics as m
+import taidpt.images.testsets as t
 arr = p.preprocess(p.load_rgb({str(tmp_path / "x.png")!r}), 32)
 assert arr.shape == (3, 32, 32) and arr.dtype == np.float32
 assert m.mean_ap(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]])) == 100.0

@@ -65,7 +65,7 @@ def test_bad_images_are_decoded_or_skipped_and_counted(tmp_path, tiny_rn_openai_
 
 
 def test_exif_orientation_is_applied_only_when_asked(tmp_path):
-    from taidpt.preprocess import load_rgb
+    from taidpt.images.preprocess import load_rgb
 
     path = tmp_path / "rotated.jpg"
     _exif_rotated(path, np.random.default_rng(0))
@@ -74,7 +74,7 @@ def test_exif_orientation_is_applied_only_when_asked(tmp_path):
 
 
 def test_over_long_captions_are_truncated_not_fatal(tiny_rn):
-    from taidpt.model import TaIDPTModel
+    from taidpt.networks.model import TaIDPTModel
 
     model = TaIDPTModel(tiny_rn, CLASSES, n_ctx=4)
     ids = model.text.tokenize(["a dog " * 200, "a cat"])
@@ -206,7 +206,7 @@ def test_no_unsafe_deserialisation_or_shell():
     for path in _python_sources():
         text = path.read_text(encoding="utf-8")
         rel = path.relative_to(ROOT)
-        if rel.as_posix() != "taidpt/safe_pickle.py":  # the one reader of pickles, with a restricted unpickler
+        if rel.as_posix() != "taidpt/utils/safe_pickle.py":  # the one reader of pickles, with a restricted unpickler
             assert not re.search(r"^\s*(import pickle|from pickle|import dill|import cloudpickle)", text, re.M), rel
         else:
             assert "def find_class" in text and "pickle.load(" not in text and "pickle.loads(" not in text
@@ -217,7 +217,7 @@ def test_no_unsafe_deserialisation_or_shell():
             if "weights_only=False" in args:
                 # the single opt-in: legacy reference checkpoints, only with the user's explicit trust flag
                 guard = text[max(0, match.start() - 400) : match.start()]
-                assert rel.as_posix() == "taidpt/checkpoint.py" and "TRUST_ENV" in guard, f"{rel}: torch.load({args})"
+                assert rel.as_posix() == "taidpt/engine/checkpoint.py" and "TRUST_ENV" in guard, f"{rel}: torch.load({args})"
                 continue
             assert "weights_only=True" in args, f"{rel}: torch.load({args})"
 
@@ -243,8 +243,8 @@ def test_settings_without_effect_are_named_in_the_log_not_refused(trainer, caplo
     caption-trained model) load, and the log says they are ignored."""
     import logging
 
-    from taidpt.config import get_cfg_default
-    from taidpt.runner import runner_class
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.engine.runner import runner_class
 
     cfg = get_cfg_default()
     node = {"TaIDPT": "TAIDPT", "DualCoOp": "DUALCOOP"}[trainer]

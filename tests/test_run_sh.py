@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from taidpt.summarize import summarize
+from taidpt.evaluation.summarize import summarize
 from test_train_cli import write_voc_fixture
 
 ROOT = Path(__file__).resolve().parents[1]

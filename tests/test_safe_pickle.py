@@ -9,7 +9,7 @@ import pickle
 
 import pytest
 
-from taidpt.safe_pickle import InertObject, UnsafePickleError, load_plain, load_restricted
+from taidpt.utils.safe_pickle import InertObject, UnsafePickleError, load_plain, load_restricted
 
 
 class _WritesFile:

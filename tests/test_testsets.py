@@ -1,4 +1,4 @@
-"""taidpt.testsets: readers on small fixtures written in the real file formats."""
+"""taidpt.images.testsets: readers on small fixtures written in the real file formats."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taidpt.testsets import (
+from taidpt.images.testsets import (
     TESTSET_READERS,
     VOC_CLASSES,
     ImageSet,
@@ -61,7 +61,7 @@ def _write_voc(root: Path, with_image: tuple[str, ...] = ("000001", "000002", "0
 
 def test_voc_difficult_negative_vs_ignore_and_missing(tmp_path: Path, caplog) -> None:
     _write_voc(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="taidpt.testsets"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.images.testsets"):
         ds = read_voc2007(tmp_path)
     assert isinstance(ds, ImageSet)
     assert ds.classnames == VOC_CLASSES and len(VOC_CLASSES) == 20
@@ -330,7 +330,7 @@ def _csv_with_images(tmp_path: Path, body: str) -> Path:
 
 
 def test_csv_written_the_voc_way_reads_minus_one_as_negative(tmp_path: Path) -> None:
-    from taidpt.metrics import evaluate_multilabel
+    from taidpt.evaluation.metrics import evaluate_multilabel
 
     csv_path = _csv_with_images(tmp_path, "a.jpg,1,-1\nb.jpg,-1,1\nc.jpg,-1,0\nd.jpg,1,-1\n")
     ds = read_csv(csv_path)
@@ -359,9 +359,9 @@ def test_csv_one_hot_reads_zero_as_negative_and_conventions_can_be_forced(tmp_pa
 
 
 def test_csv_labels_config_key_and_results_record_the_convention(tmp_path: Path) -> None:
-    from taidpt.config import get_cfg_default
-    from taidpt.dataset_registry import load_test_set
-    from taidpt.evaluation import ScoredSet, results_from_scores
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.images.registry import load_test_set
+    from taidpt.evaluation.scoring import ScoredSet, results_from_scores
 
     csv_path = _csv_with_images(tmp_path, "a.jpg,1,-1\nb.jpg,-1,1\nc.jpg,-1,-1\ngone.jpg,1,1\n")
     cfg = get_cfg_default()

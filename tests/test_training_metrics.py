@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from taidpt.metrics_log import METRICS_FILE, read_metrics
-from taidpt.tensorboard_log import TENSORBOARD_DIR, tensorboard_available
+from taidpt.engine.metrics_log import METRICS_FILE, read_metrics
+from taidpt.engine.tensorboard_log import TENSORBOARD_DIR, tensorboard_available
 from test_train_cli import common, run_train, write_voc_fixture
 
 

@@ -18,11 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taidpt.atomic import atomic_write_text
-from taidpt.cli import setup_cfg
-from taidpt.config import extend_cfg
-from taidpt.runlock import FolderLock
-from taidpt.runner import canonical_trainer, check_resumable, runner_class, setup_logging
+from taidpt.utils.atomic import atomic_write_text
+from taidpt.engine.cli import setup_cfg
+from taidpt.engine.config import extend_cfg
+from taidpt.utils.runlock import FolderLock
+from taidpt.engine.runner import canonical_trainer, check_resumable, runner_class, setup_logging
 
 log = logging.getLogger("taidpt")
 
@@ -96,7 +96,7 @@ def _run_locked(cfg, args: argparse.Namespace) -> int:
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
     from trainers.taidpt import enable_taidpt_logging
-    from taidpt.clip_loader import ClipLoadError
+    from taidpt.clip.loader import ClipLoadError
 
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")

@@ -1,9 +1,9 @@
 """``MultiLabelEvaluator``: Dassl's evaluator interface over the core's multi-label metrics.
 
 Selected with ``TEST.EVALUATOR: "MultiLabelEvaluator"`` (set in ``configs/trainers/*``). It collects
-the global and local logits of each test batch in a :class:`taidpt.evaluation.ScoreAccumulator`,
+the global and local logits of each test batch in a :class:`taidpt.evaluation.scoring.ScoreAccumulator`,
 the same collector the core runner fills, and scores them with
-:func:`taidpt.evaluation.results_from_scores`, so both engines report the same numbers.
+:func:`taidpt.evaluation.scoring.results_from_scores`, so both engines report the same numbers.
 ``evaluate()`` returns Dassl's ordered dict of floats, headline first (merged mAP, which Dassl's
 ``test()`` returns), prints CoOp's ``=> result`` block (``parse_test_res.py --keyword mAP``
 reads it) and keeps the full results (per-class AP, P/R/F1 variants) in :attr:`results`.
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from dassl.evaluation import EVALUATOR_REGISTRY, EvaluatorBase
 
-from taidpt.evaluation import ScoreAccumulator, ScoredSet, results_from_scores
-from taidpt.metrics import format_coop_lines
-from taidpt.runner import trainer_node
+from taidpt.evaluation.scoring import ScoreAccumulator, ScoredSet, results_from_scores
+from taidpt.evaluation.metrics import format_coop_lines
+from taidpt.engine.runner import trainer_node
 
 HEADLINE_KEYS = ("mAP", "mAP_global", "mAP_local", "CF1", "OF1")
 

@@ -1,7 +1,7 @@
 """Dassl trainers ``DualCoOp`` and ``CoOpMultiLabel``: prompts learned from labelled images.
 
 Thin adapters like ``trainers/taidpt.py``: every hook delegates to the core runner
-(``taidpt.image_runner.ImagePromptRunner``, chosen by ``taidpt.runner.runner_class``), so the
+(``taidpt.engine.image_runner.ImagePromptRunner``, chosen by ``taidpt.engine.runner.runner_class``), so the
 Dassl path and ``train.py --engine core`` share the training images, partial labels, few-shot
 sample, augmentation, loader order, model, loss, schedule, checkpoints and metrics, and give the
 same numbers for a seed. The hooks are TaI-DPT's (``before_train`` builds the loader,

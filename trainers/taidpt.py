@@ -1,6 +1,6 @@
 """Dassl trainers ``TaIDPT`` and ``ZeroshotCLIPDense``: thin adapters over taidpt's core runner.
 
-Every hook delegates to a :class:`taidpt.runner.CoreRunner` (``self.core``), the object the
+Every hook delegates to a :class:`taidpt.engine.runner.CoreRunner` (``self.core``), the object the
 Dassl-free ``train.py --engine core`` path runs, so the two engines share the data, model,
 optimiser, schedule, loss, checkpoint format and metrics, and give the same numbers for a seed:
 
@@ -48,9 +48,9 @@ from dassl.data.datasets import build_dataset
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from tqdm import tqdm
 
-from taidpt.checkpoint import BEST_FILE, MODEL_NAME
-from taidpt.image_data import split_ok
-from taidpt.runner import RunOptions, runner_class, setup_logging
+from taidpt.engine.checkpoint import BEST_FILE, MODEL_NAME
+from taidpt.images.loaders import split_ok
+from taidpt.engine.runner import RunOptions, runner_class, setup_logging
 
 from .evaluator import MultiLabelEvaluator
 

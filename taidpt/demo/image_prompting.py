@@ -10,7 +10,7 @@
    images', as the VOC ``trainval`` split next to the test split;
 3. trains DualCoOp on each partial-label proportion and few-shot CoOp on each k-shot sample of
    that split, through train.py's code path (``configs/trainers/{DualCoOp,CoOpMultiLabel}/demo.yaml``);
-4. ensembles each image-prompting run with TaI-DPT (:mod:`taidpt.ensemble`) at each fixed rate,
+4. ensembles each image-prompting run with TaI-DPT (:mod:`taidpt.evaluation.ensemble`) at each fixed rate,
    prints the table and writes ``DIR/image_prompting.json``.
 
 Every setting (learning rates, epochs, the rates) is fixed in advance; nothing is chosen on the
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see taidpt/demo/__main__.py
 
-from ..ensemble import ensemble_runs  # noqa: E402 - after the OpenMP setting
+from taidpt.evaluation.ensemble import ensemble_runs  # noqa: E402 - after the OpenMP setting
 from . import scenes  # noqa: E402
 from .experiment import _pick, _run_cli, run_demo, train_cli_args  # noqa: E402
 from .pretrain import demo_cache_dir  # noqa: E402

@@ -10,7 +10,7 @@ streams and are never seen here).
 Everything is deterministic for a seed: a fixed step count (never a time budget), a fixed torch
 thread count, ``torch.manual_seed`` for the initialisation and a numpy ``Generator`` for the
 batch order. The result is saved as ``{"model_cfg", "state_dict", "meta"}``, which
-``taidpt.clip_loader.load_clip`` reads with ``weights_only=True`` (source "taidpt"), and cached
+``taidpt.clip.loader.load_clip`` reads with ``weights_only=True`` (source "taidpt"), and cached
 under the user cache directory by :func:`cached_demo_clip`, keyed by the settings, the recipe
 version and a digest of the scene generator.
 """
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import atomic_torch_save
-from ..clip_loader import build_clip
-from ..preprocess import CLIP_MEAN, CLIP_STD
-from ..tokenizer import tokenize
+from taidpt.engine.checkpoint import atomic_torch_save
+from taidpt.clip.loader import build_clip
+from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
+from taidpt.clip.tokenizer import tokenize
 from . import scenes
 
 __all__ = [

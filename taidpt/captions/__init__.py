@@ -1,0 +1,1 @@
+"""Captions as training data: class lists, templates, lemmatizing, labelling, corpora, cached features."""

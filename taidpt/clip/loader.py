@@ -1,0 +1,407 @@
+"""Build a frozen CLIP model (open_clip classes) from a backbone name and a weights source.
+
+Weights sources (``MODEL.BACKBONE.PRETRAINED``):
+
+* ``""`` / ``"none"`` / ``"random"``: random initialisation of the named architecture. Logged
+  loudly because every number it produces is chance level.
+* an open_clip pretrained tag such as ``"openai"``: taken from the Hugging Face hub cache when it
+  is there (no network access at all), else downloaded. Without network (or with
+  ``HF_HUB_OFFLINE`` set) and no cached copy, one quick check fails with one
+  :class:`ClipLoadError` line that says to pass a local file instead. The tag's activation
+  (QuickGELU for OpenAI's weights) is applied.
+* a path to a local file: a TorchScript archive (OpenAI's released ``RN50.pt``), a plain state
+  dict (``.pt``/``.pth``/``.bin``, loaded with ``weights_only=True``), or ``.safetensors``.
+  TorchScript archives are read by :mod:`taidpt.clip.torchscript_weights` without running their code;
+  ``torch.jit.load`` (which runs it) is used only with ``allow_torchscript_code=True``.
+  OpenAI-format state dicts (``text_projection`` at the top level) are rebuilt with every
+  architecture size inferred from the tensors, so a small RN-style CLIP saved in OpenAI format
+  loads without a config. open_clip-format state dicts are loaded into the named architecture.
+  A checkpoint ``{"model_cfg": {...}, "state_dict": {...}}`` (what ``taidpt.demo`` writes)
+  carries its own open_clip config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+from taidpt.utils.safe_pickle import first_line
+from taidpt.clip.torchscript_weights import TorchScriptReadError, is_torchscript_archive, read_torchscript_weights
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS = ("", "none", "random")
+
+# Entries of OpenAI's archives and open_clip models that are not weights (sizes, the causal mask).
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+_LOCAL_FILE_HINT = ("download the weights where there is network access and set MODEL.BACKBONE.PRETRAINED to the "
+                    "local file path (OpenAI's RN50.pt, or a .safetensors / .pt state dict)")
+_HUB_CHECK_TIMEOUT_S = 5.0
+
+# CoOp/Dassl spell ViT names with a slash; open_clip with a dash.
+_NAME_ALIASES = {"ViT-B/16": "ViT-B-16", "ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14"}
+SUPPORTED_BACKBONES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-16", "ViT-B-32", "ViT-L-14")
+
+# Small real-architecture configs for tests, the demo and quick benchmarks (random weights).
+# Head sizes follow OpenAI's rules (text heads = width // 64, vision head width 64), so these
+# models survive a round trip through an OpenAI-format state dict.
+TINY_CONFIGS: dict[str, dict] = {
+    "TinyRN": dict(
+        embed_dim=64,
+        vision_cfg=dict(layers=(1, 1, 1, 1), width=16, head_width=64, image_size=64),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=1, layers=3),
+        quick_gelu=True,
+    ),
+    "TinyViT": dict(
+        embed_dim=64,
+        vision_cfg=dict(layers=2, width=64, head_width=64, patch_size=16, image_size=64),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=1, layers=2),
+        quick_gelu=True,
+    ),
+}
+
+
+class ClipLoadError(RuntimeError):
+    """A CLIP model could not be built or loaded; the message is one line that says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+    """What was loaded: enough to describe the model in logs, checkpoints and ONNX metadata."""
+
+    name: str
+    pretrained: str
+    image_size: int
+    is_resnet: bool
+    embed_dim: int
+    context_length: int
+    source: str  # "random", "open_clip-tag", "openai-state-dict", "torchscript", "open_clip-state-dict", "taidpt"
+
+
+def normalize_backbone_name(name: str) -> str:
+    """Map CoOp-style names (``ViT-B/16``) to open_clip's (``ViT-B-16``) and check they exist."""
+    import open_clip
+
+    canonical = _NAME_ALIASES.get(name, name)
+    known = set(open_clip.list_models()) | set(TINY_CONFIGS)
+    if canonical not in known:
+        raise ClipLoadError(
+            f"unknown backbone {name!r}: expected one of {', '.join(SUPPORTED_BACKBONES + tuple(TINY_CONFIGS))} "
+            f"(or another open_clip CLIP architecture name)"
+        )
+    return canonical
+
+
+def is_openai_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """OpenAI's CLIP keeps the text tower at the top level and has ``text_projection``."""
+    return "text_projection" in state_dict and "token_embedding.weight" in state_dict
+
+
+def infer_openai_config(
+    state_dict: Mapping[str, torch.Tensor], *, text_heads: int = 0, vision_head_width: int = 64
+) -> dict:
+    """Infer an open_clip ``CLIP`` config from an OpenAI-format state dict.
+
+    Every size comes from tensor shapes. Head counts are not stored in the weights; OpenAI's rule
+    is ``heads = width // 64`` (text) and head width 64 (vision). ``text_heads`` and
+    ``vision_head_width`` override that rule for models trained with other head sizes.
+    """
+    vit = "visual.proj" in state_dict
+    if vit:
+        width = state_dict["visual.conv1.weight"].shape[0]
+        layers = len({k.split(".")[3] for k in state_dict if k.startswith("visual.transformer.resblocks.")})
+        patch = state_dict["visual.conv1.weight"].shape[-1]
+        grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision_cfg = dict(layers=layers, width=width, patch_size=patch, image_size=patch * grid,
+                          head_width=vision_head_width)
+    else:
+        layers = tuple(
+            len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)
+        )
+        width = state_dict["visual.layer1.0.conv1.weight"].shape[0]
+        n_pos = state_dict["visual.attnpool.positional_embedding"].shape[0]
+        grid = round((n_pos - 1) ** 0.5)
+        if grid * grid + 1 != n_pos:
+            raise ClipLoadError(f"attention-pool positional embedding has {n_pos} rows, not a square grid + 1")
+        vision_cfg = dict(layers=layers, width=width, image_size=grid * 32, head_width=vision_head_width)
+    text_width = state_dict["ln_final.weight"].shape[0]
+    text_cfg = dict(
+        context_length=state_dict["positional_embedding"].shape[0],
+        vocab_size=state_dict["token_embedding.weight"].shape[0],
+        width=text_width,
+        heads=text_heads or max(1, text_width // 64),
+        layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}),
+    )
+    return dict(embed_dim=state_dict["text_projection"].shape[1], vision_cfg=vision_cfg, text_cfg=text_cfg,
+                quick_gelu=True)
+
+
+def build_clip(model_cfg: Mapping[str, Any]) -> CLIP:
+    """Instantiate open_clip's ``CLIP`` from a plain-dict config (embed_dim, vision_cfg, text_cfg, quick_gelu)."""
+    cfg = dict(model_cfg)
+    return CLIP(
+        embed_dim=int(cfg["embed_dim"]),
+        vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
+        text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
+        quick_gelu=bool(cfg.get("quick_gelu", True)),
+    )
+
+
+def _random_model(canonical: str) -> CLIP:
+    """Randomly initialised CLIP of a known architecture (OpenAI's QuickGELU activation)."""
+    if canonical in TINY_CONFIGS:
+        return build_clip(TINY_CONFIGS[canonical])
+    import open_clip
+
+    return open_clip.create_model(canonical, pretrained=None, force_quick_gelu=True)
+
+
+def _read_weights_file(path: Path, *, allow_torchscript_code: bool) -> tuple[dict, str, dict | None]:
+    """Return (state_dict, source kind, embedded model config or None) for a local weights file."""
+    if path.stat().st_size == 0:
+        raise ClipLoadError(f"weights file {path} is empty")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path), "state-dict", None
+    if is_torchscript_archive(path):
+        return _read_torchscript(path, allow_torchscript_code=allow_torchscript_code), "torchscript", None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format error becomes one clear line
+        raise ClipLoadError(f"cannot read CLIP weights from {path}: {type(exc).__name__}: {first_line(exc)}") from exc
+    if not isinstance(obj, dict):
+        raise ClipLoadError(f"{path} holds a {type(obj).__name__}, expected a state dict")
+    model_cfg = obj.get("model_cfg") if isinstance(obj.get("model_cfg"), dict) else None
+    if isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return sd, "state-dict", model_cfg
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad bytes
+        raise ClipLoadError(f"cannot read CLIP weights from {path}: not a valid .safetensors file "
+                            f"({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def _read_torchscript(path: Path, *, allow_torchscript_code: bool) -> dict[str, torch.Tensor]:
+    """A TorchScript archive's state dict: read as data, or with ``torch.jit.load`` when its code may run."""
+    if not allow_torchscript_code:
+        try:
+            return read_torchscript_weights(path)
+        except TorchScriptReadError as exc:
+            hint = (" (MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE True would run its code: only for a file you trust)"
+                    if exc.needs_code else "")
+            raise ClipLoadError(f"cannot read CLIP weights from TorchScript archive {exc}{hint}") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, archives still exist
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception as exc:  # noqa: BLE001 - errors raised by the archive's own code vary
+        raise ClipLoadError(f"cannot load TorchScript archive {path}: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def _load_from_file(name: str, path: Path, *, text_heads: int, vision_head_width: int,
+                    allow_torchscript_code: bool) -> tuple[CLIP, str]:
+    try:
+        return _build_and_fill(name, path, text_heads=text_heads, vision_head_width=vision_head_width,
+                               allow_torchscript_code=allow_torchscript_code)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        if isinstance(exc, ClipLoadError):
+            raise
+        raise ClipLoadError(f"{path} is not a loadable CLIP checkpoint "
+                            f"({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def _build_and_fill(name: str, path: Path, *, text_heads: int, vision_head_width: int,
+                    allow_torchscript_code: bool) -> tuple[CLIP, str]:
+    sd, kind, model_cfg = _read_weights_file(path, allow_torchscript_code=allow_torchscript_code)
+    sd = {k: v for k, v in sd.items() if k not in _NON_WEIGHT_KEYS}
+    if model_cfg is not None:
+        model, source = build_clip(model_cfg), "taidpt"
+    elif is_openai_state_dict(sd):
+        cfg = infer_openai_config(sd, text_heads=text_heads, vision_head_width=vision_head_width)
+        model = build_clip(cfg)
+        source = "torchscript" if kind == "torchscript" else "openai-state-dict"
+        log.info("architecture inferred from %s: embed %d, vision %s, text %s", path.name, cfg["embed_dim"],
+                 cfg["vision_cfg"], cfg["text_cfg"])
+    else:
+        model, source = _random_model(normalize_backbone_name(name)), "open_clip-state-dict"
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k != "attn_mask"]
+    if missing or unexpected:
+        raise ClipLoadError(
+            f"{path} does not match the CLIP architecture: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    return model, source
+
+
+def load_clip(
+    name: str,
+    pretrained: str = "",
+    *,
+    device: str | torch.device = "cpu",
+    text_heads: int = 0,
+    vision_head_width: int = 64,
+    allow_torchscript_code: bool = False,
+) -> tuple[CLIP, ClipInfo]:
+    """Load a CLIP model in fp32 eval mode with every parameter frozen.
+
+    Args:
+        name: backbone name (``RN50``, ``RN101``, ``ViT-B-16``, ``ViT-B/16``, ...). Ignored for the
+            architecture when the weights file describes its own (OpenAI format or taidpt).
+        pretrained: weights source, see the module docstring.
+        device: where to put the model.
+        text_heads / vision_head_width: head-size overrides for OpenAI-format files whose heads do
+            not follow OpenAI's width // 64 rule.
+        allow_torchscript_code: load TorchScript archives with ``torch.jit.load``, which runs the
+            code they carry (``MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE``); by default their tensors
+            are read without running anything.
+    """
+    pretrained = (pretrained or "").strip()
+    path = Path(os.path.expanduser(pretrained)) if pretrained.lower() not in RANDOM_WEIGHTS else None
+    if path is not None and (path.exists() or os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".tar"))):
+        if not path.is_file():
+            raise ClipLoadError(f"CLIP weights file not found: {path}")
+        model, source = _load_from_file(name, path, text_heads=text_heads, vision_head_width=vision_head_width,
+                                        allow_torchscript_code=allow_torchscript_code)
+    else:
+        canonical = normalize_backbone_name(name)
+        if path is None:
+            log.warning(
+                "RANDOM CLIP WEIGHTS: %s is randomly initialised (MODEL.BACKBONE.PRETRAINED is empty). "
+                "Every score it produces is chance level; set MODEL.BACKBONE.PRETRAINED to 'openai' "
+                "or a weights file for real numbers.", canonical)
+            model, source = _random_model(canonical), "random"
+        elif canonical in TINY_CONFIGS:
+            raise ClipLoadError(f"{canonical} is a test-size architecture with no published weights: set "
+                                f"MODEL.BACKBONE.PRETRAINED to '' (random) or to a weights file")
+        else:
+            model, source = _load_pretrained_tag(canonical, pretrained), "open_clip-tag"
+    model = model.float().eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    visual = model.visual
+    image_size = visual.image_size
+    image_size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
+    info = ClipInfo(
+        name=name,
+        pretrained=pretrained,
+        image_size=image_size,
+        is_resnet=hasattr(visual, "attnpool"),
+        embed_dim=int(model.text_projection.shape[1]),
+        context_length=int(model.context_length),
+        source=source,
+    )
+    return model, info
+
+
+def _load_pretrained_tag(canonical: str, tag: str) -> CLIP:
+    """Build ``canonical`` with open_clip's weights for ``tag`` and the tag's activation (QuickGELU for OpenAI's)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(canonical, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(canonical)) or "none"
+        raise ClipLoadError(f"unknown pretrained tag {tag!r} for {canonical}: expected one of {tags}, or a weights "
+                            f"file path as MODEL.BACKBONE.PRETRAINED")
+    weights = _tag_weights_file(canonical, tag, cfg)
+    try:
+        return open_clip.create_model(canonical, pretrained=weights, force_quick_gelu=bool(cfg.get("quick_gelu")))
+    except Exception as exc:  # noqa: BLE001 - open_clip's loader raises many types; report one line
+        raise ClipLoadError(f"cannot load the {tag!r} weights for {canonical} from {weights}: {type(exc).__name__}: "
+                            f"{first_line(exc)}") from exc
+
+
+def _tag_weights_file(canonical: str, tag: str, cfg: Mapping[str, Any]) -> str:
+    """Local file for a pretrained tag: the hub cache's copy, else a download once the hub answers."""
+    from open_clip.pretrained import download_pretrained
+
+    hub = _hub_files(cfg)
+    if hub is not None:
+        cached = _cached_hub_file(*hub)
+        if cached is not None:
+            return cached
+        _check_hub_reachable(canonical, tag, *hub)
+    with _quiet_hub_retries():
+        try:
+            return download_pretrained(dict(cfg))
+        except Exception as exc:  # noqa: BLE001 - network/hub errors vary; report one line
+            raise ClipLoadError(f"could not download the {tag!r} weights for {canonical} ({first_line(exc)}); "
+                                f"{_LOCAL_FILE_HINT}") from exc
+
+
+def _hub_files(cfg: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(repo id, file names in the order open_clip tries them) for a tag hosted on the Hugging Face hub."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import has_hf_hub
+
+    if not cfg.get("hf_hub") or not has_hf_hub():
+        return None
+    repo_id, filename = os.path.split(cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    if filename == HF_WEIGHTS_NAME:
+        return repo_id, [HF_SAFE_WEIGHTS_NAME, filename]
+    if filename.endswith((".bin", ".pth")):
+        return repo_id, [filename[:-4] + ".safetensors", filename]
+    return repo_id, [filename]
+
+
+def _cached_hub_file(repo_id: str, filenames: list[str]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _check_hub_reachable(canonical: str, tag: str, repo_id: str, filenames: list[str]) -> None:
+    """One request without retries, so that a machine without network fails in seconds, not a minute."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    missing = (f"the {tag!r} weights for {canonical} ({repo_id} on the Hugging Face hub) are not in the local "
+               f"cache {constants.HF_HUB_CACHE}")
+    if constants.is_offline_mode():
+        raise ClipLoadError(f"{missing} and HF_HUB_OFFLINE is set: {_LOCAL_FILE_HINT}")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filenames[-1]), timeout=_HUB_CHECK_TIMEOUT_S)
+    except HfHubHTTPError:
+        return  # the hub answered; the download reports what it said
+    except Exception as exc:  # noqa: BLE001 - connection, proxy and timeout errors of the HTTP client
+        raise ClipLoadError(f"{missing} and the hub cannot be reached ({first_line(exc)}): {_LOCAL_FILE_HINT}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Silence huggingface_hub's per-retry warnings; a failed download still ends in one error line."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
+
+
+def openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
+    """Export an open_clip ``CLIP`` (non-custom text) as an OpenAI-format state dict.
+
+    open_clip's ``CLIP`` already uses OpenAI's key names; this drops the non-persistent mask and
+    returns detached CPU tensors, ready for ``torch.save``.
+    """
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k != "attn_mask"}

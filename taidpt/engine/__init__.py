@@ -1,0 +1,1 @@
+"""The engine: runners (core, images, distributed), configuration, CLI, checkpoints, optimisers, run folders, logs."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring loops, predictions files, ensembling, summaries and plots."""

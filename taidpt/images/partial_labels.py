@@ -1,0 +1,98 @@
+"""Partial labels: hide a fraction of a training set's labels, deterministically, and keep the mask.
+
+Convention (DualCoOp's and the reference's partial-label files): ``1`` positive, ``-1`` negative,
+``0`` unknown. The core readers use another one (``1`` positive, ``0`` negative, ``-1``
+ignored, e.g. a VOC "difficult" entry under ``VOC_DIFFICULT ignore``); :func:`to_partial`
+converts, and an ignored entry becomes unknown.
+
+Masking (:func:`mask_labels`): of the ``K`` known entries, exactly ``round(proportion * K)``
+stay known, chosen uniformly at random by a generator seeded with ``(seed, proportion)``; the
+rest become 0. The reference draws an independent Bernoulli(proportion) per entry (numpy seed 0), which keeps
+the same fraction in expectation; an exact count makes "proportion 0.3" mean 30 % in every run.
+
+Storage (:func:`load_or_create`): an ``.npz`` file (no pickle) holding the partial labels, the
+image paths, the class names, the proportion and the seed. A file that exists and matches is
+reused, so a run (or a resumed run, or several runs sharing one file) trains on exactly the same
+mask; a file made for other images, classes, proportion or seed is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from taidpt.utils.atomic import atomic_savez
+from taidpt.images.testsets import ImageSet
+
+log = logging.getLogger(__name__)
+
+PARTIAL_FILE = "partial_labels.npz"
+
+
+def to_partial(targets: np.ndarray) -> np.ndarray:
+    """Core targets (1 / 0 / -1 ignored) -> partial labels (1 / -1 / 0 unknown), int8."""
+    t = np.asarray(targets)
+    return np.where(t == 1, 1, np.where(t == 0, -1, 0)).astype(np.int8)
+
+
+def mask_seed(seed: int, proportion: float) -> np.random.SeedSequence:
+    """The generator seed of a mask: a function of ``(seed, proportion)`` only."""
+    return np.random.SeedSequence([max(int(seed), 0), int(round(float(proportion) * 1_000_000))])
+
+
+def mask_labels(labels: np.ndarray, proportion: float, seed: int) -> np.ndarray:
+    """Keep ``round(proportion * K)`` of the ``K`` known entries of partial ``labels``; the rest -> 0."""
+    if not 0.0 < float(proportion) <= 1.0:
+        raise ValueError(f"DATASET.PARTIAL_PROPORTION must be in (0, 1], got {proportion}")
+    labels = np.asarray(labels, dtype=np.int8)
+    known = np.flatnonzero(labels.reshape(-1) != 0)
+    n_keep = int(round(float(proportion) * len(known)))
+    rng = np.random.default_rng(mask_seed(seed, proportion))
+    keep = rng.permutation(known)[:n_keep]
+    out = np.zeros(labels.size, dtype=np.int8)
+    out[keep] = labels.reshape(-1)[keep]
+    return out.reshape(labels.shape)
+
+
+def save(path: Path, labels: np.ndarray, paths: Sequence[str], classnames: Sequence[str], proportion: float,
+         seed: int) -> None:
+    """Write the mask file atomically (``np.savez``; strings as unicode arrays, no pickle)."""
+    atomic_savez(path, labels=np.asarray(labels, dtype=np.int8), paths=np.asarray(list(paths), dtype=str),
+                 classnames=np.asarray(list(classnames), dtype=str), proportion=np.float64(proportion),
+                 seed=np.int64(seed))
+
+
+def load(path: Path, paths: Sequence[str], classnames: Sequence[str], proportion: float, seed: int) -> np.ndarray:
+    """Read a mask file and check that it was made for these images, classes, proportion and seed."""
+    with np.load(path, allow_pickle=False) as data:
+        stored = {k: data[k] for k in ("labels", "paths", "classnames", "proportion", "seed")}
+    problems = []
+    if list(stored["classnames"]) != list(classnames):
+        problems.append(f"classes {list(stored['classnames'])[:3]}... != {list(classnames)[:3]}...")
+    if list(stored["paths"]) != list(paths):
+        problems.append(f"{len(stored['paths'])} images listed, the training set has {len(paths)} (or another order)")
+    if not np.isclose(float(stored["proportion"]), float(proportion)):
+        problems.append(f"proportion {float(stored['proportion'])} != {proportion}")
+    if int(stored["seed"]) != int(seed):
+        problems.append(f"seed {int(stored['seed'])} != {seed}")
+    if problems:
+        raise ValueError(f"{path} holds partial labels for another setting ({'; '.join(problems)}): delete it or "
+                         f"set DATASET.PARTIAL_LABEL_FILE to another file")
+    return stored["labels"].astype(np.int8)
+
+
+def load_or_create(path: Path, image_set: ImageSet, proportion: float, seed: int) -> np.ndarray:
+    """Partial labels of ``image_set``: reused from ``path`` when it exists, else masked and saved there."""
+    if path.is_file():
+        labels = load(path, image_set.paths, image_set.classnames, proportion, seed)
+        log.info("partial labels reused from %s (proportion %.2f, seed %d)", path, proportion, seed)
+        return labels
+    labels = mask_labels(to_partial(image_set.targets), proportion, seed)
+    save(path, labels, image_set.paths, image_set.classnames, proportion, seed)
+    n_known = int((labels != 0).sum())
+    log.info("partial labels: %d of %d entries known (proportion %.2f, seed %d), saved to %s",
+             n_known, labels.size, proportion, seed, path)
+    return labels

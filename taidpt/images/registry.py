@@ -1,0 +1,212 @@
+"""What each ``DATASET.NAME`` means: its test reader, class list and default caption corpus.
+
+=============  ====================================  ==========  =====================================================
+DATASET.NAME   test images (under DATASET.ROOT)      class list  default captions (under DATASET.ROOT)
+=============  ====================================  ==========  =====================================================
+VOC2007        VOCdevkit/VOC2007 (test split)        voc2007     COCO/annotations/captions_train2017.json
+COCO2014       COCO/annotations/instances_val2014    coco2014    COCO/annotations/captions_train2017.json
+NUSWIDE        NUSWIDE/ (Test split)                 nuswide     OpenImages/captions/open_images_train_v6_captions.jsonl
+COCOFormat     DATASET.ANNOTATION + IMAGE_DIR        from json   DATASET.CAPTION_FILE (required)
+CSV            DATASET.ANNOTATION (+ IMAGE_DIR)      CLASS_LIST  DATASET.CAPTION_FILE (required)
+=============  ====================================  ==========  =====================================================
+
+``DATASET.CLASS_LIST`` replaces the class list (e.g. the demo's shapes in VOC layout), and
+``DATASET.CAPTION_FILE`` / ``CAPTION_SOURCE`` replace the caption corpus. Of COCO captions,
+``DATASET.CAPTION_IDS`` (a file of caption ids) or ``DATASET.CAPTIONS_PER_IMAGE`` (k per image, drawn
+with ``DATASET.CAPTION_SAMPLE_SEED``) choose the captions used; by default all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from yacs.config import CfgNode
+
+from taidpt.captions.classes import ClassList, load_class_list
+from taidpt.captions.corpora import CaptionCorpus, CaptionSelection, build_corpus, read_caption_ids, read_coco_image_ids
+from taidpt.captions.labelling import CaptionLabeller
+from taidpt.captions.lemmatize import get_lemmatizer
+from taidpt.images.testsets import ImageSet, read_coco2014, read_coco_format, read_csv, read_nuswide, read_voc2007
+
+log = logging.getLogger(__name__)
+
+COCO_CAPTIONS = "COCO/annotations/captions_train2017.json"
+NARRATIVES = "OpenImages/captions/open_images_train_v6_captions.jsonl"
+
+
+def _under_root(cfg: CfgNode, value: str) -> str:
+    """A path from the config: absolute or ``~`` paths as given, others relative to DATASET.ROOT."""
+    value = os.path.expanduser(value)
+    return value if os.path.isabs(value) else os.path.join(os.path.expanduser(cfg.DATASET.ROOT), value)
+
+
+def _require(cfg: CfgNode, key: str) -> str:
+    value = cfg.DATASET.get(key, "")
+    if not value:
+        raise ValueError(f"DATASET.NAME {cfg.DATASET.NAME} needs DATASET.{key} to be set")
+    return value
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Defaults and test reader of one dataset name."""
+
+    name: str
+    class_list: str | None
+    caption_file: str | None
+    read_test: Callable[[CfgNode, ClassList | None], ImageSet]
+    coco_test_ids: str | None = None  # instances json whose image ids EXCLUDE_TEST_CAPTIONS drops
+
+
+def _voc(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+    return read_voc2007(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "test", difficult=cfg.DATASET.VOC_DIFFICULT,
+                        classnames=classes.names if classes is not None else None)
+
+
+def _coco(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+    return read_coco2014(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "val2014")
+
+
+def _nus(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+    return read_nuswide(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "Test")
+
+
+def _coco_format(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+    return read_coco_format(_under_root(cfg, _require(cfg, "ANNOTATION")),
+                            _under_root(cfg, cfg.DATASET.IMAGE_DIR or "."))
+
+
+def _csv(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+    image_root = _under_root(cfg, cfg.DATASET.IMAGE_DIR) if cfg.DATASET.IMAGE_DIR else None
+    return read_csv(_under_root(cfg, _require(cfg, "ANNOTATION")),
+                    classnames=classes.names if classes is not None else None, image_root=image_root,
+                    labels=cfg.DATASET.CSV_LABELS)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "VOC2007": DatasetSpec("VOC2007", "voc2007", COCO_CAPTIONS, _voc),
+    "COCO2014": DatasetSpec("COCO2014", "coco2014", COCO_CAPTIONS, _coco,
+                            coco_test_ids="COCO/annotations/instances_val2014.json"),
+    "NUSWIDE": DatasetSpec("NUSWIDE", "nuswide", NARRATIVES, _nus),
+    "COCOFormat": DatasetSpec("COCOFormat", None, None, _coco_format),
+    "CSV": DatasetSpec("CSV", None, None, _csv),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec registered under ``DATASET.NAME``; a clear error lists the known names."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown DATASET.NAME {name!r}: expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_test_set(cfg: CfgNode) -> tuple[ImageSet, ClassList]:
+    """Read the test images and the class list of ``cfg.DATASET``.
+
+    The class list is ``DATASET.CLASS_LIST`` when set, else the dataset's own; its length must
+    match the test set's label columns (the prompt class names come from the class list).
+    """
+    spec = get_spec(cfg.DATASET.NAME)
+    custom = load_class_list(_class_list_arg(cfg.DATASET.CLASS_LIST)) if cfg.DATASET.CLASS_LIST else None
+    image_set = spec.read_test(cfg, custom)
+    if custom is not None:
+        classes = custom
+    elif spec.class_list is not None:
+        classes = load_class_list(spec.class_list)
+    else:
+        classes = ClassList.from_names(spec.name, list(image_set.classnames))
+    if len(classes) != image_set.targets.shape[1]:
+        raise ValueError(f"class list {classes.dataset!r} has {len(classes)} classes but the {spec.name} test set "
+                         f"has {image_set.targets.shape[1]} label columns")
+    return image_set, classes
+
+
+def _class_list_arg(value: str) -> str:
+    """Built-in names pass through; anything that looks like a path resolves like other data paths."""
+    return value if os.sep not in value and not value.endswith((".json", ".txt")) else os.path.expanduser(value)
+
+
+def default_cache_dir(cfg: CfgNode) -> Path:
+    """``DATASET.CACHE_DIR`` or ``$XDG_CACHE_HOME/taidpt`` (``~/.cache/taidpt``)."""
+    if cfg.DATASET.CACHE_DIR:
+        return Path(os.path.expanduser(cfg.DATASET.CACHE_DIR))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "taidpt"
+
+
+def caption_source_and_path(cfg: CfgNode) -> tuple[str, str]:
+    """The caption source kind and absolute path for this config (explicit keys win)."""
+    spec = get_spec(cfg.DATASET.NAME)
+    file = cfg.DATASET.CAPTION_FILE or spec.caption_file
+    if not file:
+        raise ValueError(f"DATASET.NAME {spec.name} has no default caption corpus: set DATASET.CAPTION_FILE")
+    path = _under_root(cfg, file)
+    source = cfg.DATASET.CAPTION_SOURCE
+    if not source:
+        source = ("coco_captions" if path.endswith(".json") else
+                  "localized_narratives" if path.endswith(".jsonl") else "text")
+    return source, path
+
+
+def caption_selection(cfg: CfgNode, source: str) -> CaptionSelection | None:
+    """Which COCO captions ``cfg`` trains on: ``DATASET.CAPTION_IDS`` when set, else
+    ``DATASET.CAPTIONS_PER_IMAGE`` captions per image (0 = every caption).
+
+    Other sources have no caption ids: ``CAPTION_IDS`` is an error there, ``CAPTIONS_PER_IMAGE``
+    (set by the reference-named configs) is ignored with a warning.
+    """
+    ids_file, per_image = cfg.DATASET.CAPTION_IDS, int(cfg.DATASET.CAPTIONS_PER_IMAGE)
+    if per_image < 0:
+        raise ValueError(f"DATASET.CAPTIONS_PER_IMAGE must be 0 (every caption) or a positive number, got {per_image}")
+    if source != "coco_captions":
+        if ids_file:
+            raise ValueError(f"DATASET.CAPTION_IDS applies to COCO captions only; the caption source is {source!r}")
+        if per_image:
+            log.warning("DATASET.CAPTIONS_PER_IMAGE %d is ignored: the %s caption source has no images", per_image,
+                        source)
+        return None
+    if ids_file:
+        path = _under_root(cfg, ids_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"caption id file not found: {path} (DATASET.CAPTION_IDS, relative to "
+                                    f"DATASET.ROOT={cfg.DATASET.ROOT!r})")
+        if per_image:
+            log.info("DATASET.CAPTION_IDS is set: its ids are used instead of %d caption(s) per image", per_image)
+        return CaptionSelection(ids=read_caption_ids(path), ids_file=path)
+    return CaptionSelection(per_image=per_image, seed=int(cfg.DATASET.CAPTION_SAMPLE_SEED))
+
+
+def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True) -> CaptionCorpus:
+    """Build (or reuse from the cache) the labelled caption corpus for ``cfg``."""
+    spec = get_spec(cfg.DATASET.NAME)
+    source, path = caption_source_and_path(cfg)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"caption file not found: {path} (set DATASET.CAPTION_FILE, relative to "
+                                f"DATASET.ROOT={cfg.DATASET.ROOT!r})")
+    exclude = None
+    if cfg.DATASET.EXCLUDE_TEST_CAPTIONS:
+        if spec.coco_test_ids is None:
+            log.warning("DATASET.EXCLUDE_TEST_CAPTIONS has no effect for %s: its test images are not COCO images",
+                        spec.name)
+        else:
+            exclude = read_coco_image_ids(_under_root(cfg, spec.coco_test_ids))
+            log.info("excluding captions of %d test images", len(exclude))
+    cap = int(cfg.DATASET.CAPTION_CAP)
+    labeller = CaptionLabeller(classes, get_lemmatizer(cfg.DATASET.LEMMATIZER))
+    corpus = build_corpus(
+        source, path, classes, labeller,
+        add_templates=bool(cfg.DATASET.ADD_TEMPLATES),
+        exclude_image_ids=exclude,
+        per_class_cap="auto" if cap < 0 else (cap or None),
+        selection=caption_selection(cfg, source),
+        cache_dir=default_cache_dir(cfg) / "corpora",
+        progress=progress,
+    )
+    if corpus.n_captions == 0:
+        raise ValueError(f"no sentence of {path} names a class of {classes.dataset!r} ({corpus.stats.get('dropped_no_class', 0)} sentences "
+                         f"without a class, lemmatizer {corpus.lemmatizer}): check DATASET.CAPTION_FILE and DATASET.CLASS_LIST")
+    return corpus

@@ -1,0 +1,1 @@
+"""The methods taidpt trains and evaluates, one registered class per method."""
