@@ -14,17 +14,15 @@ import pytest
 
 from taidpt.captions.classes import ClassList, load_class_list
 from taidpt.engine.config import get_cfg_default, merge_files_and_opts
-from taidpt.captions.corpora import (
-    CaptionCorpus,
-    CaptionSelection,
-    assign_rarest,
-    build_corpus,
+from taidpt.captions.builder import assign_rarest, build_corpus, source_defaults
+from taidpt.captions.corpus import CaptionCorpus
+from taidpt.captions.selection import CaptionSelection
+from taidpt.captions.sources import (
     read_caption_ids,
     read_coco_captions,
     read_coco_image_ids,
     read_localized_narratives,
     read_text_file,
-    source_defaults,
 )
 from taidpt.images.registry import load_caption_corpus
 from taidpt.captions.labelling import CaptionLabeller
@@ -367,7 +365,7 @@ def test_cache_validates_stored_settings_and_survives_corruption(tmp_path, toy, 
     payload["settings"]["options"]["per_class_cap"] = 5
     payload["texts"] = ["tampered"] * len(payload["texts"])
     entry.write_text(json.dumps(payload))
-    with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
+    with caplog.at_level("WARNING", logger="taidpt.captions.corpus"):
         again = build_corpus("localized_narratives", path, cl, lab, cache_dir=cache, progress=False)
     assert again == built
     assert any("other settings" in r.getMessage() for r in caplog.records)
@@ -377,7 +375,7 @@ def test_cache_validates_stored_settings_and_survives_corruption(tmp_path, toy, 
     npz = entry.with_suffix(".npz")
     npz.write_bytes(npz.read_bytes()[:20])
     caplog.clear()
-    with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
+    with caplog.at_level("WARNING", logger="taidpt.captions.corpus"):
         assert build_corpus("localized_narratives", path, cl, lab, cache_dir=cache, progress=False) == built
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert not list(cache.glob("*.tmp"))
@@ -563,7 +561,7 @@ def test_undecodable_lines_are_a_log_warning_built_or_cached(tmp_path, toy, capl
     path.write_bytes(b"a dog on the grass\n\x93\xfa\x07 a cat \xc3\n\xff\xfe\xfd\xb0 person \x80\nthe cat\n")
     for _ in ("built", "cached"):
         caplog.clear()
-        with caplog.at_level("WARNING", logger="taidpt.captions.corpora"):
+        with caplog.at_level("WARNING", logger="taidpt.captions.builder"):
             corpus = build_corpus("text", path, cl, lab, cache_dir=tmp_path / "cache", progress=False)
         assert corpus.n_captions == 4 and corpus.stats["invalid_utf8_lines"] == 2
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -41,7 +41,7 @@ from taidpt.engine.checkpoint import (
 from taidpt.captions.classes import ClassList
 from taidpt.clip.loader import ClipInfo, load_clip
 from taidpt.engine.config import lookup
-from taidpt.captions.corpora import CaptionCorpus
+from taidpt.captions.corpus import CaptionCorpus
 from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
 from taidpt.evaluation.scoring import ScoredSet, results_from_scores, score_batches
 from taidpt.evaluation.predictions import PREDICTIONS_FILE, save_predictions

@@ -26,10 +26,13 @@ from typing import Callable
 
 from yacs.config import CfgNode
 
+from taidpt.captions.builder import build_corpus
 from taidpt.captions.classes import ClassList, load_class_list
-from taidpt.captions.corpora import CaptionCorpus, CaptionSelection, build_corpus, read_caption_ids, read_coco_image_ids
+from taidpt.captions.corpus import CaptionCorpus
 from taidpt.captions.labelling import CaptionLabeller
 from taidpt.captions.lemmatize import get_lemmatizer
+from taidpt.captions.selection import CaptionSelection
+from taidpt.captions.sources import read_caption_ids, read_coco_image_ids
 from taidpt.images.testsets import ImageSet, read_coco2014, read_coco_format, read_csv, read_nuswide, read_voc2007
 
 log = logging.getLogger(__name__)

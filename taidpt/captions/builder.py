@@ -1,0 +1,289 @@
+"""Caption corpora: labelled training sentences built from one caption file.
+
+TaI-DPT trains on sentences instead of images. A corpus is built from one
+caption file (read by :mod:`taidpt.captions.sources`), labelled with a
+:class:`~taidpt.captions.labelling.CaptionLabeller` (sentences that mention no class are
+dropped), and completed with 89 template sentences per class (:mod:`taidpt.captions.templates`).
+Sources:
+
+- ``"coco_captions"``: a COCO captions json, the source for the VOC2007 and COCO 2014 targets;
+  a :class:`~taidpt.captions.selection.CaptionSelection` says which of its captions are read.
+- ``"localized_narratives"``: OpenImages Localized Narratives jsonl, the
+  source for NUS-WIDE. By default, as in the reference, only the first 77
+  tokens of a narrative are labelled, each labelled narrative is assigned to its
+  rarest class (fewest labelled narratives) and at most 1000 are kept per class.
+- ``"text"``: any text file, one sentence per line.
+
+Built corpora can be cached on disk (json + npz, keyed by every setting;
+:mod:`taidpt.captions.corpus`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taidpt.captions.classes import ClassList
+from taidpt.captions.corpus import CaptionCorpus, _load_cached, _store_cached
+from taidpt.captions.labelling import CaptionLabeller
+from taidpt.captions.selection import CaptionSelection, _ids_key
+from taidpt.captions.sources import _int_set, read_coco_captions, read_localized_narratives, read_text_file
+from taidpt.captions.templates import template_sentences
+
+__all__ = [
+    "AUTO",
+    "SOURCES",
+    "assign_rarest",
+    "build_corpus",
+    "source_defaults",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("coco_captions", "localized_narratives", "text")
+AUTO = "auto"
+# Bump when the stored layout or the build recipe changes, so caches are rebuilt.
+# 2: caption selection (all / caption ids / k per image) in the settings and the stats.
+CORPUS_FORMAT_VERSION = 2
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "coco_captions": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
+    "localized_narratives": {"rarest_assignment": True, "per_class_cap": 1000, "max_words": 77},
+    "text": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
+}
+
+
+def source_defaults(source: str) -> dict[str, Any]:
+    """The values ``"auto"`` resolves to for ``rarest_assignment``, ``per_class_cap``, ``max_words``."""
+    _check_source(source)
+    return dict(_DEFAULTS[source])
+
+
+# ----------------------------------------------------------------------------- rarest class and per-class cap
+
+
+def assign_rarest(labels: np.ndarray) -> np.ndarray:
+    """For each labelled row, its rarest class: the one with the fewest rows.
+
+    Classes are ranked by row count ascending, ties by class index; row ``i`` is
+    assigned the first class in that ranking it has. Rows without a class get -1.
+    """
+    labels = np.asarray(labels)
+    c = labels.shape[1]
+    counts = labels.sum(axis=0, dtype=np.int64)
+    order = np.lexsort((np.arange(c), counts))
+    rank = np.empty(c, dtype=np.int64)
+    rank[order] = np.arange(c)
+    best = np.where(labels > 0, rank[None, :], c).min(axis=1, initial=c)
+    return np.where(best < c, order[np.minimum(best, c - 1)], -1)
+
+
+def _cap_per_class(assigned: np.ndarray, cap: int) -> np.ndarray:
+    """Indices (in file order) of the rows kept when each class keeps its first ``cap`` rows."""
+    keep = np.zeros(len(assigned), dtype=bool)
+    for cls in np.unique(assigned[assigned >= 0]):
+        rows = np.flatnonzero(assigned == cls)[:cap]
+        keep[rows] = True
+    return np.flatnonzero(keep)
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"unknown caption source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+def _resolve(value: Any, default: Any) -> Any:
+    return default if isinstance(value, str) and value == AUTO else value
+
+
+def _check_positive_or_none(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, None or {AUTO!r}, got {value!r}")
+
+
+def build_corpus(
+    source: str,
+    path: str | Path,
+    class_list: ClassList,
+    labeller: CaptionLabeller,
+    *,
+    add_templates: bool = True,
+    exclude_image_ids: Iterable[int] | None = None,
+    per_class_cap: int | None | str = AUTO,
+    rarest_assignment: bool | str = AUTO,
+    max_words: int | None | str = AUTO,
+    selection: CaptionSelection | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> CaptionCorpus:
+    """Read, label and select the sentences of a caption file; append the templates.
+
+    ``source`` is ``"coco_captions"``, ``"localized_narratives"`` or ``"text"``.
+    ``"auto"`` options take the source's defaults (:func:`source_defaults`):
+    for ``"localized_narratives"`` ``rarest_assignment=True``,
+    ``per_class_cap=1000``, ``max_words=77``; for the others ``False``, ``None``,
+    ``None``. ``None`` means no cap / no word limit. ``max_words`` limits the
+    tokens that are labelled (the stored text stays whole). ``per_class_cap``
+    assigns each labelled sentence to one class (its rarest with
+    ``rarest_assignment``, else its lowest class index) and keeps the first
+    ``per_class_cap`` sentences of each class; kept sentences stay in file order
+    (the reference grouped them by class, which only changes the order a
+    shuffled loader starts from). ``exclude_image_ids`` (``"coco_captions"``
+    only) drops the captions of those COCO images. ``selection``
+    (``"coco_captions"`` only) picks the captions read (:class:`CaptionSelection`:
+    every caption by default); ``stats["caption_recipe"]`` and
+    ``stats["selected_captions"]`` record it. Templates (89 per class) come
+    after the captions when ``add_templates``.
+
+    With ``cache_dir``, the result is stored as ``corpus-<sha256>.json`` + ``.npz``
+    keyed by every setting (labeller, file identity, options) and reused.
+    Raises ``ValueError`` when nothing is left (no labelled sentence, no template).
+    A text file with undecodable lines is read anyway and logged as a warning
+    (also when the corpus comes from the cache).
+    """
+    _check_source(source)
+    if not isinstance(class_list, ClassList):
+        raise TypeError(f"class_list must be a ClassList, got {type(class_list).__name__}")
+    if labeller.class_list != class_list:
+        raise ValueError(
+            f"the labeller was built for class list {labeller.class_list.dataset!r}, "
+            f"not {class_list.dataset!r}"
+        )
+    defaults = _DEFAULTS[source]
+    rarest_assignment = _resolve(rarest_assignment, defaults["rarest_assignment"])
+    per_class_cap = _resolve(per_class_cap, defaults["per_class_cap"])
+    max_words = _resolve(max_words, defaults["max_words"])
+    if not isinstance(rarest_assignment, bool):
+        raise ValueError(f"rarest_assignment must be True, False or {AUTO!r}, got {rarest_assignment!r}")
+    _check_positive_or_none("per_class_cap", per_class_cap)
+    _check_positive_or_none("max_words", max_words)
+    per_class_cap = None if per_class_cap is None else int(per_class_cap)
+    max_words = None if max_words is None else int(max_words)
+    exclude = _int_set(exclude_image_ids, "exclude_image_ids")
+    if exclude is not None and source != "coco_captions":
+        raise ValueError(f"exclude_image_ids applies to the 'coco_captions' source only, not {source!r}")
+    if selection is not None and selection.kind != "all" and source != "coco_captions":
+        raise ValueError(f"a caption selection ({selection.describe()}) applies to the 'coco_captions' source "
+                         f"only, not {source!r}")
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"caption file not found: {path} (source {source!r})")
+    st = path.stat()
+    exclude_key = None if exclude is None else _ids_key(sorted(exclude))
+    settings = {
+        "corpus_format": CORPUS_FORMAT_VERSION,
+        "source": source,
+        "path": str(path),
+        "file_size": st.st_size,
+        "file_mtime_ns": st.st_mtime_ns,
+        "labeller": labeller.settings(),
+        "options": {
+            "add_templates": bool(add_templates),
+            "exclude_image_ids": exclude_key,
+            "per_class_cap": per_class_cap,
+            "rarest_assignment": rarest_assignment,
+            "max_words": max_words,
+            "selection": (selection or CaptionSelection()).settings() if source == "coco_captions" else None,
+        },
+    }
+
+    cache_json = cache_npz = None
+    if cache_dir is not None:
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+        cache_dir = Path(cache_dir).expanduser()
+        cache_json = cache_dir / f"corpus-{key}.json"
+        cache_npz = cache_dir / f"corpus-{key}.npz"
+        cached = _load_cached(cache_json, cache_npz, settings)
+        if cached is not None:
+            log.info("caption corpus: reusing %s (%d sentences)", cache_json, len(cached))
+            _warn_about_undecodable_lines(cached, path)
+            return cached
+
+    stats: dict[str, Any] = {}
+    texts = _read_source(source, path, exclude, selection, stats)
+
+    labels = labeller.label_many(texts, max_words=max_words, progress=progress)
+    labelled = np.flatnonzero(labels.any(axis=1))
+    stats["labelled"] = int(len(labelled))
+    stats["dropped_no_class"] = int(len(texts) - len(labelled))
+    kept = labelled
+    if per_class_cap is not None or rarest_assignment:
+        sub = labels[labelled]
+        if rarest_assignment:
+            assigned = assign_rarest(sub)
+        else:
+            assigned = np.argmax(sub, axis=1)  # lowest class index present
+        stats["assigned_per_class"] = np.bincount(assigned, minlength=len(class_list)).tolist()
+        if per_class_cap is not None:
+            kept = labelled[_cap_per_class(assigned, per_class_cap)]
+    stats["dropped_by_cap"] = int(len(labelled) - len(kept))
+    out_texts = [texts[i] for i in kept]
+    out_labels = labels[kept]
+    stats["captions"] = len(out_texts)
+    stats["caption_class_counts"] = out_labels.sum(axis=0, dtype=np.int64).tolist()
+
+    n_templates = 0
+    if add_templates:
+        templ = template_sentences(class_list)
+        n_templates = len(templ)
+        t_labels = np.zeros((n_templates, len(class_list)), dtype=np.uint8)
+        t_labels[np.arange(n_templates), [c for _, c in templ]] = 1
+        out_texts.extend(s for s, _ in templ)
+        out_labels = np.concatenate([out_labels, t_labels], axis=0)
+    stats["templates"] = n_templates
+    stats["total"] = len(out_texts)
+    if not out_texts:
+        raise ValueError(
+            f"{path}: no sentence of this {source!r} file mentions a class of class list "
+            f"{class_list.dataset!r} ({len(class_list)} classes), and templates are off: the corpus is empty"
+        )
+    corpus = CaptionCorpus(
+        texts=out_texts,
+        labels=out_labels,
+        classnames=class_list.names,
+        source=source,
+        lemmatizer=labeller.lemmatizer.name,
+        n_templates=n_templates,
+        stats=stats,
+    )
+    log.info(
+        "caption corpus from %s: %d read, %d labelled, %d kept, %d templates (lemmatizer %s)",
+        path, stats["sentences_read"], stats["labelled"], stats["captions"], n_templates, corpus.lemmatizer,
+    )
+    _warn_about_undecodable_lines(corpus, path)
+    if cache_json is not None and cache_npz is not None:
+        _store_cached(corpus, cache_json, cache_npz, settings)
+    return corpus
+
+
+def _read_source(source: str, path: Path, exclude: set[int] | None, selection: CaptionSelection | None,
+                 stats: dict[str, Any]) -> list[str]:
+    """The sentences of one caption file, with the reader's counts (and the COCO recipe) in ``stats``."""
+    if source == "coco_captions":
+        texts = read_coco_captions(path, exclude, selection=selection, stats=stats)
+        log.info("COCO captions of %s: %s, %d of %d captions", path.name, stats["caption_recipe"],
+                 stats["selected_captions"], stats["sentences_read"])
+        return texts
+    if source == "localized_narratives":
+        return read_localized_narratives(path, stats=stats)
+    return read_text_file(path, stats=stats)
+
+
+def _warn_about_undecodable_lines(corpus: CaptionCorpus, path: Path) -> None:
+    """Say in the log (not only in the stats) that a text file had lines that are not UTF-8."""
+    bad = int(corpus.stats.get("invalid_utf8_lines", 0))
+    if bad:
+        log.warning("%s: %d line%s not valid UTF-8; their undecodable bytes were replaced by U+FFFD and "
+                    "training goes on (check the caption file's encoding)", path, bad, "s are" if bad > 1 else " is")
