@@ -36,7 +36,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 
 from taidpt.captions.classes import ClassList
 from taidpt.images.registry import load_test_set
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 
 class MultiLabelTestSet(DatasetBase):

@@ -245,11 +245,11 @@ def test_voc_writer_layout(tmp_path):
 
 def test_voc_writer_roundtrip_through_reader(tmp_path):
     """If the VOC reader accepts a class list, it must read back what the writer wrote."""
-    testsets = pytest.importorskip("taidpt.images.testsets")
+    testsets = pytest.importorskip("taidpt.images.readers.voc")
     params = inspect.signature(testsets.read_voc2007).parameters
     key = next((k for k in ("classnames", "class_names", "classes", "class_list") if k in params), None)
     if key is None:
-        pytest.skip("taidpt.images.testsets.read_voc2007 does not take a class list yet")
+        pytest.skip("taidpt.images.readers.voc.read_voc2007 does not take a class list yet")
     images, labels = generate_images(5, seed=2)
     write_voc_dataset(tmp_path, images, labels, SHAPES)
     data = testsets.read_voc2007(tmp_path, split="test", **{key: list(SHAPES)})

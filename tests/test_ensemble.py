@@ -12,7 +12,7 @@ from taidpt.evaluation.ensemble import combine, main, min_max
 from taidpt.evaluation.scoring import ScoredSet
 from taidpt.evaluation.metrics import mean_ap
 from taidpt.evaluation.predictions import load_predictions, save_predictions
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 CLASSES = ["a", "b"]
 PATHS = ["/d/1.jpg", "/d/2.jpg", "/d/3.jpg"]

@@ -12,7 +12,8 @@ from PIL import Image
 
 from taidpt.images.loaders import ImageSetDataset, make_test_loader, split_ok
 from taidpt.images.preprocess import PreprocessConfig, load_rgb, preprocess
-from taidpt.images.testsets import ImageSet, read_csv
+from taidpt.images.readers.common import ImageSet
+from taidpt.images.readers.csv import read_csv
 
 
 def _write_images(folder: Path) -> dict[str, Path]:

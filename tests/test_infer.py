@@ -259,7 +259,7 @@ def test_inference_stack_imports_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import export, export.infer, export.evaluate, export.metadata, export.runtime, export.tensorrt\n"
-        "import taidpt.images.preprocess, taidpt.evaluation.metrics, taidpt.images.testsets, taidpt.images.registry, taidpt.engine.config\n"
+        "import taidpt.images.preprocess, taidpt.evaluation.metrics, taidpt.images.readers, taidpt.images.registry, taidpt.engine.config\n"
         "heavy = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner')"
         " if sys.modules.get(m) is not None]\n"
         "print(heavy)\n"

@@ -10,7 +10,7 @@ import torch
 
 from taidpt.images.partial_labels import load, load_or_create, mask_labels, save, to_partial
 from taidpt.networks.partial_losses import image_prompt_loss, partial_asl_loss, partial_bce_loss, partial_ranking_loss
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 
 def full_labels(n: int = 50, c: int = 7, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ from taidpt.evaluation.scoring import ScoredSet
 from taidpt.evaluation.metrics import average_precision, mean_ap
 from taidpt.evaluation.plots import AP_FILE, EXTREMES, PR_FILE, class_curves, draw_pr_curves, main
 from taidpt.evaluation.predictions import load_predictions, save_predictions
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 MERGE_RATE = 0.7
 

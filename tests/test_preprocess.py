@@ -251,7 +251,7 @@ sys.modules["torchvision"] = None
 import numpy as np
 import taidpt.images.preprocess as p
 import taidpt.evaluation.metrics as m
-import taidpt.images.testsets as t
+import taidpt.images.readers as t
 arr = p.preprocess(p.load_rgb({str(tmp_path / "x.png")!r}), 32)
 assert arr.shape == (3, 32, 32) and arr.dtype == np.float32
 assert m.mean_ap(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]])) == 100.0

@@ -1,4 +1,4 @@
-"""taidpt.images.testsets: readers on small fixtures written in the real file formats."""
+"""taidpt.images.readers: readers on small fixtures written in the real file formats."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taidpt.images.testsets import (
-    TESTSET_READERS,
-    VOC_CLASSES,
-    ImageSet,
-    read_coco2014,
-    read_coco_format,
-    read_csv,
-    read_nuswide,
-    read_testset,
-    read_voc2007,
-)
+from taidpt.images.readers import TESTSET_READERS, read_testset
+from taidpt.images.readers.coco import read_coco2014, read_coco_format
+from taidpt.images.readers.common import ImageSet
+from taidpt.images.readers.csv import read_csv
+from taidpt.images.readers.nuswide import read_nuswide
+from taidpt.images.readers.voc import VOC_CLASSES, read_voc2007
 
 
 def _jpg(path: Path) -> None:
@@ -61,7 +56,7 @@ def _write_voc(root: Path, with_image: tuple[str, ...] = ("000001", "000002", "0
 
 def test_voc_difficult_negative_vs_ignore_and_missing(tmp_path: Path, caplog) -> None:
     _write_voc(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="taidpt.images.testsets"):
+    with caplog.at_level(logging.WARNING, logger="taidpt.images.readers.common"):
         ds = read_voc2007(tmp_path)
     assert isinstance(ds, ImageSet)
     assert ds.classnames == VOC_CLASSES and len(VOC_CLASSES) == 20

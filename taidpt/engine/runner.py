@@ -52,7 +52,7 @@ from taidpt.engine.metrics_log import EpochStats, TrainingLog
 from taidpt.networks.model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
 from taidpt.engine.optim import build_lr_scheduler, build_optimizer
 from taidpt.images.preprocess import PreprocessConfig
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 from taidpt.methods.names import TRAINER_ALIASES, TRAINER_NODES, TRAINERS
 from taidpt.engine.caption_training import (
     CaptionBatchEncoder,

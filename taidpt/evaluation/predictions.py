@@ -33,7 +33,7 @@ import numpy as np
 
 from taidpt.utils.atomic import atomic_savez
 from taidpt.evaluation.scoring import ScoredSet
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 PREDICTIONS_FILE = "predictions.npz"
 

@@ -19,7 +19,7 @@ from taidpt.images.loaders import ImageSetDataset, make_test_loader, split_ok
 from taidpt.evaluation.metrics import evaluate_multilabel
 from taidpt.networks.model import ImageScorer
 from taidpt.images.preprocess import PreprocessConfig
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def score_batches(scorer: ImageScorer, loader: torch.utils.data.DataLoader, path
 def results_from_scores(scored: ScoredSet, classnames, merge_rate: float, threshold: float | None,
                         image_set: ImageSet | None = None) -> dict:
     """The metrics dict of :func:`taidpt.evaluation.metrics.evaluate_multilabel` plus the skipped images and, given
-    the image set, its :meth:`~taidpt.images.testsets.ImageSet.result_fields` (missing images, CSV label convention)."""
+    the image set, its :meth:`~taidpt.images.readers.common.ImageSet.result_fields` (missing images, CSV label convention)."""
     results = evaluate_multilabel(scored.global_logits, scored.local_logits, scored.targets, list(classnames),
                                   merge_rate=merge_rate, threshold=threshold)
     results["skipped_images"] = list(scored.skipped)

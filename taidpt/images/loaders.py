@@ -1,4 +1,4 @@
-"""PyTorch dataset and loader over an :class:`~taidpt.images.testsets.ImageSet` for evaluation.
+"""PyTorch dataset and loader over an :class:`~taidpt.images.readers.common.ImageSet` for evaluation.
 
 A corrupt or unreadable image never stops an evaluation: the dataset yields a zero image with
 ``ok=False`` (and logs the path), and :func:`split_ok` lets the evaluation loop drop those rows
@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 __all__ = ["ImageSetDataset", "make_test_loader", "split_ok"]
 

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from taidpt.utils.atomic import atomic_savez
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 
 log = logging.getLogger(__name__)
 

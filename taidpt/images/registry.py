@@ -33,7 +33,11 @@ from taidpt.captions.labelling import CaptionLabeller
 from taidpt.captions.lemmatize import get_lemmatizer
 from taidpt.captions.selection import CaptionSelection
 from taidpt.captions.sources import read_caption_ids, read_coco_image_ids
-from taidpt.images.testsets import ImageSet, read_coco2014, read_coco_format, read_csv, read_nuswide, read_voc2007
+from taidpt.images.readers.coco import read_coco2014, read_coco_format
+from taidpt.images.readers.common import ImageSet
+from taidpt.images.readers.csv import read_csv
+from taidpt.images.readers.nuswide import read_nuswide
+from taidpt.images.readers.voc import read_voc2007
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from taidpt.captions.classes import ClassList
 from taidpt.images.registry import load_test_set
 from taidpt.images.loaders import ImageSetDataset, capped_workers
 from taidpt.images.preprocess import PreprocessConfig
-from taidpt.images.testsets import ImageSet
+from taidpt.images.readers.common import ImageSet
 from taidpt.engine.caption_training import EpochPermutationSampler
 
 # The training split each dataset reads when DATASET.TRAIN_SPLIT is empty.
