@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taidpt.demo import scenes
+from taidpt.demo import grammar, scenes
+from taidpt.demo.grammar import _caption_with_labels
 from taidpt.demo.scenes import (
     CLASS_FILE,
     COLOURS,
     SHAPES,
     THEMES,
     Scene,
-    _caption_with_labels,
     caption_scene,
     generate_captions,
     generate_images,
@@ -179,7 +179,7 @@ def test_captions_mention_only_present_classes():
         # Every mentioned class appears as one of its synonyms (singular or plural).
         text = " " + " ".join(_words(caption)) + " "
         for k in np.flatnonzero(mentioned):
-            forms = [s for s in synonyms[k]] + [scenes._pluralize(s) for s in synonyms[k]]
+            forms = [s for s in synonyms[k]] + [grammar._pluralize(s) for s in synonyms[k]]
             assert any(f" {f} " in text for f in forms), (SHAPES[k], caption)
     assert 0 < dropped < 2000 * 0.1
 
@@ -296,7 +296,7 @@ def test_labeller_reads_every_synonym_as_its_own_class():
     """Singular and plural of every synonym, inside a grammar sentence, give exactly its class
     (multi-word synonyms such as "half circle" must not also fire "circle")."""
     labeller = _labeller()
-    for k, syns in enumerate(scenes._spoken_synonyms(load_synonyms())):
+    for k, syns in enumerate(grammar._spoken_synonyms(load_synonyms())):
         for s in syns:
-            for sentence in (f"A photo of a {s} on a noisy background.", f"There are two {scenes._pluralize(s)}."):
+            for sentence in (f"A photo of a {s} on a noisy background.", f"There are two {grammar._pluralize(s)}."):
                 assert labeller.label(sentence) == [k], (sentence, labeller.lemmas(sentence))

@@ -60,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
 
-    from .experiment import FULL, QUICK, format_table, run_demo
+    from .experiment import FULL, QUICK, run_demo
     from .pretrain import cached_demo_clip
+    from .report import format_table
 
     try:
         if args.pretrain_only:

@@ -12,7 +12,8 @@
    ``taidpt.engine.cli.setup_cfg`` (dataset yaml -> method yaml -> flags -> KEY VALUE pairs), then
    ``taidpt.engine.runner.run`` executes it, exactly what ``train.py`` does without Dassl;
 4. prints a table (mean ± sample std over prompt seeds), writes ``DIR/summary.json`` with every
-   number and ``DIR/per_class_ap.png`` (per-class AP, zero-shot merged vs TaI-DPT merged).
+   number and ``DIR/per_class_ap.png`` (per-class AP, zero-shot merged vs TaI-DPT merged); the table
+   and the chart are drawn by ``taidpt.demo.report``.
 
 ``quick=True`` shrinks every stage for a smoke run; its numbers are labelled as not the measured
 setting.
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -56,6 +56,7 @@ import numpy as np
 
 from . import scenes
 from .pretrain import PRETRAIN_DEFAULTS, cached_demo_clip, demo_cache_dir
+from .report import format_table, plot_per_class_ap
 from .voc_writer import write_caption_file, write_voc_dataset
 
 __all__ = [
@@ -104,10 +105,6 @@ QUICK = DemoSettings("quick", n_test_images=300, n_captions=3000, data_seed=2023
 
 
 # ----------------------------------------------------------------------------- data
-def _scene_code_digest() -> str:
-    return hashlib.sha256(Path(scenes.__file__).read_bytes()).hexdigest()[:16]
-
-
 def write_demo_data(data_dir: str | os.PathLike, n_images: int, n_captions: int, seed: int) -> dict[str, Any]:
     """Write the demo's test set (VOC layout) and caption corpus under ``data_dir``; returns the manifest.
 
@@ -118,7 +115,7 @@ def write_demo_data(data_dir: str | os.PathLike, n_images: int, n_captions: int,
     data_dir = Path(data_dir)
     manifest = {
         "data_version": DATA_VERSION,
-        "scene_code": _scene_code_digest(),
+        "scene_code": scenes.code_digest(),
         "seed": int(seed),
         "n_test_images": int(n_images),
         "n_captions": int(n_captions),
@@ -229,61 +226,6 @@ def _pick(results: dict[str, Any]) -> dict[str, Any]:
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-# ----------------------------------------------------------------------------- report
-def format_table(summary: dict[str, Any]) -> str:
-    """The demo's result table: zero-shot (global/local/merged) and TaI-DPT mean ± std over prompt seeds."""
-    z = summary["zero_shot"]["mAP"]
-    t = summary["taidpt"]
-    label = ("measured setting" if summary["measured"]
-             else f"{summary['setting'].upper()} SMOKE RUN - not the measured setting")
-    head = (f"taidpt demo ({label}): {summary['data']['n_test_images']} test images, "
-            f"{summary['data']['n_captions']} captions, pretrain seed {summary['pretrain']['seed']}, "
-            f"prompt seeds {' '.join(str(s) for s in t['seeds'])}")
-    rows = [
-        f"{'mAP (%)':<28}{'global':>16}{'local':>16}{'merged':>16}",
-        f"{'zero-shot CLIP':<28}{z['global']:>16.1f}{z['local']:>16.1f}{z['merged']:>16.1f}",
-    ]
-    cells = [f"{t['mean'][k]:.1f} ± {t['std'][k]:.1f}" for k in ("global", "local", "merged")]
-    rows.append(f"{'TaI / local / TaI-DPT':<28}{cells[0]:>16}{cells[1]:>16}{cells[2]:>16}")
-    gain = {k: t["mean"][k] - z[k] for k in ("global", "local", "merged")}
-    rows.append(f"{'gain over zero-shot':<28}" + "".join(f"{gain[k]:>+16.1f}" for k in ("global", "local", "merged")))
-    return "\n".join([head, *rows])
-
-
-def plot_per_class_ap(summary: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Grouped bar chart of per-class AP: zero-shot merged vs TaI-DPT merged (mean over seeds, std bars)."""
-    # The Agg canvas directly, not pyplot: no global backend switch, no figure registry.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    classes = list(summary["classes"])
-    zs = [summary["zero_shot"]["per_class_AP"].get(c) for c in classes]
-    ti = [summary["taidpt"]["per_class_AP_mean"].get(c) for c in classes]
-    te = [summary["taidpt"]["per_class_AP_std"].get(c) for c in classes]
-    nan = float("nan")
-    x = np.arange(len(classes))
-    fig = Figure(figsize=(11, 4.6), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    w = 0.4
-    ax.bar(x - w / 2, [nan if v is None else v for v in zs], w, label="zero-shot CLIP (merged)", color="#9aa5b1")
-    ax.bar(x + w / 2, [nan if v is None else v for v in ti], w, yerr=[0 if v is None else v for v in te],
-           capsize=2, label="TaI-DPT (merged, mean over prompt seeds)", color="#2a7ab9")
-    ax.set_xticks(x, classes, rotation=35, ha="right")
-    ax.set_ylabel("AP (%)")
-    ax.set_ylim(0, 100)
-    z = summary["zero_shot"]["mAP"]["merged"]
-    t = summary["taidpt"]["mean"]["merged"]
-    tag = "" if summary["measured"] else f" [{summary['setting']} smoke run]"
-    ax.set_title(f"Per-class AP on held-out shape scenes: zero-shot {z:.1f} vs TaI-DPT {t:.1f} mAP{tag}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
 
 
 # ----------------------------------------------------------------------------- the experiment

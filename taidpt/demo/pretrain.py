@@ -216,11 +216,6 @@ def pretrain_clip(
     return out_path
 
 
-def _data_digest() -> str:
-    """Digest of the scene generator's source: any change to it may change the pretraining pool."""
-    return hashlib.sha256(Path(scenes.__file__).read_bytes()).hexdigest()[:16]
-
-
 def cache_key(seed: int = 0, **settings: Any) -> str:
     """Hex key of a pretraining run: seed, settings (defaults filled in), model config, recipe version
     and scene-generator digest."""
@@ -229,7 +224,7 @@ def cache_key(seed: int = 0, **settings: Any) -> str:
         raise ValueError(f"unknown pretraining settings: {', '.join(sorted(unknown))}")
     full = {**PRETRAIN_DEFAULTS, "threads": 2, **settings, "seed": int(seed)}
     payload = {"settings": {k: full[k] for k in sorted(full)}, "model_cfg": DEMO_CLIP_CFG,
-               "version": PRETRAIN_VERSION, "scenes": _data_digest()}
+               "version": PRETRAIN_VERSION, "scenes": scenes.code_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
