@@ -140,7 +140,7 @@ def test_datasets_carry_multi_hot_labels_through_dassl_pipeline(dassl, tmp_path,
 
     import datasets.taidpt_datasets  # noqa: F401
     from taidpt.images.loaders import ImageSetDataset
-    from taidpt.engine.runner import preprocess_config
+    from taidpt.engine.checks import preprocess_config
 
     root = tmp_path / "voc"
     write_voc_fixture(root)

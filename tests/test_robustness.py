@@ -244,13 +244,14 @@ def test_settings_without_effect_are_named_in_the_log_not_refused(trainer, caplo
     import logging
 
     from taidpt.engine.config import get_cfg_default
-    from taidpt.engine.runner import runner_class
+    from taidpt.engine.checks import validate_config
+    from taidpt.methods import get_method
 
     cfg = get_cfg_default()
-    node = {"TaIDPT": "TAIDPT", "DualCoOp": "DUALCOOP"}[trainer]
+    node = get_method(trainer).node
     cfg.TRAINER[node].PREC = "fp16"
     cfg.INPUT.TRANSFORMS = ["random_flip", "normalize"]
     with caplog.at_level(logging.INFO, logger="taidpt"):
-        runner_class(trainer).check_config(cfg, trainer)
+        validate_config(cfg, get_method(trainer))
     assert f"TRAINER.{node}.PREC fp16 ignored" in caplog.text
     assert ("INPUT.TRANSFORMS ['random_flip'] ignored" in caplog.text) == (trainer == "TaIDPT")

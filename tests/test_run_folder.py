@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from taidpt.utils.runlock import FolderLock
-from taidpt.engine.runner import StepClock
+from taidpt.engine.logs import StepClock
 from test_train_cli import common, run_train, write_voc_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_coop_result_parser_reads_the_core_log(finished_run):
 
 def test_eta_counts_only_step_time(monkeypatch):
     ticks = iter([100.0, 102.0, 500.0, 502.0])  # two 2-second steps, 400 s of other work between them
-    monkeypatch.setattr("taidpt.engine.runner.time.perf_counter", lambda: next(ticks))
+    monkeypatch.setattr("taidpt.engine.logs.time.perf_counter", lambda: next(ticks))
     clock = StepClock()
     for _ in range(2):
         with clock:
@@ -189,11 +189,11 @@ def test_eta_counts_only_step_time(monkeypatch):
 
 
 def test_help_lists_every_trainer():
-    from taidpt.methods.names import TRAINER_NODES
+    from taidpt.methods import method_names
 
     out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120).stdout
-    assert all(name in " ".join(out.split()) for name in TRAINER_NODES)
+    assert all(name in " ".join(out.split()) for name in method_names())
 
 
 def test_loader_workers_capped_at_the_cpu_count(caplog):

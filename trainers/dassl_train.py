@@ -22,7 +22,9 @@ from taidpt.utils.atomic import atomic_write_text
 from taidpt.engine.cli import setup_cfg
 from taidpt.engine.config import extend_cfg
 from taidpt.utils.runlock import FolderLock
-from taidpt.engine.runner import canonical_trainer, check_resumable, runner_class, setup_logging
+from taidpt.engine.checks import check_resumable, validate_config
+from taidpt.engine.logs import setup_logging
+from taidpt.methods import get_method
 
 log = logging.getLogger("taidpt")
 
@@ -56,8 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from dassl.config import get_cfg_default
 
     import datasets.taidpt_datasets  # noqa: F401 - registers the dataset classes
-    import trainers.image_prompting  # noqa: F401 - registers DualCoOp and CoOpMultiLabel
-    import trainers.taidpt  # noqa: F401 - registers the trainers and the evaluator
+    import trainers.taidpt  # noqa: F401 - registers a trainer per taidpt method, and the evaluator
 
     try:
         cfg = setup_cfg(extend_cfg(get_cfg_default()), args)
@@ -78,13 +79,12 @@ def main(args: argparse.Namespace) -> int:
 def preflight(cfg, args: argparse.Namespace) -> FolderLock:
     """Check the configuration and take the run folder's lock before anything is written (the
     same checks as the core path: a refused run leaves the folder as it was)."""
-    trainer = canonical_trainer(cfg.TRAINER.NAME)
-    runner_cls = runner_class(trainer)
-    runner_cls.check_config(cfg, trainer)
+    method = get_method(cfg.TRAINER.NAME)
+    validate_config(cfg, method)
     lock = FolderLock(cfg.OUTPUT_DIR).acquire()
     try:
         if not args.eval_only:
-            check_resumable(cfg, runner_cls.resume_keys(trainer))
+            check_resumable(cfg, method.training_keys())
     except BaseException:
         lock.release()
         raise
@@ -110,7 +110,7 @@ def _run_locked(cfg, args: argparse.Namespace) -> int:
     print_args(args, cfg)
     print(f"** System info **\n{collect_env_info()}\n")
     try:
-        if args.eval_only and cfg.TRAINER.NAME != "ZeroshotCLIPDense" and not args.model_dir:
+        if args.eval_only and get_method(cfg.TRAINER.NAME).trains_on and not args.model_dir:
             raise ValueError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir RUN (a training output directory)")
         trainer = build_trainer(cfg)
         if hasattr(trainer, "core"):

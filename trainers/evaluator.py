@@ -20,7 +20,7 @@ from dassl.evaluation import EVALUATOR_REGISTRY, EvaluatorBase
 
 from taidpt.evaluation.scoring import ScoreAccumulator, ScoredSet, results_from_scores
 from taidpt.evaluation.metrics import format_coop_lines
-from taidpt.engine.runner import trainer_node
+from taidpt.methods import get_method
 
 HEADLINE_KEYS = ("mAP", "mAP_global", "mAP_local", "CF1", "OF1")
 
@@ -40,9 +40,11 @@ def split_output(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _merge_rate(cfg: Any) -> float:
-    """The trainer's merge rate (``TRAINER.<node>.MERGE_RATE``), 0.5 without taidpt's keys."""
-    node = cfg.TRAINER.get(trainer_node(cfg.TRAINER.NAME))
-    return float(node.MERGE_RATE) if node is not None else 0.5
+    """The method's merge rate (``TRAINER.<node>.MERGE_RATE``), 0.5 for a trainer taidpt does not know."""
+    try:
+        return get_method(cfg.TRAINER.NAME).merge_rate(cfg)
+    except (ValueError, KeyError, AttributeError):
+        return 0.5
 
 
 @EVALUATOR_REGISTRY.register()

@@ -1,4 +1,9 @@
-"""Dassl trainers ``TaIDPT`` and ``ZeroshotCLIPDense``: thin adapters over taidpt's core runner.
+"""Dassl trainers for every registered taidpt method: thin adapters over taidpt's core runner.
+
+Each method of ``taidpt.methods`` (TaIDPT, ZeroshotCLIPDense, DualCoOp, CoOpMultiLabel, and any
+method registered later) is registered in Dassl's ``TRAINER_REGISTRY`` under its name, as a
+subclass of :class:`PromptTuningTrainer` (methods that train) or :class:`FrozenModelTrainer`
+(methods that do not); no method is named here.
 
 Every hook delegates to a :class:`taidpt.engine.runner.CoreRunner` (``self.core``), the object the
 Dassl-free ``train.py --engine core`` path runs, so the two engines share the data, model,
@@ -7,7 +12,7 @@ optimiser, schedule, loss, checkpoint format and metrics, and give the same numb
 ============================  ===========================================================
 Dassl hook                    what runs
 ============================  ===========================================================
-``check_cfg``                 the core's ``check_config`` (+ the evaluator must be MultiLabelEvaluator)
+``check_cfg``                 the core's ``validate_config`` (+ the evaluator must be MultiLabelEvaluator)
 ``build_data_loader``         Dassl's ``build_dataset`` (``datasets/taidpt_datasets.py``), then
                               ``core.load_data`` and the core's image ``test_loader``
 ``build_model``               ``core.build_model``; only the prompt learner is registered, as
@@ -50,7 +55,11 @@ from tqdm import tqdm
 
 from taidpt.engine.checkpoint import BEST_FILE, MODEL_NAME
 from taidpt.images.loaders import split_ok
-from taidpt.engine.runner import RunOptions, runner_class, setup_logging
+from taidpt.engine.checks import validate_config
+from taidpt.engine.logs import setup_logging
+from taidpt.engine.runner import RunOptions
+from taidpt.engine.session import runner_class
+from taidpt.methods import get_method, method_names
 
 from .evaluator import MultiLabelEvaluator
 
@@ -82,7 +91,7 @@ class CoreBackedTrainer(TrainerX):
         if cfg.TEST.EVALUATOR != EVALUATOR:
             raise ValueError(f"TEST.EVALUATOR must be {EVALUATOR} for {self.kind}, got {cfg.TEST.EVALUATOR!r} "
                              f"(Dassl's Classification cannot score multi-hot labels)")
-        runner_class(self.kind).check_config(cfg, self.kind)
+        validate_config(cfg, get_method(self.kind))
 
     def build_data_loader(self) -> None:
         dataset = build_dataset(self.cfg)
@@ -149,11 +158,8 @@ class CoreBackedTrainer(TrainerX):
         return next(iter(summary.values()))
 
 
-@TRAINER_REGISTRY.register()
-class TaIDPT(CoreBackedTrainer):
-    """TaI-DPT: double-grained prompts trained on captions, tested on images."""
-
-    kind = "TaIDPT"
+class PromptTuningTrainer(CoreBackedTrainer):
+    """A method that trains prompts (on captions or on images), tested on images."""
 
     def build_model(self) -> None:
         super().build_model()
@@ -212,16 +218,30 @@ class TaIDPT(CoreBackedTrainer):
         self.core.load_trained(directory, epoch)
 
 
-@TRAINER_REGISTRY.register()
-class ZeroshotCLIPDense(CoreBackedTrainer):
-    """Zero-shot CLIP with global, dense-local and merged scores; nothing is trained."""
-
-    kind = "ZeroshotCLIPDense"
+class FrozenModelTrainer(CoreBackedTrainer):
+    """A method with nothing to train (the zero-shot baseline): evaluation only."""
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
-        print("ZeroshotCLIPDense has no trained parameters: load_model() is skipped")
+        print(f"{self.kind} has no trained parameters: load_model() is skipped")
 
     def train(self) -> None:
         """Nothing to train: evaluate, as the core runner does."""
-        print("ZeroshotCLIPDense has no parameters to train: evaluating")
+        print(f"{self.kind} has no parameters to train: evaluating")
         self.test()
+
+
+def register_methods() -> list[str]:
+    """Register a Dassl trainer for every taidpt method not registered yet; returns their names."""
+    added = []
+    for name in method_names():
+        if name in TRAINER_REGISTRY.registered_names():
+            continue
+        method = get_method(name)
+        base = PromptTuningTrainer if method.trains_on else FrozenModelTrainer
+        trainer = type(name, (base,), {"kind": name, "__doc__": method.description, "__module__": __name__})
+        TRAINER_REGISTRY.register(trainer)
+        added.append(name)
+    return added
+
+
+register_methods()

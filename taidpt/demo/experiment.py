@@ -10,7 +10,7 @@
 3. runs the zero-shot baseline once and TaI-DPT once per prompt seed through the real CLI path:
    the argument list of ``train.py`` is parsed by ``taidpt.engine.cli`` and the config assembled by
    ``taidpt.engine.cli.setup_cfg`` (dataset yaml -> method yaml -> flags -> KEY VALUE pairs), then
-   ``taidpt.engine.runner.run`` executes it, exactly what ``train.py`` does without Dassl;
+   ``taidpt.engine.session.run`` executes it, exactly what ``train.py`` does without Dassl;
 4. prints a table (mean ± sample std over prompt seeds), writes ``DIR/summary.json`` with every
    number and ``DIR/per_class_ap.png`` (per-class AP, zero-shot merged vs TaI-DPT merged); the table
    and the chart are drawn by ``taidpt.demo.report``.
@@ -184,7 +184,8 @@ def _run_cli(argv: list[str], *, progress: bool, verbose: bool) -> dict[str, Any
     """Parse ``argv`` as train.py does, assemble the config with ``setup_cfg``, run the core runner."""
     from taidpt.engine.cli import parse_args, setup_cfg
     from taidpt.engine.config import get_cfg_default
-    from taidpt.engine.runner import RunOptions, run
+    from taidpt.engine.runner import RunOptions
+    from taidpt.engine.session import run
 
     args = parse_args(argv)
     cfg = setup_cfg(get_cfg_default(), args)

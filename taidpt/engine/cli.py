@@ -7,7 +7,7 @@ from typing import Sequence
 
 from yacs.config import CfgNode
 
-from taidpt.methods.names import TRAINERS
+from taidpt.methods import method_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transforms", type=str, nargs="+", help="INPUT.TRANSFORMS (test-time transform only)")
     p.add_argument("--config-file", type=str, default="", help="method yaml, e.g. configs/trainers/TaIDPT/rn50_coco2014.yaml")
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset yaml, e.g. configs/datasets/coco2014.yaml")
-    p.add_argument("--trainer", type=str, default="", help=f"one of {', '.join(TRAINERS)} (TRAINER.NAME)")
+    p.add_argument("--trainer", type=str, default="", help=f"one of {', '.join(method_names())} (TRAINER.NAME)")
     p.add_argument("--backbone", type=str, default="", help="CLIP backbone (MODEL.BACKBONE.NAME)")
     p.add_argument("--head", type=str, default="", help="unused (CoOp compatibility)")
     p.add_argument("--eval-only", action="store_true",

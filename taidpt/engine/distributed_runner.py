@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from taidpt.engine import runner
+from taidpt.engine import runner, session
+from taidpt.methods import CAPTIONS
 from taidpt.engine.checkpoint import BEST_FILE, MODEL_NAME, epoch_file
 from taidpt.engine.distributed import (
     DistContext,
@@ -129,13 +130,14 @@ class DistributedRunner(runner.CoreRunner):
         self.device = self.dist.device
 
     def build_training(self) -> None:
-        if self.trainer != "TaIDPT":
-            raise ValueError(f"distributed training runs TaIDPT, not {self.trainer}; run it in one process")
+        if self.method.trains_on not in (CAPTIONS, None):
+            raise ValueError(f"distributed runs cover methods trained on captions (or not trained), not "
+                             f"{self.trainer}; run it in one process")
         with main_process_first(self.dist):
             super().build_training()
 
     def step(self, batch: dict[str, torch.Tensor]) -> float:
-        return sharded_train_step(self.model, self.encoder, batch, self.optimizer, self.cfg.TRAINER.TAIDPT.LOSS,
+        return sharded_train_step(self.model, self.encoder, batch, self.optimizer, self.method.loss_name(self.cfg),
                                   self.dist)
 
     def resume_if_exists(self, directory: str | Path | None = None) -> int:
@@ -188,10 +190,10 @@ class DistributedRunner(runner.CoreRunner):
 def run(cfg: CfgNode, options: runner.RunOptions | None = None) -> dict[str, Any] | None:
     """Run one configuration: across the torchrun group when launched by torchrun, else in this process."""
     if not launched_by_torchrun():
-        return runner.run(cfg, options)
-    if runner.runner_class(cfg.TRAINER.NAME) is not runner.CoreRunner:
-        raise ValueError(f"torchrun runs the TaIDPT and ZeroshotCLIPDense trainers; run {cfg.TRAINER.NAME} in one "
-                         f"process")
+        return session.run(cfg, options)
+    if session.runner_class(cfg.TRAINER.NAME) is not runner.CoreRunner:
+        raise ValueError(f"torchrun runs methods trained on captions (or not trained); run {cfg.TRAINER.NAME} in "
+                         f"one process")
     ctx = init_process_group(use_cuda=bool(cfg.USE_CUDA))
     try:
         options = options or runner.RunOptions()
@@ -199,6 +201,6 @@ def run(cfg: CfgNode, options: runner.RunOptions | None = None) -> dict[str, Any
                 f"batch split across them, test images too")
         options = dataclasses.replace(options, progress=options.progress and ctx.is_main,
                                       note=f"{options.note}; {what}" if options.note else what)
-        return runner.run(cfg, options, runner_cls=DistributedRunner, main_process=ctx.is_main)
+        return session.run(cfg, options, runner_cls=DistributedRunner, main_process=ctx.is_main)
     finally:
         destroy_process_group()

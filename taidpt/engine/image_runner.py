@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from yacs.config import CfgNode
 
-from taidpt import __version__
-from taidpt.captions.classes import ClassList
+from taidpt.engine.runner import CoreRunner
 from taidpt.images.fewshot import sample_few_shot
 from taidpt.images.loaders import split_ok
-from taidpt.networks.image_prompt_models import CoOpModel, DualCoOpModel
+from taidpt.images.partial_labels import PARTIAL_FILE, load_or_create, to_partial
 from taidpt.images.train_data import (
     TrainImageDataset,
     augment_config,
@@ -37,32 +35,9 @@ from taidpt.images.train_data import (
     make_train_loader,
     subset,
 )
-from taidpt.engine.optim import build_lr_scheduler, build_optimizer
-from taidpt.images.partial_labels import PARTIAL_FILE, load_or_create, to_partial
-from taidpt.networks.partial_losses import BRANCHES, PARTIAL_LOSSES, image_prompt_loss
-from taidpt.engine.runner import TRAINER_NODES, TRAINING_KEYS, CoreRunner, note_precision, training_settings
+from taidpt.networks.partial_losses import image_prompt_loss
 
 log = logging.getLogger("taidpt")
-
-# The image-prompting trainers and the branches their loss may be put on.
-TRAINER_BRANCHES = {"DualCoOp": BRANCHES, "CoOpMultiLabel": ("global", "both")}
-# Trainer name -> its TRAINER.<node> of settings.
-IMAGE_TRAINERS = {trainer: TRAINER_NODES[trainer] for trainer in TRAINER_BRANCHES}
-
-_SHARED_KEYS = tuple(k for k in TRAINING_KEYS if k.split(".")[0] in ("SEED", "MODEL", "DATALOADER", "OPTIM"))
-_DATA_KEYS = ("INPUT.SIZE", "INPUT.TRANSFORMS", "INPUT.RRCROP_SCALE", "INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN",
-              "DATASET.CLASS_LIST", "DATASET.TRAIN_SPLIT", "DATASET.TRAIN_ANNOTATION", "DATASET.PARTIAL_PROPORTION",
-              "DATASET.LABEL_SEED", "DATASET.NUM_SHOTS")
-_PROMPT_KEYS = ("N_CTX", "CSC", "CTX_INIT", "CLASS_TOKEN_POSITION", "LOSS", "LOSS_ON")
-_NODE_KEYS = {"DUALCOOP": (*_PROMPT_KEYS, "LOGIT_SCALE_INIT", "SPATIAL_SCALE_INIT", "ASL_GAMMA_NEG", "ASL_GAMMA_POS",
-                           "ASL_CLIP"),
-              "COOP": (*_PROMPT_KEYS, "LOGIT_SCALE")}
-
-
-def image_training_keys(trainer: str) -> tuple[str, ...]:
-    """The keys that define what a ``trainer`` run computes (resuming under other values is refused)."""
-    node = IMAGE_TRAINERS[trainer]
-    return (*_SHARED_KEYS, *_DATA_KEYS, *(f"TRAINER.{node}.{k}" for k in _NODE_KEYS[node]))
 
 
 def label_seed(cfg: CfgNode) -> int:
@@ -70,60 +45,16 @@ def label_seed(cfg: CfgNode) -> int:
     return int(cfg.DATASET.LABEL_SEED) if int(cfg.DATASET.LABEL_SEED) >= 0 else max(int(cfg.SEED), 0)
 
 
-def build_image_model(cfg: CfgNode, trainer: str, clip_model: nn.Module, classes: ClassList) -> DualCoOpModel | CoOpModel:
-    """The DualCoOp or CoOp model of ``trainer`` from its ``TRAINER.<node>`` settings."""
-    t = cfg.TRAINER[IMAGE_TRAINERS[trainer]]
-    common = dict(n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT, class_token_position=t.CLASS_TOKEN_POSITION,
-                  merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=True,
-                  shared_prefix=True)
-    if trainer == "DualCoOp":
-        return DualCoOpModel(clip_model, classes.names, logit_scale_init=float(t.LOGIT_SCALE_INIT),
-                             spatial_scale_init=float(t.SPATIAL_SCALE_INIT), **common)
-    return CoOpModel(clip_model, classes.names, train_local=t.LOSS_ON == "both", logit_scale=float(t.LOGIT_SCALE),
-                     tau_image=float(t.SPATIAL_SCALE_IMAGE), **common)
-
-
 class ImagePromptRunner(CoreRunner):
     """Train prompts on labelled (possibly partial, possibly few-shot) images; test as TaI-DPT does."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.training_keys = self.resume_keys(self.trainer)
-        self.node = self.cfg.TRAINER[IMAGE_TRAINERS[self.trainer]]
+        self.node = self.method.settings(self.cfg)
         self.train_info: dict[str, Any] = {}
         self.skipped_train: set[str] = set()
 
-    resume_keys = staticmethod(image_training_keys)
-
     # ------------------------------------------------------------------ build
-    @staticmethod
-    def check_config(cfg: CfgNode, trainer: str) -> None:
-        """Refuse settings an image-prompting run cannot honour (both engines call this first)."""
-        node = cfg.TRAINER[IMAGE_TRAINERS[trainer]]
-        if cfg.TEST.FINAL_MODEL != "last_step":
-            raise ValueError(f"TEST.FINAL_MODEL must be last_step for {trainer}, got {cfg.TEST.FINAL_MODEL!r}: there "
-                             f"is no held-out image split, and selecting on test images is not allowed")
-        if node.LOSS not in PARTIAL_LOSSES:
-            raise ValueError(f"TRAINER.{IMAGE_TRAINERS[trainer]}.LOSS must be one of {', '.join(PARTIAL_LOSSES)}, "
-                             f"got {node.LOSS!r}")
-        if node.LOSS_ON not in TRAINER_BRANCHES[trainer]:
-            raise ValueError(f"TRAINER.{IMAGE_TRAINERS[trainer]}.LOSS_ON must be one of "
-                             f"{', '.join(TRAINER_BRANCHES[trainer])}, got {node.LOSS_ON!r}")
-        if not 0.0 < float(cfg.DATASET.PARTIAL_PROPORTION) <= 1.0:
-            raise ValueError(f"DATASET.PARTIAL_PROPORTION must be in (0, 1], got {cfg.DATASET.PARTIAL_PROPORTION}")
-        if int(cfg.DATASET.NUM_SHOTS) == 0 or int(cfg.DATASET.NUM_SHOTS) < -1:
-            raise ValueError(f"DATASET.NUM_SHOTS must be -1 (all images) or >= 1, got {cfg.DATASET.NUM_SHOTS}")
-        augment_config(cfg)  # refuses unknown INPUT.TRANSFORMS and bad crop scales
-        note_precision(cfg, trainer)
-
-    def build_model(self) -> None:
-        """CLIP, the DualCoOp / CoOp model, and the optimiser over its trainable prompt parameters."""
-        cfg = self.cfg
-        clip_model = self.load_backbone()
-        self.model = build_image_model(cfg, self.trainer, clip_model, self.classes).to(self.device)
-        self.optimizer = build_optimizer(self.model.trainable_parameters(), cfg.OPTIM)
-        self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
-
     def build_training(self) -> None:
         """Training images, their (few-shot, partial) labels, and the augmented image loader."""
         cfg = self.cfg
@@ -179,15 +110,6 @@ class ImagePromptRunner(CoreRunner):
                          f"used for selection)")
 
     # ------------------------------------------------------------------ checkpoints and results
-    def _state(self, val_result: float | None) -> dict[str, Any]:
-        state = super()._state(val_result)
-        t = self.node
-        state["meta"] = {"classnames": list(self.classes.names), "trainer": self.trainer,
-                         "n_ctx": int(t.N_CTX) if not t.CTX_INIT else None, "csc": bool(t.CSC),
-                         "class_token_position": t.CLASS_TOKEN_POSITION, "backbone": self.clip_info.name,
-                         "taidpt_version": __version__, "training": training_settings(self.cfg, self.training_keys)}
-        return state
-
     def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
         out = super()._describe(results)
         info: dict[str, Any] = {"epochs_trained": self.epoch, "model_selection": self.selection,
@@ -195,16 +117,7 @@ class ImagePromptRunner(CoreRunner):
                                 "loss": {"name": self.node.LOSS, "on": self.node.LOSS_ON}}
         if self.train_info:
             info["training_data"] = {**self.train_info, "skipped_train_images": sorted(self.skipped_train)}
-        if self.trainer == "DualCoOp":
-            scale, tau = (v.item() for v in self.model.prompt_learner.scales())
-            info["learned_scales"] = {"logit_scale": round(scale, 6), "spatial_scale": round(tau, 6)}
-        return {**out, **info}
+        return {**out, **info, **self.method.describe_model(self.model)}
 
 
-def is_image_trainer(name: str) -> bool:
-    """Whether ``name`` is run by :class:`ImagePromptRunner`."""
-    return name in IMAGE_TRAINERS
-
-
-__all__ = ["IMAGE_TRAINERS", "ImagePromptRunner", "build_image_model", "image_training_keys", "is_image_trainer",
-           "label_seed"]
+__all__ = ["ImagePromptRunner", "label_seed"]

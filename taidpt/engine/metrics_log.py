@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from taidpt.utils.atomic import atomic_write_text
 from taidpt.engine.tensorboard_log import EventWriter, open_event_writer

@@ -10,13 +10,9 @@ the last epoch; never the test images.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
-import os
-import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,32 +24,10 @@ from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from taidpt import __version__
-from taidpt.utils.atomic import atomic_write_text, remove_stale_temps
-from taidpt.captions.features import CaptionFeatureStore
-from taidpt.engine.checkpoint import (
-    MODEL_NAME,
-    check_meta,
-    latest_checkpoint,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
 from taidpt.captions.classes import ClassList
-from taidpt.clip.loader import ClipInfo, load_clip
-from taidpt.engine.config import lookup
 from taidpt.captions.corpus import CaptionCorpus
-from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
-from taidpt.evaluation.scoring import ScoredSet, results_from_scores, score_batches
-from taidpt.evaluation.predictions import PREDICTIONS_FILE, save_predictions
-from taidpt.utils.runlock import FolderLock
-from taidpt.images.loaders import ImageSetDataset, make_test_loader
-from taidpt.evaluation.metrics import format_coop_lines, format_results_table
-from taidpt.engine.metrics_log import EpochStats, TrainingLog
-from taidpt.networks.model import ImageScorer, TaIDPTModel, ZeroShotDenseModel
-from taidpt.engine.optim import build_lr_scheduler, build_optimizer
-from taidpt.images.preprocess import PreprocessConfig
-from taidpt.images.readers.common import ImageSet
-from taidpt.methods.names import TRAINER_ALIASES, TRAINER_NODES, TRAINERS
+from taidpt.captions.features import CaptionFeatureStore
+from taidpt.clip.loader import load_clip
 from taidpt.engine.caption_training import (
     CaptionBatchEncoder,
     apply_loss,
@@ -62,230 +36,28 @@ from taidpt.engine.caption_training import (
     make_caption_loader,
     split_validation,
 )
+from taidpt.engine.checkpoint import check_meta, latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from taidpt.engine.checks import check_image_size, check_resume_settings, model_meta, preprocess_config, validate_config
+from taidpt.engine.environment import select_device
+from taidpt.engine.logs import PLAIN, StepClock
+from taidpt.engine.metrics_log import EpochStats, TrainingLog
+from taidpt.engine.optim import build_lr_scheduler, build_optimizer
+from taidpt.evaluation.metrics import format_coop_lines, format_results_table
+from taidpt.evaluation.predictions import PREDICTIONS_FILE, save_predictions
+from taidpt.evaluation.scoring import ScoredSet, results_from_scores, score_batches
+from taidpt.images.loaders import ImageSetDataset, make_test_loader
+from taidpt.images.readers.common import ImageSet
+from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
+from taidpt.methods import CAPTIONS, get_method
+from taidpt.networks.model import ImageScorer
+from taidpt.utils.atomic import atomic_write_text
 
 log = logging.getLogger("taidpt")
-
-
-def trainer_node(trainer: str) -> str:
-    """The name of ``trainer``'s ``TRAINER.<node>`` (``TAIDPT`` for a name not in :data:`TRAINERS`)."""
-    return TRAINER_NODES.get(trainer, "TAIDPT")
-
-
-# ----------------------------------------------------------------------------- setup helpers
-def set_random_seed(seed: int) -> None:
-    """Seed Python, numpy and torch (all devices), as Dassl's ``set_random_seed`` does."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def select_device(cfg: CfgNode) -> torch.device:
-    """CUDA when available and ``USE_CUDA``, else CPU."""
-    return torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
-
-
-def setup_logging(output_dir: str | Path | None, verbose: bool = True) -> None:
-    """Log to the console (information on stdout, warnings and errors on stderr) and append to
-    ``<output_dir>/log.txt``; idempotent per output dir."""
-    logger = logging.getLogger("taidpt")
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    info = logging.StreamHandler(sys.stdout)
-    info.addFilter(lambda record: record.levelno < logging.WARNING)
-    problems = logging.StreamHandler(sys.stderr)
-    problems.setLevel(logging.WARNING)
-    for handler in (info, problems):
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    if output_dir:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(Path(output_dir) / "log.txt", encoding="utf-8")
-        file.setFormatter(StampedFormatter())
-        logger.addHandler(file)
-
-
-PLAIN = {"plain": True}  # ``log.info(..., extra=PLAIN)``: written to log.txt without a timestamp
-
-
-class StampedFormatter(logging.Formatter):
-    """``log.txt`` lines start with a timestamp, except records logged with ``extra=PLAIN``: CoOp's
-    ``parse_test_res.py`` compares whole stripped lines with ``Finish training`` / ``=> result``."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-
-    def format(self, record: logging.LogRecord) -> str:
-        return record.getMessage() if getattr(record, "plain", False) else super().format(record)
-
-
-def canonical_trainer(name: str) -> str:
-    """One of :data:`TRAINERS` (CoOp/reference spellings accepted with a note)."""
-    if name in TRAINERS:
-        return name
-    if name in TRAINER_ALIASES:
-        log.info("trainer %s is run as %s", name, TRAINER_ALIASES[name])
-        return TRAINER_ALIASES[name]
-    raise ValueError(f"unknown trainer {name!r}: expected one of {', '.join(TRAINERS)}")
-
-
-FINAL_MODELS = ("last_step", "best_val")
-TRAIN_SAMPLERS = ("RandomSampler",)
-
-
-def validate_config(cfg: CfgNode, trainer: str) -> None:
-    """Refuse settings neither engine can honour, before anything is built (Dassl's ``check_cfg``).
-
-    Train-time image settings (``INPUT.TRANSFORMS`` augmentations, ``DATALOADER.TRAIN_X.SAMPLER``)
-    have no effect on a model trained on captions, and ``PREC`` other than fp32 is not implemented;
-    they are named in the log, not refused, so CoOp yaml files still load.
-    """
-    for key in ("OPTIM.MAX_EPOCH", "TRAIN.PRINT_FREQ"):
-        if int(lookup(cfg, key)) < 1:
-            raise ValueError(f"{key} must be a positive number of {'epochs' if 'EPOCH' in key else 'batches'}, "
-                             f"got {lookup(cfg, key)}")
-    if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
-        raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
-    if trainer == "TaIDPT" and cfg.TEST.FINAL_MODEL == "best_val" and float(cfg.DATASET.VAL_CAPTIONS) <= 0:
-        raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "
-                         "(selecting on test images is what the reference did, and is not allowed here)")
-    ignored = [t for t in cfg.INPUT.TRANSFORMS if t != "normalize"]
-    if ignored:
-        log.info("INPUT.TRANSFORMS %s ignored: TaI-DPT trains on captions and tests with resize + centre crop"
-                 " + normalise", ignored)
-    note_precision(cfg, trainer)
-    if cfg.DATALOADER.TRAIN_X.SAMPLER not in TRAIN_SAMPLERS:
-        log.info("DATALOADER.TRAIN_X.SAMPLER %s ignored: captions are shuffled per (seed, epoch)",
-                 cfg.DATALOADER.TRAIN_X.SAMPLER)
-
-
-def note_precision(cfg: CfgNode, trainer: str) -> None:
-    """Log that a ``PREC`` other than fp32 (CoOp's fp16 / amp) is accepted but not honoured."""
-    node = trainer_node(trainer)
-    prec = str(cfg.TRAINER[node].get("PREC", "fp32"))
-    if prec != "fp32":
-        log.info("TRAINER.%s.PREC %s ignored: taidpt computes in fp32 (mixed precision is not implemented)",
-                 node, prec)
-
-
-def merge_rate(cfg: CfgNode, trainer: str) -> float:
-    """Weight of the global score in ``merged = w * global + (1 - w) * local`` for ``trainer``."""
-    return float(cfg.TRAINER[trainer_node(trainer)].MERGE_RATE)
-
-
-def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
-    """Test-time preprocessing from ``INPUT.*`` (Dassl's resize + centre crop + normalise)."""
-    size = tuple(int(s) for s in cfg.INPUT.SIZE)
-    return PreprocessConfig(size=size if size[0] != size[1] else size[0], mean=tuple(cfg.INPUT.PIXEL_MEAN),
-                            std=tuple(cfg.INPUT.PIXEL_STD), interpolation=cfg.INPUT.INTERPOLATION,
-                            exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE))
-
-
-def check_image_size(cfg: CfgNode, info: ClipInfo) -> None:
-    """Refuse input sizes the backbone cannot take (not a multiple of its stride / patch)."""
-    stride = 32 if info.is_resnet else None
-    if stride is None:
-        return
-    for side in cfg.INPUT.SIZE:
-        if int(side) % stride or int(side) < stride:
-            raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not fit {info.name}: ResNet CLIP needs "
-                             f"multiples of {stride} px (e.g. {info.image_size})")
-
-
-def build_taidpt(cfg: CfgNode, clip_model: torch.nn.Module, classes: ClassList) -> TaIDPTModel:
-    """TaI-DPT model from ``TRAINER.TAIDPT.*``."""
-    t = cfg.TRAINER.TAIDPT
-    return TaIDPTModel(
-        clip_model, classes.names, n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT,
-        class_token_position=t.CLASS_TOKEN_POSITION, logit_scale=float(t.LOGIT_SCALE),
-        tau_text=float(t.SPATIAL_SCALE_TEXT), tau_image=float(t.SPATIAL_SCALE_IMAGE),
-        merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=bool(t.TRIM_TOKENS),
-        shared_prefix=bool(t.SHARED_PREFIX),
-    )
-
-
-# Keys that define what a training run computes. Resuming a run under different values would
-# silently mix two experiments, so it is refused. OPTIM.MAX_EPOCH may change (extending a run),
-# and the exact speed switches (CAPTION_CACHE, TRIM_TOKENS, SHARED_PREFIX) may too.
-TRAINING_KEYS = (
-    "SEED", "MODEL.BACKBONE.NAME", "MODEL.BACKBONE.PRETRAINED", "DATALOADER.TRAIN_X.BATCH_SIZE",
-    "OPTIM.NAME", "OPTIM.LR", "OPTIM.WEIGHT_DECAY", "OPTIM.MOMENTUM", "OPTIM.LR_SCHEDULER", "OPTIM.WARMUP_EPOCH",
-    "OPTIM.WARMUP_TYPE", "OPTIM.WARMUP_CONS_LR", "OPTIM.STEPSIZE", "OPTIM.GAMMA",
-    "TRAINER.TAIDPT.N_CTX", "TRAINER.TAIDPT.CSC", "TRAINER.TAIDPT.CTX_INIT", "TRAINER.TAIDPT.CLASS_TOKEN_POSITION",
-    "TRAINER.TAIDPT.LOGIT_SCALE", "TRAINER.TAIDPT.SPATIAL_SCALE_TEXT", "TRAINER.TAIDPT.LOSS",
-    "DATASET.CLASS_LIST", "DATASET.CAPTION_FILE", "DATASET.CAPTION_SOURCE", "DATASET.CAPTION_CAP",
-    "DATASET.EXCLUDE_TEST_CAPTIONS", "DATASET.ADD_TEMPLATES", "DATASET.LEMMATIZER", "DATASET.VAL_CAPTIONS",
-    "DATASET.CAPTION_IDS", "DATASET.CAPTIONS_PER_IMAGE", "DATASET.CAPTION_SAMPLE_SEED",
-)
-
-
-def training_settings(cfg: CfgNode, keys: tuple[str, ...] = TRAINING_KEYS) -> dict[str, Any]:
-    """The values of ``keys`` (:data:`TRAINING_KEYS` by default; JSON-like primitives), stored in every checkpoint."""
-    out = {}
-    for key in keys:
-        node: Any = cfg
-        for part in key.split("."):
-            node = node[part]
-        out[key] = list(node) if isinstance(node, (tuple, list)) else node
-    return out
-
-
-def model_meta(cfg: CfgNode, classes: ClassList, info: ClipInfo) -> dict[str, Any]:
-    """What a checkpoint must agree on with the run that loads it (primitives only)."""
-    t = cfg.TRAINER.TAIDPT
-    return {
-        "classnames": list(classes.names),
-        "n_ctx": int(t.N_CTX) if not t.CTX_INIT else None,
-        "csc": bool(t.CSC),
-        "class_token_position": t.CLASS_TOKEN_POSITION,
-        "backbone": info.name,
-        "taidpt_version": __version__,
-        "training": training_settings(cfg),
-    }
-
-
-def check_resume_settings(meta: dict[str, Any] | None, cfg: CfgNode, path: Path | str,
-                          keys: tuple[str, ...] = TRAINING_KEYS) -> None:
-    """Refuse to continue a run whose checkpoint was trained with other settings (of ``keys``)."""
-    saved = (meta or {}).get("training")
-    if not saved:
-        return
-    now = training_settings(cfg, keys)
-    diff = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
-    if diff:
-        raise ValueError(f"{path} was trained with other settings ({'; '.join(diff[:4])}): resuming would mix two "
-                         f"experiments. Use a new --output-dir, or delete the old run")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Pretty, strict JSON (no NaN), written atomically."""
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-class StepClock:
-    """Average time of the training steps of this process (``with clock: step()``), for the ETA.
-
-    Only step time counts: the corpus and cache build before the first step, evaluation and
-    checkpoint writes between epochs would otherwise inflate the estimate many times over.
-    """
-
-    def __init__(self) -> None:
-        self.steps, self.seconds, self._t0 = 0, 0.0, 0.0
-
-    def __enter__(self) -> "StepClock":
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds += time.perf_counter() - self._t0
-        self.steps += 1
-
-    def eta(self, steps_left: int) -> float:
-        """Seconds for ``steps_left`` more steps at this run's average step time."""
-        return self.seconds / max(self.steps, 1) * max(steps_left, 0)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -307,7 +79,8 @@ class CoreRunner:
     def __init__(self, cfg: CfgNode, options: RunOptions | None = None, trainer: str | None = None) -> None:
         self.cfg = cfg
         self.opts = options or RunOptions()
-        self.trainer = canonical_trainer(trainer or cfg.TRAINER.NAME)
+        self.method = get_method(trainer or cfg.TRAINER.NAME)
+        self.trainer = self.method.name
         self.device = select_device(cfg)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.start_time = time.time()
@@ -323,17 +96,9 @@ class CoreRunner:
     # ------------------------------------------------------------------ build
     # The Dassl trainer calls these same steps from its hooks, in the same order:
     # load_data (build_data_loader) -> build_model (build_model) -> build_training (before_train).
-    training_keys = TRAINING_KEYS  # what resuming must agree on (image trainers have their own)
-    check_config = staticmethod(validate_config)  # (cfg, trainer): both engines call it before building
-
-    @staticmethod
-    def resume_keys(trainer: str) -> tuple[str, ...]:
-        """The settings a resumed run of ``trainer`` must share with its checkpoint."""
-        return TRAINING_KEYS
-
     def build(self) -> None:
         """Check the config, read the test set, build the model (and its optimiser)."""
-        self.check_config(self.cfg, self.trainer)
+        validate_config(self.cfg, self.method)
         self.load_data()
         self.build_model()
 
@@ -358,18 +123,13 @@ class CoreRunner:
         return clip_model
 
     def build_model(self) -> None:
-        """Load CLIP and build the TaI-DPT (with optimiser and schedule) or zero-shot model."""
+        """Load CLIP and build the method's model (with optimiser and schedule when it trains)."""
         cfg = self.cfg
         clip_model = self.load_backbone()
-        if self.trainer == "TaIDPT":
-            self.model = build_taidpt(cfg, clip_model, self.classes).to(self.device)
-            self.optimizer = build_optimizer(self.model.prompt_learner.parameters(), cfg.OPTIM)
+        self.model = self.method.build_model(cfg, clip_model, self.classes.names).to(self.device)
+        if self.method.trains_on:
+            self.optimizer = build_optimizer(self.method.trainable_parameters(self.model), cfg.OPTIM)
             self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
-        else:
-            z = cfg.TRAINER.ZEROSHOT
-            self.model = ZeroShotDenseModel(clip_model, self.classes.names, template=z.TEMPLATE,
-                                            merge_rate=float(z.MERGE_RATE),
-                                            use_pos_embed=bool(z.USE_POS_EMBED)).to(self.device)
 
     def build_training(self) -> None:
         """Caption corpus, held-out split, caption loader and feature cache (training only)."""
@@ -404,7 +164,7 @@ class CoreRunner:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "val_result": val_result,
-            "meta": model_meta(self.cfg, self.classes, self.clip_info),
+            "meta": model_meta(self.cfg, self.method, self.classes, self.clip_info),
         }
 
     def save(self, epoch: int, val_result: float | None = None, is_best: bool = False,
@@ -417,7 +177,7 @@ class CoreRunner:
     def _load_prompts(self, path: Path, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
         ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
         check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names), "backbone": self.clip_info.name}, path)
-        self.model.prompt_learner.load_reference_state(ckpt["state_dict"])
+        self.method.load_trained(self.model, ckpt["state_dict"])
         self.checkpoint_path = str(path)
         return ckpt
 
@@ -439,7 +199,7 @@ class CoreRunner:
                 raise FileNotFoundError(f"--resume {self.cfg.RESUME}: no prompt_learner/checkpoint file there")
             return 0
         ckpt = load_checkpoint(path, map_location="cpu")
-        check_resume_settings(ckpt.get("meta"), self.cfg, path, self.training_keys)
+        check_resume_settings(ckpt.get("meta"), self.cfg, path, self.method.training_keys())
         self._load_prompts(path, ckpt)
         if ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -461,7 +221,7 @@ class CoreRunner:
 
     def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The TaI-DPT loss of one caption batch (not yet back-propagated)."""
-        return caption_loss(self.model, self.encoder, batch, self.cfg.TRAINER.TAIDPT.LOSS)
+        return caption_loss(self.model, self.encoder, batch, self.method.loss_name(self.cfg))
 
     def step(self, batch: dict[str, torch.Tensor]) -> float:
         """One optimiser step on a batch (:meth:`batch_loss`); returns its loss (the distributed runner shards it)."""
@@ -555,7 +315,7 @@ class CoreRunner:
     def test(self) -> dict[str, Any]:
         cfg = self.cfg
         scored = self.score_test_set()
-        results = results_from_scores(scored, self.classes.names, merge_rate(cfg, self.trainer),
+        results = results_from_scores(scored, self.classes.names, self.method.merge_rate(cfg),
                                       float(cfg.TEST.THRESHOLD), self.image_set)
         return self.report(results, scored=scored)
 
@@ -564,7 +324,7 @@ class CoreRunner:
         the scores, ``predictions.npz`` (:mod:`taidpt.evaluation.predictions`)."""
         if scored is not None:
             save_predictions(self.output_dir / PREDICTIONS_FILE, scored, self.image_set, self.classes.names,
-                             merge_rate(self.cfg, self.trainer), self.trainer)
+                             self.method.merge_rate(self.cfg), self.trainer)
         payload = self._describe(results)
         log.info("%s", format_results_table(results))
         if coop_lines:
@@ -590,7 +350,7 @@ class CoreRunner:
                          "threshold": float(cfg.TEST.THRESHOLD)},
             "taidpt_version": __version__,
         }
-        if self.trainer == "TaIDPT":
+        if self.method.trains_on == CAPTIONS:
             info.update({
                 "epochs_trained": self.epoch,
                 "model_selection": self.selection,
@@ -621,13 +381,13 @@ class CoreRunner:
     def run(self) -> dict[str, Any] | None:
         self.build()
         if self.opts.eval_only:
-            if self.trainer != "ZeroshotCLIPDense":
+            if self.method.trains_on:
                 if not self.opts.model_dir:
                     raise ValueError(f"--eval-only with {self.trainer} needs --model-dir RUN (a training output "
                                      f"directory)")
                 self.load_trained(self.opts.model_dir, self.opts.load_epoch)
             return self.test()
-        if self.trainer == "ZeroshotCLIPDense":
+        if not self.method.trains_on:
             return None if self.opts.no_train else self.test()
         self.build_training()
         if self.opts.no_train:
@@ -643,63 +403,4 @@ def cfg_no_test(cfg: CfgNode) -> bool:
     return bool(cfg.TEST.NO_TEST)
 
 
-def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRunner] | None = None,
-        main_process: bool = True) -> dict[str, Any] | None:
-    """Seed, set up logging, and run one configuration with the core runner (or ``runner_cls``).
-
-    Only the main process (``main_process``) logs to the console and ``log.txt``, writes files and
-    holds the run folder's lock; the others print warnings and errors only
-    (``taidpt.engine.distributed_runner``). Everything that can refuse the run is checked before the
-    first file is written, so a refused run leaves the folder as it was.
-    """
-    options = options or RunOptions()
-    setup_logging(None, bool(cfg.VERBOSE) and main_process)  # console only until the checks pass
-    runner_cls = runner_cls or runner_class(cfg.TRAINER.NAME)
-    trainer = canonical_trainer(cfg.TRAINER.NAME)
-    runner_cls.check_config(cfg, trainer)
-    lock = FolderLock(cfg.OUTPUT_DIR) if main_process else contextlib.nullcontext()
-    with lock:
-        if not options.eval_only:
-            check_resumable(cfg, runner_cls.resume_keys(trainer))
-        setup_logging(cfg.OUTPUT_DIR if main_process else None, bool(cfg.VERBOSE) and main_process)
-        if options.note:
-            log.info("%s", options.note)
-        if int(cfg.SEED) >= 0:
-            log.info("setting fixed seed: %d", cfg.SEED)
-            set_random_seed(int(cfg.SEED))
-        log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,
-                 torch.get_num_threads())
-        if main_process:
-            for folder in (Path(cfg.OUTPUT_DIR), Path(cfg.OUTPUT_DIR) / MODEL_NAME):
-                for stale in remove_stale_temps(folder, locked=True):
-                    log.info("removed %s, left by a writer that was killed", stale)
-            atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        return runner_cls(cfg, options).run()
-
-
-def check_resumable(cfg: CfgNode, keys: tuple[str, ...] = TRAINING_KEYS) -> None:
-    """Refuse, before anything is written, to continue a run under other training settings or
-    past ``OPTIM.MAX_EPOCH`` (its results would be labelled with the wrong epoch and checkpoint)."""
-    directory = cfg.RESUME or cfg.OUTPUT_DIR
-    path = latest_checkpoint(directory)
-    if path is None:
-        return
-    ckpt = load_checkpoint(path, map_location="cpu")
-    check_resume_settings(ckpt.get("meta"), cfg, path, keys)
-    done, max_epoch = int(ckpt.get("epoch", 0)), int(cfg.OPTIM.MAX_EPOCH)
-    if done > max_epoch:
-        raise ValueError(f"OPTIM.MAX_EPOCH {max_epoch}: {directory} already holds epoch {done} ({path.name}); "
-                         f"training cannot go back. Evaluate an earlier epoch with --eval-only --model-dir "
-                         f"{directory} --load-epoch N, or use a new --output-dir")
-
-
-def runner_class(trainer: str) -> type[CoreRunner]:
-    """The core runner class of ``trainer``: images-trained prompts have their own (``taidpt.engine.image_runner``)."""
-    from taidpt.engine.image_runner import ImagePromptRunner, is_image_trainer  # noqa: PLC0415 - it subclasses CoreRunner
-
-    return ImagePromptRunner if is_image_trainer(TRAINER_ALIASES.get(trainer, trainer)) else CoreRunner
-
-
-__all__ = ["CoreRunner", "RunOptions", "merge_rate", "run", "runner_class", "set_random_seed", "setup_logging",
-           "validate_config", "ImageSet"]
+__all__ = ["CoreRunner", "RunOptions"]

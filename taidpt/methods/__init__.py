@@ -1,1 +1,13 @@
-"""The methods taidpt trains and evaluates, one registered class per method."""
+"""The methods taidpt trains and evaluates, one registered class per method (see ``registry``).
+
+Importing this package registers the built-in methods, in the order ``--help`` lists them; it does
+not import torch.
+"""
+
+from taidpt.methods import taidpt  # noqa: F401, I001 - registration order is listing order
+from taidpt.methods import zeroshot  # noqa: F401
+from taidpt.methods import dualcoop  # noqa: F401
+from taidpt.methods import coop  # noqa: F401
+from taidpt.methods.registry import CAPTIONS, IMAGES, Method, canonical_name, get_method, method_names, register
+
+__all__ = ["CAPTIONS", "IMAGES", "Method", "canonical_name", "get_method", "method_names", "register"]
