@@ -4,8 +4,8 @@
     python bench/inference_speed.py [--backbone RN50] [--quick] [--threads N] [--image-size 224]
 
 One run builds a TaI-DPT scorer of the real architecture with random weights (speed does not depend
-on the weights) and the 80 COCO classes, exports it with ``export.onnx``, and times every engine
-available here on the same preprocessed batches at batch 1 and 16:
+on the weights) and the 80 COCO classes, exports it with :mod:`taidpt.export.tracing`, and times
+every engine available here on the same preprocessed batches at batch 1 and 16:
 
 * ``pytorch-eager`` (CPU, and CUDA when torch sees a GPU): ``ImageScorer`` under ``inference_mode``;
 * ``onnxruntime-cpu`` (and the CUDA / TensorRT execution providers when installed);
@@ -53,8 +53,9 @@ def build(backbone: str, image_size: int, threads: int, out_dir: Path, fp16: boo
     """The scorer, its ONNX export (and fp16 variant) and the parity of the fp32 export at batch 1."""
     import torch
 
-    from export.metadata import ModelMetadata
-    from export.onnx import convert_to_fp16, export_scorer
+    from taidpt.export.precision import convert_to_fp16
+    from taidpt.export.tracing import export_scorer
+    from taidpt.serve.metadata import ModelMetadata
     from taidpt import __version__
     from taidpt.captions.classes import load_class_list
     from taidpt.clip.loader import load_clip

@@ -14,7 +14,7 @@ its own process group, side by side on this machine:
 
 On a 2-core machine ``2 x 1`` against ``1 x 2`` is the fair comparison (the same cores).
 
-Batch inference (``export.batch_infer``'s pipeline on 640x480 JPEGs, onnxruntime on the CPU with one
+Batch inference (:mod:`taidpt.serve.batch_infer`'s pipeline on 640x480 JPEGs, onnxruntime on the CPU with one
 intra-op thread): images/s with 1, 2 and 4 decoding threads, for a small model (decoding-bound)
 and, without ``--quick``, RN50 at 224 px (model-bound).
 
@@ -140,8 +140,8 @@ def write_photos(folder: Path, n: int) -> None:
 def export_model(backbone: str, size: int, path: Path) -> Path:
     import torch
 
-    from export.metadata import ModelMetadata
-    from export.onnx import export_scorer
+    from taidpt.export.tracing import export_scorer
+    from taidpt.serve.metadata import ModelMetadata
     from taidpt.captions.classes import load_class_list
     from taidpt.clip.loader import load_clip
     from taidpt.networks.model import TaIDPTModel
@@ -158,9 +158,9 @@ def export_model(backbone: str, size: int, path: Path) -> Path:
 
 
 def run_inference(model_path: Path, photos: Path, workers: int, batch_size: int, out: Path) -> dict:
-    from export.batch_infer import run_batches, walk_images
-    from export.result_log import ResultLog
-    from export.runtime import open_model
+    from taidpt.serve.batch_infer import run_batches, walk_images
+    from taidpt.serve.result_log import ResultLog
+    from taidpt.serve.runtime import open_model
 
     model = open_model(model_path, ["CPUExecutionProvider"], threads=1, max_batch=batch_size)
     out.unlink(missing_ok=True)
@@ -219,7 +219,7 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for r in train_rows:
         print(f"| {r['config']} | {r['step_s']:.3f} | {args.batch / r['step_s']:.0f} | {base / r['step_s']:.2f}x |")
-    print("\nBatch inference (export.batch_infer pipeline, 640x480 JPEGs, batch 16, onnxruntime CPU, 1 intra-op "
+    print("\nBatch inference (taidpt.serve.batch_infer pipeline, 640x480 JPEGs, batch 16, onnxruntime CPU, 1 intra-op "
           "thread):\n")
     print("| model | decoding threads | images | images/s |")
     print("|---|---:|---:|---:|")

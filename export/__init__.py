@@ -1,16 +1,15 @@
-"""Deployment of TaI-DPT: one fused ONNX graph (image in, class scores out) and its runtimes.
+"""Checkout entry points of the deployment tools: ``python -m export.<name>`` from the repository root.
 
-Modules (run each with ``python -m export.<name> --help``):
+Each module here is a thin shim that runs a ``main`` from the installed-package code; it is not
+part of the pip package (installed, the same commands are the ``taidpt-*`` console scripts).
 
-* :mod:`export.onnx` -- export a trained run (or the zero-shot baseline) to ONNX, check it with
-  ``onnx.checker`` and against PyTorch in onnxruntime (needs torch);
-* :mod:`export.infer` -- score image files with an exported model (onnxruntime or a serialized
-  TensorRT engine); numpy + PIL only, no torch;
-* :mod:`export.tensorrt` -- build a TensorRT engine with explicit batch profiles and print the
-  matching ``trtexec`` command;
-* :mod:`export.evaluate` -- mAP of an exported model on a dataset, with the training code's readers
-  and metrics (no torch).
+* ``export.onnx`` -> :mod:`taidpt.export.onnx_cli` (``taidpt-export``; needs torch);
+* ``export.tensorrt`` -> :mod:`taidpt.export.tensorrt` (``taidpt-tensorrt``);
+* ``export.evaluate`` -> :mod:`taidpt.export.evaluate` (``taidpt-evaluate``);
+* ``export.infer`` -> :mod:`taidpt.serve.infer` (``taidpt-infer``; no torch);
+* ``export.batch_infer`` -> :mod:`taidpt.serve.batch_infer` (``taidpt-batch-infer``);
+* ``export.triton`` -> :mod:`taidpt.serve.triton` (``taidpt-triton``);
+* ``export.triton_client`` -> :mod:`taidpt.serve.triton_client` (``taidpt-triton-client``).
 
-This package root stays import-light: :mod:`export.infer` and :mod:`export.evaluate` must not pull
-torch in through it.
+This package root imports nothing, so ``export.infer`` stays torch-free.
 """

@@ -1,4 +1,4 @@
-"""Streaming batch inference (export.batch_infer): resume after interruption, bounded memory, errors as rows."""
+"""Streaming batch inference (taidpt.serve.batch_infer): resume after interruption, bounded memory, errors as rows."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import export.batch_infer
-from export.batch_infer import image_source, main, run_batches, walk_images
-from export.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
-from export.runtime import open_model
+import taidpt.serve.batch_infer
+from taidpt.serve.batch_infer import image_source, main, run_batches, walk_images
+from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
+from taidpt.serve.runtime import open_model
 from test_infer import exported, latin1_dir  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_output_under_a_regular_file_fails_before_the_model_is_opened(exported, 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was opened although the output cannot be written")
 
-    monkeypatch.setattr(export.batch_infer, "open_model", no_model)
+    monkeypatch.setattr(taidpt.serve.batch_infer, "open_model", no_model)
     out = tmp_path / "somefile.txt" / "out.jsonl"
     assert cli(["--model", str(model_path), "--images", str(photo_dir), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.metadata import (
+from taidpt.serve.metadata import (
     INPUT_NAME,
     OUTPUT_NAMES,
     MetadataError,
@@ -28,16 +28,10 @@ from export.metadata import (
     read_onnx_metadata,
     read_sidecar,
 )
-from export.onnx import (
-    DEFAULT_OPSET,
-    check_onnx,
-    convert_to_fp16,
-    export_scorer,
-    measure_parity,
-    parity_inputs,
-    torch_reference,
-)
-from export.runtime import OnnxModel, tensorrt_status
+from taidpt.export.parity import check_onnx, measure_parity, parity_inputs, torch_reference
+from taidpt.export.precision import convert_to_fp16
+from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
+from taidpt.serve.runtime import OnnxModel, tensorrt_status
 from taidpt.networks.model import TaIDPTModel, ZeroShotDenseModel
 from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
 
@@ -245,9 +239,9 @@ def test_end_to_end_train_export_evaluate(trained_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     torch_res = json.loads((ev / "results.json").read_text())
 
-    # export.evaluate on the ONNX file, with torch made unimportable
+    # taidpt.export.evaluate on the ONNX file, with torch made unimportable
     out = base / "onnx_eval"
-    code = ("import sys; sys.modules['torch'] = None; from export.evaluate import main; "
+    code = ("import sys; sys.modules['torch'] = None; from taidpt.export.evaluate import main; "
             f"sys.exit(main({json.dumps(['--model', str(model), '--output-dir', str(out), '--no-progress', *common[:6], *common[9:]])}))")
     proc = run(["-c", code])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -269,7 +263,7 @@ def test_end_to_end_train_export_evaluate(trained_run):
 
 
 def test_export_zero_shot_without_a_run(tmp_path, tiny_rn_openai_file, capsys):
-    from export.onnx import main
+    from taidpt.export.onnx_cli import main
 
     classes = tmp_path / "classes.txt"
     classes.write_text("dog\ncat\ncar\n")
@@ -287,7 +281,7 @@ def test_export_zero_shot_without_a_run(tmp_path, tiny_rn_openai_file, capsys):
 
 @pytest.mark.parametrize("case", ["missing_dir", "not_a_run", "taidpt_without_run", "bad_suffix", "bad_weights"])
 def test_export_cli_errors_are_one_line(case, tmp_path, capsys):
-    from export.onnx import main
+    from taidpt.export.onnx_cli import main
 
     out = str(tmp_path / "m.onnx")
     if case == "missing_dir":
@@ -369,7 +363,7 @@ def test_tensorrt_engine_build_and_inference(rn_export, tmp_path):
     usable, why = tensorrt_status()
     if not usable:
         pytest.skip(f"TensorRT engine tests need TensorRT and a GPU: {why}")
-    from export.runtime import TensorRTEngine
+    from taidpt.serve.runtime import TensorRTEngine
 
     _, meta, path = rn_export
     images = parity_inputs(meta, 5)

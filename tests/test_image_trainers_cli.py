@@ -100,9 +100,9 @@ def test_dualcoop_trains_on_partial_labels_and_writes_its_predictions(dual_run):
 
 def test_dualcoop_run_exports_to_onnx_with_its_learned_scales(dual_run, tmp_path):
     """The exported graph scores the test images as the run's own test step did (predictions.npz)."""
-    from export.infer import predict
-    from export.metadata import read_onnx_metadata
-    from export.runtime import open_model
+    from taidpt.serve.infer import predict
+    from taidpt.serve.metadata import read_onnx_metadata
+    from taidpt.serve.runtime import open_model
 
     run, _ = dual_run
     model = tmp_path / "dual.onnx"

@@ -1,4 +1,4 @@
-"""The torch-free inference CLI (export.infer) on generated image files, and its no-torch guarantee."""
+"""The torch-free inference CLI (taidpt.serve.infer) on generated image files, and its no-torch guarantee."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-import export.infer
-from export.infer import collect_images, decide, main
-from export.metadata import ModelMetadata
-from export.onnx import export_scorer
+import taidpt.serve.infer
+from taidpt.export.tracing import export_scorer
+from taidpt.serve.infer import collect_images, decide, main
+from taidpt.serve.metadata import ModelMetadata
 from taidpt.networks.model import TaIDPTModel
 from taidpt.utils.pathtext import unescape_path
 from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
@@ -102,8 +103,8 @@ def torch_scores(scorer, paths) -> np.ndarray:
 
 def run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedProcess:
     prelude = "import sys; sys.modules['torch'] = None; " if block_torch else "import sys; "
-    code = (prelude + "from export.infer import main; rc = main(sys.argv[1:]); "
-            "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner', 'export.onnx') "
+    code = (prelude + "from taidpt.serve.infer import main; rc = main(sys.argv[1:]); "
+            "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner', 'taidpt.export.tracing') "
             "if sys.modules.get(m) is not None]; print('HEAVY-MODULES', bad, file=sys.stderr); sys.exit(rc)")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -258,7 +259,8 @@ def test_inference_stack_imports_no_torch():
     """The deployment modules and the core modules they use import with torch made unimportable."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import export, export.infer, export.evaluate, export.metadata, export.runtime, export.tensorrt\n"
+        "import export, export.infer, export.evaluate, export.tensorrt, taidpt.export\n"
+        "import taidpt.serve.infer, taidpt.serve.metadata, taidpt.serve.runtime, taidpt.export.evaluate\n"
         "import taidpt.images.preprocess, taidpt.evaluation.metrics, taidpt.images.readers, taidpt.images.registry, taidpt.engine.config\n"
         "heavy = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner')"
         " if sys.modules.get(m) is not None]\n"
@@ -335,8 +337,8 @@ def test_unwritable_output_fails_before_scoring(case, exported, image_dir, tmp_p
             pytest.skip("root writes into read-only folders")
         (tmp_path / "ro").mkdir(mode=0o555)
         out, expect = tmp_path / "ro" / "sub" / "out.csv", "is not writable"
-    monkeypatch.setattr(export.infer, "open_model", _no_model)
-    monkeypatch.setattr(export.infer, "predict", _no_model)
+    monkeypatch.setattr(taidpt.serve.infer, "open_model", _no_model)
+    monkeypatch.setattr(taidpt.serve.infer, "predict", _no_model)
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
@@ -344,15 +346,15 @@ def test_unwritable_output_fails_before_scoring(case, exported, image_dir, tmp_p
 
 def test_csv_class_clash_fails_before_scoring(exported, image_dir, tmp_path, monkeypatch, capsys):
     _, model = exported
-    real_open = export.infer.open_model
+    real_open = taidpt.serve.infer.open_model
 
     def open_with_a_labels_class(*args, **kwargs):
         runner = real_open(*args, **kwargs)
         runner.metadata = dataclasses.replace(runner.metadata, classnames=("labels", *CLASSES[1:]))
         return runner
 
-    monkeypatch.setattr(export.infer, "open_model", open_with_a_labels_class)
-    monkeypatch.setattr(export.infer, "predict", _no_model)
+    monkeypatch.setattr(taidpt.serve.infer, "open_model", open_with_a_labels_class)
+    monkeypatch.setattr(taidpt.serve.infer, "predict", _no_model)
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "o.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "clash with the CSV's own columns" in err[0], err
@@ -367,3 +369,36 @@ def test_temp_files_of_a_killed_earlier_run_are_removed(exported, image_dir, tmp
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "out.json"),
                  "--no-progress"]) == 0
     assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("installed", [("onnxruntime",), ("onnxruntime-gpu",), ("onnxruntime", "onnxruntime-gpu")])
+def test_both_onnxruntime_packages_warn_once_when_the_runtime_starts(installed, exported, monkeypatch):
+    """A CPU onnxruntime beside onnxruntime-gpu hides the CUDA provider: the first model opened says so, once."""
+    from importlib.metadata import PackageNotFoundError
+
+    from taidpt.serve import ort_packages
+    from taidpt.serve.runtime import OnnxModel
+
+    def distribution(name):
+        if name not in installed:
+            raise PackageNotFoundError(name)
+        return object()
+
+    monkeypatch.setattr(ort_packages, "distribution", distribution)
+    monkeypatch.setattr(ort_packages, "_warned", False)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    ort_packages.log.addHandler(handler)
+    try:
+        for _ in range(2):
+            OnnxModel(exported[1], ["CPUExecutionProvider"]).close()
+    finally:
+        ort_packages.log.removeHandler(handler)
+    messages = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    if len(installed) == 2:
+        assert len(messages) == 1, messages
+        assert "both onnxruntime and onnxruntime-gpu are installed" in messages[0]
+        assert "pip uninstall" in messages[0]
+    else:
+        assert messages == []

@@ -1,4 +1,4 @@
-"""Triton model repository export (export.triton): the written config agrees with the ONNX file."""
+"""Triton model repository export (taidpt.serve.triton): the written config agrees with the ONNX file."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export import pbtxt
-from export.infer import main as infer_main
-from export.metadata import read_onnx_metadata, write_sidecar
-from export.triton import check_repository, main, write_repository
-from export.triton_client import main as client_main
+from taidpt.serve import pbtxt
+from taidpt.serve.infer import main as infer_main
+from taidpt.serve.metadata import read_onnx_metadata, write_sidecar
+from taidpt.serve.triton import check_repository, main, write_repository
+from taidpt.serve.triton_client import main as client_main
 from test_batch_infer import photo_dir  # noqa: F401 - fixture
 from test_infer import CLASSES, exported, latin1_dir  # noqa: F401 - fixture
 
@@ -206,7 +206,7 @@ def fake_tritonclient(folder: Path) -> types.ModuleType:
 @pytest.mark.parametrize("which", ["photos", "latin1_names"])
 def test_client_example_against_a_stand_in_server(exported, photo_dir, latin1_dir, tmp_path, monkeypatch, capsys,
                                                   which):
-    """The client's rows match export.infer's, paths included (a latin-1 name escaped the same way)."""
+    """The client's rows match taidpt.serve.infer's, paths included (a latin-1 name escaped the same way)."""
     _, model_path = exported
     folder = write_repository(model_path, tmp_path / "repo")
     fake = fake_tritonclient(folder)

@@ -5,7 +5,8 @@ return ``{"scores", "global_logits", "local_logits"}`` as float32 ``[N, C]`` arr
 inference CLI and the evaluation mode treat them alike.
 
 * :class:`OnnxModel` picks the best execution provider onnxruntime offers (TensorRT, CUDA, CPU, in
-  that order) unless told which.
+  that order) unless told which; the first one opened warns when both ``onnxruntime`` and
+  ``onnxruntime-gpu`` are installed (:mod:`taidpt.serve.ort_packages`).
 * :class:`TensorRTEngine` deserializes a ``.plan`` with the TensorRT Python runtime and moves data
   with the CUDA runtime library through ctypes (no torch, no pycuda). Batches larger than the
   engine's profile maximum are split.
@@ -24,7 +25,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .metadata import INPUT_NAME, OUTPUT_NAMES, MetadataError, ModelMetadata, read_sidecar
+from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, MetadataError, ModelMetadata, read_sidecar
+from taidpt.serve.ort_packages import warn_if_both_installed
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -91,6 +93,7 @@ class OnnxModel:
                  max_batch: int = 32) -> None:
         import onnxruntime as ort
 
+        warn_if_both_installed()  # once per process: a CPU onnxruntime beside onnxruntime-gpu hides CUDA
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"{self.path}: no such model file")
@@ -136,7 +139,7 @@ def _session_free_metadata(path: Path) -> ModelMetadata:
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, path)
-    from .metadata import read_onnx_metadata
+    from taidpt.serve.metadata import read_onnx_metadata
 
     return read_onnx_metadata(path)
 

@@ -1,10 +1,11 @@
 """What an exported model carries besides its weights: classes, preprocessing and provenance.
 
 The ONNX file stores these as ``metadata_props`` (string key/value pairs, keys prefixed with
-``taidpt.``); a serialized TensorRT engine cannot hold them, so ``export.tensorrt`` writes the same
-pairs to a JSON sidecar ``<engine>.json``. Everything a deployment needs to turn an image file into
-the tensor the model expects (size, mean/std, interpolation) is read from here, so the inference
-side never needs the training config.
+``taidpt.``); a serialized TensorRT engine cannot hold them, so ``python -m export.tensorrt``
+writes the same pairs to a JSON sidecar ``<engine>.json``. Everything a deployment needs to turn
+an image file into the tensor the model expects (size, mean/std, interpolation) is read from here,
+so the inference side never needs the training config. The build side (:mod:`taidpt.export`)
+takes its interface names (:data:`INPUT_NAME`, :data:`OUTPUT_NAMES`) from here too.
 
 This module must not import torch.
 """

@@ -8,7 +8,7 @@ numpy array (16 bytes per row already written, not the paths themselves).
 
 JSONL row: ``{"path": ..., "scores": {class: score}, "labels": [...]}`` or ``{"path": ..., "error": reason}``
 (with ``--all-outputs`` also ``global_logits`` and ``local_logits``).
-CSV: header ``path, <one column per class>, labels, error``, as ``export.infer`` writes it.
+CSV: header ``path, <one column per class>, labels, error``, as ``python -m export.infer`` writes it.
 Paths (and error texts) are written as :func:`taidpt.utils.pathtext.escape_path` gives them, so a file name
 that is not UTF-8 is written too (``caf\\xe9.jpg``); the set of done paths holds those written strings,
 and a run matches each input path by its escaped form.

@@ -1,0 +1,319 @@
+"""Score image files with an exported TaI-DPT model: no torch, no training code.
+
+    python -m export.infer --model MODEL.onnx|MODEL.plan --images DIR|LIST.txt|GLOB \\
+        --output OUT.json|OUT.csv [--batch-size 32] [--threshold T | --top-k K] [--providers P ...]
+
+Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (resize the shorter
+side, centre crop, normalise; sizes and statistics read from the model's metadata), batched, and
+run with onnxruntime (best execution provider first: TensorRT, CUDA, CPU) or with a serialized
+TensorRT engine. An image that cannot be read is reported with its path and reason, skipped, and
+listed in the output. The output holds the merged score of every class and the predicted labels:
+scores >= the threshold (default: the model's evaluation threshold), or the top-k classes.
+
+Paths are written as :mod:`taidpt.utils.pathtext` escapes them: a file-name byte that is not UTF-8 appears
+as ``\\xNN`` (e.g. ``caf\\xe9.jpg``), the same in JSON and CSV; a list file may name files the same way.
+The output location is checked before any image is scored.
+
+JSON: ``{"model", "provider", "decision", "classes", "skipped": [{"path", "reason"}],
+"images": [{"path", "scores": {class: score}, "labels": [...]}]}``.
+CSV: one row per image: ``path``, one column per class, ``labels`` (``;``-separated), ``error``
+(the reason for a skipped image, whose score cells are empty).
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import csv
+import glob
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from taidpt.utils.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
+from taidpt.utils.pathtext import escape_path, unescape_path
+from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
+
+from taidpt.serve.metadata import MetadataError
+from taidpt.serve.result_log import ResultLogError, csv_header
+from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+
+class InputError(ValueError):
+    """The --images argument names nothing usable; the message is one line."""
+
+
+def list_lines(list_file: Path) -> Iterator[str]:
+    """The lines of a UTF-8 list file (a leading byte-order mark dropped); a byte that is not UTF-8
+    raises :class:`InputError` naming the file, line and byte."""
+    with open(list_file, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{escape_path(list_file)} line {number}, byte {exc.start + 1} "
+                                 f"(0x{raw[exc.start]:02x}): not UTF-8; save the list as UTF-8 "
+                                 f"(a file-name byte that is not UTF-8 may be written \\xNN)") from None
+
+
+def read_list(list_file: Path) -> Iterator[str]:
+    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder.
+
+    Lines are UTF-8; ``\\xNN`` escapes (as the outputs write them, :mod:`taidpt.utils.pathtext`) name file-name
+    bytes that are not UTF-8.
+    """
+    for line in list_lines(list_file):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(os.path.expanduser(unescape_path(line)))
+            yield str(p if p.is_absolute() else list_file.parent / p)
+
+
+def collect_images(spec: str) -> list[str]:
+    """Image paths from a folder (recursive, image extensions only, sorted), a list file or a glob.
+
+    A list file holds one path per line (blank lines and ``#`` comments skipped); relative paths are
+    relative to the list's folder. Listed paths that do not exist are kept: they are reported as
+    unreadable later, not silently dropped.
+    """
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        found = [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not found:
+            raise InputError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        return found
+    if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+        out = list(read_list(path))
+        if not out:
+            raise InputError(f"{path}: the list names no image")
+        return out
+    if path.is_file():
+        return [str(path)]
+    matches = sorted(m for m in glob.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(m))
+    if not matches:
+        raise InputError(f"{spec}: not a folder, a list file (.txt) or a glob that matches any file")
+    return matches
+
+
+def _load(path: str, cfg: PreprocessConfig) -> np.ndarray | str:
+    """The preprocessed image, or the reason it cannot be read."""
+    try:
+        return cfg(load_rgb(path, exif_transpose=cfg.exif_transpose))
+    except ImageLoadError as exc:
+        return exc.reason
+    except Exception as exc:  # noqa: BLE001 - e.g. a decompression-bomb check; reported, not fatal
+        return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Predictions:
+    """Outputs for the images that loaded (rows in input order) and the ones that did not."""
+
+    paths: list[str]
+    scores: np.ndarray  # [N, C] merged scores
+    global_logits: np.ndarray
+    local_logits: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    indices: list[int] = field(default_factory=list)  # position in the input list of each scored row
+
+
+def predict(model: Runner, paths: Sequence[str], *, batch_size: int = 32, workers: int = 4,
+            progress: bool = True, on_skip=None) -> Predictions:
+    """Preprocess and score ``paths`` in batches; unreadable images go to ``skipped``.
+
+    Decoding and resizing run in a thread pool (PIL releases the GIL), so they overlap across the
+    images of a batch.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    cfg = model.metadata.preprocess_config()
+    kept: list[str] = []
+    kept_idx: list[int] = []
+    outs: dict[str, list[np.ndarray]] = {"scores": [], "global_logits": [], "local_logits": []}
+    skipped: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=len(paths), unit="img", desc="scoring", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(paths), batch_size):
+            chunk = list(paths[start:start + batch_size])
+            arrays = []
+            for offset, (p, item) in enumerate(zip(chunk, pool.map(lambda q: _load(q, cfg), chunk))):
+                if isinstance(item, str):
+                    skipped.append((p, item))
+                    if on_skip is not None:
+                        on_skip(p, item)
+                else:
+                    kept.append(p)
+                    kept_idx.append(start + offset)
+                    arrays.append(item)
+            if arrays:
+                result = model.run(np.stack(arrays))
+                for k in outs:
+                    outs[k].append(result[k])
+            bar.update(len(chunk))
+    c = model.metadata.num_classes
+    cat = {k: (np.concatenate(v) if v else np.zeros((0, c), np.float32)) for k, v in outs.items()}
+    return Predictions(kept, cat["scores"], cat["global_logits"], cat["local_logits"], skipped,
+                       time.perf_counter() - t0, kept_idx)
+
+
+def decide(scores: np.ndarray, classnames: Sequence[str], *, threshold: float | None = None,
+           top_k: int | None = None) -> list[list[str]]:
+    """Predicted labels per row: classes with score >= ``threshold``, or the ``top_k`` highest
+    (ties broken by class order), highest score first."""
+    if (threshold is None) == (top_k is None):
+        raise ValueError("give exactly one of threshold and top_k")
+    names = list(classnames)
+    out = []
+    for row in scores:
+        order = np.argsort(-row, kind="stable")
+        if top_k is not None:
+            idx = order[:top_k]
+        else:
+            idx = [i for i in order if row[i] >= threshold]
+        out.append([names[i] for i in idx])
+    return out
+
+
+def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) -> dict:
+    m = model.metadata
+    return {
+        "model": escape_path(model.path),
+        "provider": model.provider,
+        "trainer": m.trainer,
+        "backbone": m.backbone,
+        "precision": m.precision,
+        "image_size": list(m.image_size),
+        "score": f"merged = {m.merge_rate:g} * global + {1 - m.merge_rate:g} * local",
+        "decision": decision,
+        "classes": list(m.classnames),
+        "n_inputs": n_inputs,
+        "n_images": len(preds.paths),
+        "n_skipped": len(preds.skipped),
+        "skipped": [{"path": escape_path(p), "reason": escape_path(r)} for p, r in preds.skipped],
+        "seconds": round(preds.seconds, 3),
+    }
+
+
+def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, labels: list[list[str]],
+               n_inputs: int, all_outputs: bool) -> None:
+    names = list(model.metadata.classnames)
+    images = []
+    for i, p in enumerate(preds.paths):
+        entry = {"path": escape_path(p), "scores": {c: float(v) for c, v in zip(names, preds.scores[i])},
+                 "labels": labels[i]}
+        if all_outputs:
+            entry["global_logits"] = {c: float(v) for c, v in zip(names, preds.global_logits[i])}
+            entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
+        images.append(entry)
+    payload = {**_header(model, decision, preds, n_inputs), "images": images}
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[str]]) -> None:
+    names = list(model.metadata.classnames)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(csv_header(names))
+    for i, p in enumerate(preds.paths):
+        writer.writerow([escape_path(p), *(repr(float(v)) for v in preds.scores[i]), ";".join(labels[i]), ""])
+    for p, reason in preds.skipped:
+        writer.writerow([escape_path(p), *([""] * len(names)), "", escape_path(reason)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.infer",
+                                description="Score images with an exported TaI-DPT model (ONNX or TensorRT engine).")
+    p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")
+    p.add_argument("--images", required=True, help="a folder (recursive), a .txt list of paths, or a glob")
+    p.add_argument("--output", required=True, help="OUT.json or OUT.csv")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=float, default=None,
+                      help="labels = classes with merged score >= T (default: the model's evaluation threshold)")
+    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes")
+    p.add_argument("--providers", nargs="+", default=None,
+                   help="onnxruntime execution providers, best first (default: TensorRT, CUDA, CPU as available)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    p.add_argument("--all-outputs", action="store_true", help="also write global and local logits (JSON)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output)
+    fmt = out.suffix.lower()
+    if fmt not in (".json", ".csv"):
+        print(f"error: --output {escape_path(out)}: expected a .json or .csv file name", file=sys.stderr)
+        return 2
+    try:
+        check_writable(out)
+        remove_stale_temps(out.parent, target=out.name)
+        model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
+        if fmt == ".csv":
+            csv_header(model.metadata.classnames)
+        paths = collect_images(args.images)
+    except (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = model.metadata
+    if args.top_k is not None:
+        if not 1 <= args.top_k <= meta.num_classes:
+            print(f"error: --top-k must be between 1 and {meta.num_classes} (the model's classes)", file=sys.stderr)
+            return 2
+        decision = {"rule": "top_k", "k": int(args.top_k)}
+    else:
+        threshold = meta.threshold if args.threshold is None else float(args.threshold)
+        decision = {"rule": "threshold", "threshold": threshold}
+    print(f"{model.path.name}: {meta.trainer} {meta.backbone} ({meta.precision}), {meta.num_classes} classes, "
+          f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {len(paths)} image(s)",
+          file=sys.stderr)
+
+    def report(path: str, reason: str) -> None:
+        print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
+
+    try:
+        preds = predict(model, paths, batch_size=args.batch_size, workers=args.workers,
+                        progress=not args.no_progress, on_skip=report)
+        labels = decide(preds.scores, meta.classnames, threshold=decision.get("threshold"), top_k=decision.get("k"))
+        if fmt == ".json":
+            write_json(out, model, decision, preds, labels, len(paths), args.all_outputs)
+        else:
+            write_csv(out, model, preds, labels)
+    except (InputError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        model.close()
+    rate = len(preds.paths) / preds.seconds if preds.seconds > 0 else float("nan")
+    print(f"wrote {escape_path(out)}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), "
+          f"{len(preds.skipped)} skipped", file=sys.stderr)
+    if not preds.paths:
+        print("error: no image could be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Query a TaI-DPT model served by Triton (a client example; needs ``pip install tritonclient[http]``).
+
+    tritonserver --model-repository DIR            # DIR written by python -m export.triton
+    python -m export.triton_client --url localhost:8000 --model taidpt --images photos/ [--protocol grpc]
+
+The client reads the model's preprocessing (image size, mean/std, interpolation) and class names
+from the ``taidpt.*`` parameters that ``python -m export.triton`` put into ``config.pbtxt``, preprocesses
+each image with numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints
+one JSON line per image: ``{"path", "labels", "scores": {class: score}}`` (or ``"error"``); paths are
+escaped as the other export tools write them (:mod:`taidpt.utils.pathtext`).
+``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from taidpt.utils.pathtext import escape_path
+
+from taidpt.serve.batch_infer import image_source
+from taidpt.serve.infer import InputError, _load, decide
+from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata
+
+INSTALL_HINT = "pip install 'tritonclient[http]' (or [grpc])"
+
+
+class TritonClientError(RuntimeError):
+    """tritonclient is missing or the server cannot be used; the message is one line."""
+
+
+def client_module(protocol: str) -> Any:
+    """``tritonclient.http`` or ``tritonclient.grpc``, imported now (not when taidpt is imported)."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as exc:
+        raise TritonClientError(f"tritonclient is not installed ({exc}): {INSTALL_HINT}") from None
+    return module
+
+
+def served_metadata(client: Any, model: str, protocol: str) -> ModelMetadata:
+    """The taidpt metadata of a served model, from its configuration's ``parameters``."""
+    config = client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
+    config = config.get("config", config)
+    params = {k: v.get("string_value", v.get("stringValue", "")) for k, v in (config.get("parameters") or {}).items()}
+    return ModelMetadata.from_props(params, f"{model} (Triton)")
+
+
+def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths: Iterable[str], *,
+                batch_size: int = 8, threshold: float | None = None, top_k: int | None = None) -> Iterable[dict]:
+    """One result dict per path, in order (paths and errors escaped); batches of readable images go to the server."""
+    cfg = meta.preprocess_config()
+    it = iter(paths)
+    while chunk := list(itertools.islice(it, batch_size)):
+        loaded = [_load(p, cfg) for p in chunk]
+        good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
+        results = [{"path": escape_path(p), "error": escape_path(x)} if isinstance(x, str) else {}
+                   for p, x in zip(chunk, loaded)]
+        if good:
+            batch = np.stack([loaded[i] for i in good]).astype(np.float32)
+            request = module.InferInput(INPUT_NAME, list(batch.shape), "FP32")
+            request.set_data_from_numpy(batch)
+            reply = client.infer(model, inputs=[request], outputs=[module.InferRequestedOutput("scores")])
+            scores = reply.as_numpy("scores")
+            labels = decide(scores, meta.classnames, threshold=None if top_k else threshold, top_k=top_k)
+            for j, i in enumerate(good):
+                results[i] = {"path": escape_path(chunk[i]), "labels": labels[j],
+                              "scores": {c: float(v) for c, v in zip(meta.classnames, scores[j])}}
+        yield from results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.triton_client",
+                                description="Score images with a TaI-DPT model served by Triton Inference Server.")
+    p.add_argument("--url", default="localhost:8000", help="server address (8000: HTTP, 8001: gRPC)")
+    p.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    p.add_argument("--model", default="taidpt", help="model name in the repository")
+    p.add_argument("--images", required=True, help="a folder, a .txt list of paths, or a glob")
+    p.add_argument("--batch-size", type=int, default=8, help="images per request")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=float, default=None, help="labels = classes with score >= T")
+    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        module = client_module(args.protocol)
+        client = module.InferenceServerClient(url=args.url)
+        if not client.is_model_ready(args.model):
+            raise TritonClientError(f"model {args.model!r} is not ready on {args.url}")
+        meta = served_metadata(client, args.model, args.protocol)
+        paths, _ = image_source(args.images)
+        threshold = meta.threshold if args.threshold is None else args.threshold
+        for row in score_paths(client, module, args.model, meta, paths, batch_size=args.batch_size,
+                               threshold=threshold, top_k=args.top_k):
+            print(json.dumps(row))
+    except (TritonClientError, MetadataError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException and connection errors
+        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
