@@ -169,12 +169,6 @@ def test_find_cycles_finds_a_planted_circle():
     assert find_cycles(graph) == [["a", "b", "c", "a"]]
 
 
-# Circles that predate this rule, each with the modules it joins; the engine's rework removes this one
-# (runner.py picked the image-prompting runner with a function-level import of image_runner, which
-# subclasses CoreRunner). Delete an entry once its circle is gone; add none.
-KNOWN_CIRCLES = [frozenset({"taidpt.engine.runner", "taidpt.engine.image_runner"})]
-
-
 def test_no_import_circle_among_taidpt_modules():
-    cycles = [c for c in find_cycles(taidpt_import_graph()) if frozenset(c) not in KNOWN_CIRCLES]
+    cycles = find_cycles(taidpt_import_graph())
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
