@@ -67,28 +67,26 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
 
 def setup_cfg(base: CfgNode, args: argparse.Namespace) -> CfgNode:
     """[run folder's config.yaml ->] dataset yaml -> method yaml -> CLI flags -> trailing KEY VALUE
-    pairs, then freeze.
+    pairs, then freeze (:func:`taidpt.engine.config.assemble_config`).
 
     With ``--eval-only --model-dir RUN`` the run's own ``config.yaml`` is the base, so the run folder
     alone is enough, and results go to a new ``RUN/eval/<timestamp>/`` unless ``--output-dir`` says
     where.
     """
-    from taidpt.engine.config import merge_files_and_opts
-    from taidpt.engine.run_folder import RunFolder
+    from taidpt.engine.config import assemble_config
+    from taidpt.engine.run import Run
 
     if args.load_epoch is not None and args.load_epoch < 1:
         raise ValueError(f"--load-epoch must be an epoch number >= 1 (checkpoints are 1-based), got {args.load_epoch}")
-    cfg = base
-    if args.eval_only and args.model_dir:
-        run = RunFolder(args.model_dir)
-        run.merge_config_into(cfg)
-        cfg.OUTPUT_DIR = str(run.new_eval_dir())
-        cfg.RESUME = ""
-    merge_files_and_opts(cfg, [args.dataset_config_file, args.config_file], None)
-    reset_cfg(cfg, args)
-    merge_files_and_opts(cfg, [], args.opts)
-    cfg.freeze()
-    return cfg
+    run = Run(args.model_dir) if args.eval_only and args.model_dir else None
+
+    def flags(cfg: CfgNode) -> None:
+        if run is not None:
+            cfg.OUTPUT_DIR, cfg.RESUME = str(run.new_eval_dir()), ""
+        reset_cfg(cfg, args)
+
+    return assemble_config(base, saved=run.config_path if run is not None and run.has_config else None,
+                           files=[args.dataset_config_file, args.config_file], opts=args.opts, flags=flags)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

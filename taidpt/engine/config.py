@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -270,4 +270,49 @@ def merge_files_and_opts(cfg: CN, files: Iterable[str], opts: list[str] | None) 
             raise KeyError(f"{exc} (check the spelling; keys are listed in docs/configuration.md)") from None
         except ValueError as exc:
             raise ValueError(f"bad override in {' '.join(opts)}: {_one_line(exc)}") from None
+    return cfg
+
+
+def merge_saved_config(cfg: CN, path: str | os.PathLike) -> list[str]:
+    """Merge a run's saved ``config.yaml`` into ``cfg`` (not frozen); returns the keys skipped because
+    ``cfg`` lacks them (a run written by the other engine may carry keys this one does not know)."""
+    saved = read_cfg_file(cfg, str(path))
+    skipped: list[str] = []
+    _merge_known(cfg, saved, "", skipped, str(path))
+    return skipped
+
+
+def _merge_known(cfg: CN, saved: CN, prefix: str, skipped: list[str], path: str) -> None:
+    for key, value in saved.items():
+        name = f"{prefix}{key}"
+        if key not in cfg:
+            skipped.append(name)
+        elif isinstance(value, CN) and isinstance(cfg[key], CN):
+            _merge_known(cfg[key], value, f"{name}.", skipped, path)
+        else:
+            cfg[key] = _saved_value(cfg[key], value, name, path)
+
+
+def _saved_value(current: Any, value: Any, name: str, path: str) -> Any:
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if current is not None and value is not None and type(current) is not type(value):
+        raise ValueError(f"{path}: {name} has type {type(value).__name__}, expected {type(current).__name__}")
+    return value
+
+
+def assemble_config(base: CN, *, saved: str | os.PathLike | None = None, files: Iterable[str] = (),
+                    opts: list[str] | None = None, flags: Callable[[CN], None] | None = None) -> CN:
+    """The one way a configuration is put together, frozen: ``base`` (the defaults) <- a run's saved
+    ``config.yaml`` <- yaml ``files`` in order <- command-line ``flags`` <- ``KEY VALUE`` ``opts``."""
+    cfg = base
+    if saved is not None:
+        merge_saved_config(cfg, saved)
+    merge_files_and_opts(cfg, list(files), None)
+    if flags is not None:
+        flags(cfg)
+    merge_files_and_opts(cfg, [], list(opts) if opts else None)
+    cfg.freeze()
     return cfg

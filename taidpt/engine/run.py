@@ -1,0 +1,194 @@
+"""A training run, opened from its folder: the one way anything reads a run.
+
+Layout of a run folder (what ``train.py --output-dir RUN`` writes)::
+
+    RUN/config.yaml                     the merged configuration the run trained with
+    RUN/log.txt                         the log (appended by every invocation)
+    RUN/metrics.jsonl                   one line per finished epoch
+    RUN/prompt_learner/...              checkpoints (see :mod:`taidpt.engine.checkpoint`)
+    RUN/results.json                    the last evaluation's results
+    RUN/predictions.npz                 the last evaluation's scores
+    RUN/eval/<timestamp>/               evaluations of this run made later with --eval-only
+
+:class:`Run` gives its configuration (assembled the one way :func:`~taidpt.engine.config.assemble_config`
+does it), its method, class names, checkpoints, preprocessing, results, and the trained model
+and scorer rebuilt from them. ``train.py --eval-only --model-dir RUN``, the ONNX export, the
+ensemble and the Python API all read runs through it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from yacs.config import CfgNode
+
+from taidpt.engine.checkpoint import MODEL_NAME, POINTER_FILE, check_meta, load_checkpoint, resolve_checkpoint
+from taidpt.engine.config import assemble_config, get_cfg_default
+from taidpt.methods import Method, get_method
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.npz"
+EVAL_FOLDER = "eval"
+
+
+@dataclass
+class TrainedModel:
+    """A run's model rebuilt on a device, with where its weights came from."""
+
+    model: Any
+    method: type[Method]
+    classnames: list[str]
+    clip_info: Any
+    checkpoint: Path | None  # None for a method that trains nothing
+    epoch: int | None
+    notes: list[str]
+
+    def scorer(self) -> Any:
+        """The frozen image scorer (images in; merged, global and local logits out)."""
+        return self.method.scorer(self.model)
+
+
+class Run:
+    """The folder of one training run (``RUN``); raises ``FileNotFoundError`` when ``path`` is not one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"--model-dir {self.path}: no such folder; expected a training run folder "
+                                    f"(the --output-dir of train.py)")
+        if not self.config_path.is_file() and not (self.path / MODEL_NAME).is_dir():
+            raise FileNotFoundError(f"--model-dir {self.path}: neither {CONFIG_FILE} nor {MODEL_NAME}/ is there; "
+                                    f"expected a training run folder (the --output-dir of train.py)")
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    def config(self, files: Sequence[str] = (), opts: Sequence[str] = (), base: CfgNode | None = None) -> CfgNode:
+        """The run's configuration (frozen): the defaults, its ``config.yaml``, then ``files`` and
+        ``KEY VALUE`` ``opts``; ``OUTPUT_DIR`` and ``RESUME`` are cleared (reading never writes the run)."""
+
+        def clear_outputs(cfg: CfgNode) -> None:
+            cfg.OUTPUT_DIR, cfg.RESUME = "", ""
+
+        return assemble_config(base if base is not None else get_cfg_default(),
+                               saved=self.config_path if self.has_config else None, files=files,
+                               opts=list(opts), flags=clear_outputs)
+
+    @staticmethod
+    def method_of(cfg: CfgNode) -> type[Method]:
+        """The method a configuration runs (``TRAINER.NAME``; TaIDPT when a run's config leaves it empty)."""
+        return get_method(cfg.TRAINER.NAME or "TaIDPT")
+
+    # ------------------------------------------------------------------ checkpoints and results
+    @property
+    def trained(self) -> bool:
+        """Whether the run wrote any checkpoint."""
+        return (self.path / MODEL_NAME / POINTER_FILE).is_file()
+
+    def checkpoint(self, epoch: int | None = None) -> Path:
+        """The checkpoint an evaluation loads: ``model.pth.tar-<epoch>``, else best, else last."""
+        return resolve_checkpoint(self.path, epoch)
+
+    def results(self) -> dict[str, Any] | None:
+        """``RUN/results.json``, or None when the run has not been evaluated."""
+        try:
+            return json.loads((self.path / RESULTS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    def new_eval_dir(self, now: datetime.datetime | None = None) -> Path:
+        """A fresh ``RUN/eval/<YYYYmmdd-HHMMSS>[-n]/`` path (not created) for one evaluation's output."""
+        stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        base = self.path / EVAL_FOLDER
+        candidate, n = base / stamp, 1
+        while candidate.exists():
+            n += 1
+            candidate = base / f"{stamp}-{n}"
+        return candidate
+
+    # ------------------------------------------------------------------ the trained model
+    def classnames(self, cfg: CfgNode, meta: dict[str, Any] | None = None) -> list[str]:
+        """Class names in label-column order: the checkpoint's, else the last results', else the
+        dataset's class list of the configuration."""
+        if meta and meta.get("classnames"):
+            return list(meta["classnames"])
+        results = self.results()
+        if results and results.get("classes"):
+            return list(results["classes"])
+        return class_names_of(cfg)
+
+    def load_model(self, cfg: CfgNode, epoch: int | None = None, device: str = "cpu",
+                   classnames: Sequence[str] | None = None) -> TrainedModel:
+        """Rebuild the method's model of ``cfg`` from CLIP and (for a trained method) the checkpoint,
+        in eval mode on ``device``; ``classnames`` overrides the run's for an untrained method."""
+        method = self.method_of(cfg)
+        path, ckpt = None, None
+        if method.trains_on:
+            path = self.checkpoint(epoch)
+            ckpt = load_checkpoint(path, map_location="cpu")
+        names = self.classnames(cfg, ckpt.get("meta") if ckpt else None) if classnames is None else list(classnames)
+        return build_model(cfg, method, names, ckpt, path, device)
+
+
+def class_names_of(cfg: CfgNode) -> list[str]:
+    """The class list a configuration's dataset uses (``DATASET.CLASS_LIST`` or the dataset's own)."""
+    from taidpt.images.registry import load_test_set  # noqa: PLC0415 - reads the dataset only when needed
+
+    if not cfg.DATASET.NAME:
+        raise ValueError("cannot tell the class names: the run has no checkpoint or results naming them, and "
+                         "no DATASET.NAME; pass a dataset config file")
+    _, classes = load_test_set(cfg)
+    return list(classes.names)
+
+
+def build_model(cfg: CfgNode, method: type[Method], classnames: list[str], ckpt: dict[str, Any] | None,
+                path: Path | None, device: str = "cpu") -> TrainedModel:
+    """The method's model with frozen CLIP weights of ``MODEL.BACKBONE`` and, given, a checkpoint's prompts.
+
+    Random CLIP weights (``PRETRAINED ''``) are rebuilt from ``SEED`` as the run drew them; an
+    unseeded run's cannot be, and is refused.
+    """
+    import torch  # noqa: PLC0415 - the run object opens folders without torch
+
+    from taidpt.clip.loader import RANDOM_WEIGHTS, load_clip
+    from taidpt.engine.checks import check_image_size
+    from taidpt.engine.environment import set_random_seed
+
+    notes: list[str] = []
+    pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
+    if pretrained.strip().lower() in RANDOM_WEIGHTS:
+        if int(cfg.SEED) < 0:
+            raise ValueError("the run used random CLIP weights (MODEL.BACKBONE.PRETRAINED '') without a seed, so "
+                             "they cannot be rebuilt: set MODEL.BACKBONE.PRETRAINED to a weights file")
+        set_random_seed(int(cfg.SEED))
+        notes.append(f"random CLIP weights rebuilt from SEED {int(cfg.SEED)}: scores are chance level")
+    clip_model, info = load_clip(cfg.MODEL.BACKBONE.NAME, pretrained, device="cpu",
+                                 allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
+    check_image_size(cfg, info)
+    with torch.no_grad():
+        model = method.build_model(cfg, clip_model, classnames)
+        if ckpt is not None:
+            check_meta(ckpt.get("meta"), {"classnames": classnames, "backbone": info.name}, path)
+            method.load_trained(model, ckpt["state_dict"])
+    model = model.to(device).eval()
+    epoch = int(ckpt.get("epoch", 0)) if ckpt is not None else None
+    return TrainedModel(model, method, classnames, info, path, epoch, notes)
+
+
+__all__ = ["CONFIG_FILE", "EVAL_FOLDER", "PREDICTIONS_FILE", "RESULTS_FILE", "Run", "TrainedModel", "build_model",
+           "class_names_of"]
