@@ -28,11 +28,11 @@ from yacs.config import CfgNode
 
 from taidpt.engine.checkpoint import MODEL_NAME, POINTER_FILE, check_meta, load_checkpoint, resolve_checkpoint
 from taidpt.engine.config import assemble_config, get_cfg_default
+from taidpt.evaluation.predictions import PREDICTIONS_FILE
 from taidpt.methods import Method, get_method
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "predictions.npz"
 EVAL_FOLDER = "eval"
 
 
@@ -61,9 +61,10 @@ class Run:
         if not self.path.is_dir():
             raise FileNotFoundError(f"--model-dir {self.path}: no such folder; expected a training run folder "
                                     f"(the --output-dir of train.py)")
-        if not self.config_path.is_file() and not (self.path / MODEL_NAME).is_dir():
-            raise FileNotFoundError(f"--model-dir {self.path}: neither {CONFIG_FILE} nor {MODEL_NAME}/ is there; "
-                                    f"expected a training run folder (the --output-dir of train.py)")
+        if not any((self.path / name).exists() for name in (CONFIG_FILE, MODEL_NAME, RESULTS_FILE, PREDICTIONS_FILE)):
+            raise FileNotFoundError(f"--model-dir {self.path}: none of {CONFIG_FILE}, {MODEL_NAME}/, {RESULTS_FILE}, "
+                                    f"{PREDICTIONS_FILE} is there; expected a training run folder (the --output-dir "
+                                    f"of train.py)")
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -190,5 +191,5 @@ def build_model(cfg: CfgNode, method: type[Method], classnames: list[str], ckpt:
     return TrainedModel(model, method, classnames, info, path, epoch, notes)
 
 
-__all__ = ["CONFIG_FILE", "EVAL_FOLDER", "PREDICTIONS_FILE", "RESULTS_FILE", "Run", "TrainedModel", "build_model",
+__all__ = ["CONFIG_FILE", "EVAL_FOLDER", "RESULTS_FILE", "Run", "TrainedModel", "build_model",
            "class_names_of"]

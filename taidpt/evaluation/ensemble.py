@@ -28,6 +28,7 @@ import numpy as np
 
 from taidpt.utils.atomic import atomic_savez, atomic_write_text
 from taidpt.evaluation.metrics import mean_ap, per_class_ap
+from taidpt.engine.run import Run
 from taidpt.evaluation.predictions import Predictions, load_predictions
 
 
@@ -66,9 +67,15 @@ def _ap_table(scores: np.ndarray, targets: np.ndarray, classnames: Sequence[str]
     return {c: (None if np.isnan(v) else float(v)) for c, v in zip(classnames, per_class_ap(scores, targets))}
 
 
+def run_predictions(source: str | Path) -> Predictions:
+    """The scores of a run folder (read through :class:`taidpt.engine.run.Run`) or of a predictions file."""
+    path = Path(source)
+    return load_predictions(Run(path).predictions_path if path.is_dir() else path)
+
+
 def ensemble_runs(run_a: str | Path, run_b: str | Path, rate: float, output: str | Path) -> dict:
     """Ensemble two runs (folders or ``predictions.npz`` files), write the outputs, return the summary."""
-    a, b = load_predictions(run_a), load_predictions(run_b)
+    a, b = run_predictions(run_a), run_predictions(run_b)
     order = align(a, b)
     scores_b = b.scores[order]
     ens = combine(a.scores, scores_b, rate)
