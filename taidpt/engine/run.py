@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -147,12 +148,19 @@ class Run:
 
 
 def class_names_of(cfg: CfgNode) -> list[str]:
-    """The class list a configuration's dataset uses (``DATASET.CLASS_LIST`` or the dataset's own)."""
-    from taidpt.images.registry import load_test_set  # noqa: PLC0415 - reads the dataset only when needed
+    """The class list a configuration uses: ``DATASET.CLASS_LIST``, else the dataset's built-in
+    list, else the one its test set defines (read from disk only in that last case)."""
+    from taidpt.captions.classes import load_class_list  # noqa: PLC0415 - data modules load on demand
+    from taidpt.images.registry import get_spec, load_test_set  # noqa: PLC0415
 
+    if cfg.DATASET.CLASS_LIST:
+        return list(load_class_list(os.path.expanduser(cfg.DATASET.CLASS_LIST)).names)
     if not cfg.DATASET.NAME:
-        raise ValueError("cannot tell the class names: the run has no checkpoint or results naming them, and "
-                         "no DATASET.NAME; pass a dataset config file")
+        raise ValueError("cannot tell the class names: no checkpoint or results name them, and there is no "
+                         "DATASET.CLASS_LIST or DATASET.NAME; pass --classes or a dataset config file")
+    spec = get_spec(cfg.DATASET.NAME)
+    if spec.class_list:
+        return list(load_class_list(spec.class_list).names)
     _, classes = load_test_set(cfg)
     return list(classes.names)
 

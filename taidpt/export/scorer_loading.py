@@ -7,10 +7,8 @@ in fp32 on CPU, plus the :class:`~taidpt.serve.metadata.ModelMetadata` that goes
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from taidpt.serve.metadata import ModelMetadata
@@ -25,54 +23,6 @@ class LoadedScorer:
     notes: list[str] = field(default_factory=list)
 
 
-def load_config(model_dir: str | None, config_files: Sequence[str], opts: Sequence[str]) -> Any:
-    """The run's ``config.yaml`` (a full yacs dump) if any, then extra yaml files, then KEY VALUE pairs."""
-    from taidpt.engine.config import get_cfg_default, merge_files_and_opts
-
-    cfg = get_cfg_default()
-    if model_dir:
-        path = Path(model_dir) / "config.yaml"
-        if not Path(model_dir).is_dir():
-            raise FileNotFoundError(f"--model-dir {model_dir}: no such directory")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; --model-dir must be a train.py output directory")
-        # A Dassl-path dump holds keys the core defaults lack; they do not matter for export.
-        cfg.set_new_allowed(True)
-        try:
-            cfg.merge_from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - yacs raises several types
-            raise ValueError(f"{path}: cannot be read as a taidpt config ({type(exc).__name__}: {exc})") from None
-        cfg.set_new_allowed(False)
-    merge_files_and_opts(cfg, list(config_files), list(opts) or None)
-    return cfg
-
-
-def _class_names(cfg: Any, trainer: str, classes_arg: str, meta: dict | None, model_dir: str | None) -> list[str]:
-    """Class names in label-column order, from the first source that has them (no dataset needed if possible)."""
-    from taidpt.captions.classes import load_class_list
-    from taidpt.images.registry import get_spec, load_test_set
-
-    if classes_arg:
-        return list(load_class_list(classes_arg).names)
-    if meta and meta.get("classnames"):
-        return list(meta["classnames"])
-    if cfg.DATASET.CLASS_LIST:
-        return list(load_class_list(os.path.expanduser(cfg.DATASET.CLASS_LIST)).names)
-    if cfg.DATASET.NAME:
-        spec = get_spec(cfg.DATASET.NAME)
-        if spec.class_list:
-            return list(load_class_list(spec.class_list).names)
-    if model_dir and (Path(model_dir) / "results.json").is_file():
-        res = json.loads((Path(model_dir) / "results.json").read_text(encoding="utf-8"))
-        if res.get("classes"):
-            return list(res["classes"])
-    if cfg.DATASET.NAME:
-        _, classes = load_test_set(cfg)
-        return list(classes.names)
-    raise ValueError(f"cannot tell the class names of this {trainer} model: pass --classes NAME|FILE or "
-                     f"--dataset-config-file")
-
-
 def load_scorer(
     model_dir: str | None = None,
     *,
@@ -83,83 +33,53 @@ def load_scorer(
     image_size: int | None = None,
     classes: str = "",
 ) -> LoadedScorer:
-    """Build the frozen scorer of a trained run (TaIDPT, DualCoOp, CoOpMultiLabel) or of the zero-shot baseline, on CPU in fp32.
+    """Build the frozen scorer of a run (any trained method) or of an untrained method (the zero-shot
+    baseline), on CPU in fp32, through :class:`taidpt.engine.run.Run`.
 
-    The CLIP weights come from the run's ``MODEL.BACKBONE.PRETRAINED``. A run trained on random
-    weights (``""``) is rebuilt from its seed, as ``train.py --eval-only`` does; an unseeded one
-    cannot be reproduced and is refused.
+    The configuration is the run's ``config.yaml``, then ``config_files``, then ``opts`` (and
+    ``trainer`` / ``image_size`` when given). The CLIP weights come from ``MODEL.BACKBONE.PRETRAINED``;
+    random weights are rebuilt from the run's seed, as ``train.py --eval-only`` does.
     """
-    import torch
-
     from taidpt import __version__
-    from taidpt.engine.checkpoint import check_meta, load_checkpoint, resolve_checkpoint
-    from taidpt.captions.classes import ClassList
-    from taidpt.clip.loader import RANDOM_WEIGHTS, load_clip
-    from taidpt.networks.model import ZeroShotDenseModel
-    from taidpt.engine.image_runner import build_image_model, is_image_trainer
-    from taidpt.engine.runner import build_taidpt, canonical_trainer, check_image_size, merge_rate, set_random_seed
+    from taidpt.captions.classes import load_class_list
+    from taidpt.engine.config import assemble_config, get_cfg_default
+    from taidpt.engine.run import Run, build_model, class_names_of
 
-    cfg = load_config(model_dir, config_files, opts)
-    if image_size is not None:
-        cfg.INPUT.SIZE = (int(image_size), int(image_size))
-    trainer = canonical_trainer(trainer or cfg.TRAINER.NAME or "TaIDPT")
-    notes: list[str] = []
-
-    ckpt, ckpt_path = None, None
-    trained = trainer == "TaIDPT" or is_image_trainer(trainer)
-    if trained:
-        if not model_dir:
-            raise ValueError(f"exporting {trainer} needs --model-dir RUN (a train.py output directory with prompts)")
-        ckpt_path = resolve_checkpoint(model_dir, load_epoch)
-        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    names = _class_names(cfg, trainer, classes, ckpt.get("meta") if ckpt else None, model_dir)
-
-    pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
-    if pretrained.strip().lower() in RANDOM_WEIGHTS:
-        if int(cfg.SEED) < 0:
-            raise ValueError("the run used random CLIP weights (MODEL.BACKBONE.PRETRAINED '') without a seed, so "
-                             "they cannot be rebuilt: set MODEL.BACKBONE.PRETRAINED to a weights file")
-        set_random_seed(int(cfg.SEED))
-        notes.append(f"random CLIP weights rebuilt from SEED {int(cfg.SEED)}: scores are chance level")
-    clip_model, info = load_clip(cfg.MODEL.BACKBONE.NAME, pretrained, device="cpu",
-                                 allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
-    check_image_size(cfg, info)
-
-    with torch.no_grad():
-        classes_ = ClassList.from_names("export", names)
-        if trained:
-            model = (build_taidpt(cfg, clip_model, classes_) if trainer == "TaIDPT"
-                     else build_image_model(cfg, trainer, clip_model, classes_))
-            check_meta(ckpt.get("meta"), {"classnames": names}, ckpt_path)
-            model.prompt_learner.load_reference_state(ckpt["state_dict"])
-            model.eval()
-        else:
-            z = cfg.TRAINER.ZEROSHOT
-            model = ZeroShotDenseModel(clip_model, names, template=z.TEMPLATE, merge_rate=float(z.MERGE_RATE),
-                                       use_pos_embed=bool(z.USE_POS_EMBED)).eval()
-        merge = merge_rate(cfg, trainer)
-        threshold = float(cfg.TEST.THRESHOLD)
-        scorer = model.image_scorer().float().eval()
+    run = Run(model_dir) if model_dir else None
+    extra = [*opts, *(("TRAINER.NAME", trainer) if trainer else ()),
+             *(("INPUT.SIZE", f"({int(image_size)}, {int(image_size)})") if image_size is not None else ())]
+    cfg = (run.config(config_files, extra) if run is not None
+           else assemble_config(get_cfg_default(), files=config_files, opts=extra))
+    method = Run.method_of(cfg)
+    names = list(load_class_list(classes).names) if classes else None
+    if run is not None:
+        trained = run.load_model(cfg, load_epoch, classnames=names)
+    elif method.trains_on:
+        raise ValueError(f"exporting {method.name} needs --model-dir RUN (a train.py output directory with prompts)")
+    else:
+        trained = build_model(cfg, method, names or class_names_of(cfg), None, None)
+    scorer = trained.scorer().float().eval()
     h, w = (int(s) for s in cfg.INPUT.SIZE)
+    pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
     meta = ModelMetadata(
-        classnames=tuple(names),
+        classnames=tuple(trained.classnames),
         image_size=(h, w),
         mean=tuple(cfg.INPUT.PIXEL_MEAN),
         std=tuple(cfg.INPUT.PIXEL_STD),
         interpolation=str(cfg.INPUT.INTERPOLATION),
         exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE),
-        merge_rate=merge,
-        backbone=info.name,
-        trainer=trainer,
-        weights=info.source,
+        merge_rate=method.merge_rate(cfg),
+        backbone=trained.clip_info.name,
+        trainer=method.name,
+        weights=trained.clip_info.source,
         pretrained=os.path.basename(pretrained) if os.sep in pretrained else pretrained,
         taidpt_version=__version__,
         precision="fp32",
         logit_scale=float(scorer.scale),
         spatial_scale=float(scorer.tau),
         use_pos_embed=bool(scorer.use_pos),
-        threshold=threshold,
-        checkpoint=f"{Path(ckpt_path).name} (epoch {int(ckpt.get('epoch', 0))})" if ckpt is not None else "",
+        threshold=float(cfg.TEST.THRESHOLD),
+        checkpoint=f"{trained.checkpoint.name} (epoch {trained.epoch})" if trained.checkpoint is not None else "",
         dataset=str(cfg.DATASET.NAME),
     )
-    return LoadedScorer(scorer, meta, notes)
+    return LoadedScorer(scorer, meta, trained.notes)
