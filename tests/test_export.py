@@ -285,9 +285,9 @@ def test_export_cli_errors_are_one_line(case, tmp_path, capsys):
 
     out = str(tmp_path / "m.onnx")
     if case == "missing_dir":
-        args, expect = ["--model-dir", str(tmp_path / "nowhere"), "--output", out], "nowhere: no such directory"
+        args, expect = ["--model-dir", str(tmp_path / "nowhere"), "--output", out], "nowhere: no such folder"
     elif case == "not_a_run":
-        args, expect = ["--model-dir", str(tmp_path), "--output", out], "config.yaml: not found"
+        args, expect = ["--model-dir", str(tmp_path), "--output", out], "expected a training run folder"
     elif case == "taidpt_without_run":
         args, expect = ["--trainer", "TaIDPT", "--output", out], "needs --model-dir"
     elif case == "bad_suffix":

@@ -28,7 +28,9 @@ from typing import Sequence
 
 from taidpt.export.parity import FP16_TOL, FP32_TOL, check_onnx, measure_parity, parity_inputs, torch_reference
 from taidpt.export.precision import convert_to_fp16
+from taidpt.engine.run import Run
 from taidpt.export.scorer_loading import load_scorer
+from taidpt.methods import get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata
 
@@ -80,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [c for c in [args.dataset_config_file, *args.config_file] if c]
     # Cheap checks first: loading torch and CLIP takes seconds.
     early = None
-    if args.model_dir and not Path(args.model_dir).is_dir():
-        early = f"--model-dir {args.model_dir}: no such directory"
-    elif args.model_dir and not (Path(args.model_dir) / "config.yaml").is_file():
-        early = f"{Path(args.model_dir) / 'config.yaml'}: not found; --model-dir must be a train.py output directory"
-    elif not args.model_dir and (args.trainer or "TaIDPT") not in ("ZeroshotCLIPDense", "ZeroshotCLIP",
-                                                                   "ZeroshotCLIP_dense"):
-        early = f"exporting {args.trainer or 'TaIDPT'} needs --model-dir RUN (a train.py output directory with prompts)"
+    try:
+        if args.model_dir:
+            Run(args.model_dir)
+        elif get_method(args.trainer or "TaIDPT").trains_on:
+            early = (f"exporting {args.trainer or 'TaIDPT'} needs --model-dir RUN (a train.py output directory with "
+                     f"prompts)")
+    except (FileNotFoundError, ValueError) as exc:
+        early = str(exc)
     if early:
         print(f"error: {early}", file=sys.stderr)
         return 2
