@@ -162,7 +162,21 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.TRAINER.ZEROSHOT.TEMPLATE = "a photo of a {}."
     cfg.TRAINER.ZEROSHOT.MERGE_RATE = 0.5
     cfg.TRAINER.ZEROSHOT.USE_POS_EMBED = True
-    return extend_image_cfg(cfg)  # DualCoOp / CoOp trainers and their training data (taidpt/engine/image_config.py)
+    extend_image_cfg(cfg)  # DualCoOp / CoOp trainers and their training data (taidpt/engine/image_config.py)
+    return add_method_nodes(cfg)
+
+
+def add_method_nodes(cfg: CN) -> CN:
+    """Add the ``TRAINER.<node>`` of every registered method that declares its keys itself
+    (:meth:`taidpt.methods.Method.config_defaults`) and is not in ``cfg`` yet."""
+    from taidpt.methods import get_method, method_names  # noqa: PLC0415 - the registry imports no engine module
+
+    for name in method_names():
+        method = get_method(name)
+        defaults = method.config_defaults()
+        if defaults is not None and method.node not in cfg.TRAINER:
+            cfg.TRAINER[method.node] = CN(dict(defaults))
+    return cfg
 
 
 def get_cfg_default() -> CN:

@@ -45,6 +45,12 @@ class Method:
 
     # ------------------------------------------------------------------ configuration
     @classmethod
+    def config_defaults(cls) -> dict[str, Any] | None:
+        """The keys and defaults of ``TRAINER.<node>`` for a method that brings its own node (the
+        built-in methods' nodes are declared with the other defaults in ``taidpt/engine/config.py``)."""
+        return None
+
+    @classmethod
     def settings(cls, cfg: CfgNode) -> CfgNode:
         """The method's own config node ``TRAINER.<node>``."""
         return cfg.TRAINER[cls.node]
