@@ -11,7 +11,6 @@ the last epoch; never the test images.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -50,14 +49,9 @@ from taidpt.images.readers.common import ImageSet
 from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
 from taidpt.methods import CAPTIONS, get_method
 from taidpt.networks.model import ImageScorer
-from taidpt.utils.atomic import atomic_write_text
+from taidpt.utils.atomic import atomic_write_json
 
 log = logging.getLogger("taidpt")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Pretty, strict JSON (no NaN), written atomically."""
-    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------- the run
@@ -329,7 +323,7 @@ class CoreRunner:
         log.info("%s", format_results_table(results))
         if coop_lines:
             log.info("%s", format_coop_lines(results), extra=PLAIN)
-        write_json(self.output_dir / "results.json", payload)
+        atomic_write_json(self.output_dir / "results.json", payload)
         log.info("results written to %s", self.output_dir / "results.json")
         self.training_log.test_done(results["mAP"], self.epoch)
         return payload
@@ -394,13 +388,9 @@ class CoreRunner:
             return None
         try:
             self.train()
-            return None if cfg_no_test(self.cfg) else self.test()
+            return None if self.cfg.TEST.NO_TEST else self.test()
         finally:
             self.training_log.close()
-
-
-def cfg_no_test(cfg: CfgNode) -> bool:
-    return bool(cfg.TEST.NO_TEST)
 
 
 __all__ = ["CoreRunner", "RunOptions"]

@@ -19,14 +19,13 @@ raw scores, rows aligned), ``normalized_a``, ``normalized_b``, ``ensemble`` [N, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import atomic_savez, atomic_write_text
+from taidpt.utils.atomic import atomic_savez, atomic_write_json
 from taidpt.evaluation.metrics import mean_ap, per_class_ap
 from taidpt.engine.run import Run
 from taidpt.evaluation.predictions import Predictions, load_predictions
@@ -94,7 +93,7 @@ def ensemble_runs(run_a: str | Path, run_b: str | Path, rate: float, output: str
                  normalized_a=min_max(a.scores).astype(np.float32), normalized_b=min_max(scores_b).astype(np.float32),
                  ensemble=ens.astype(np.float32), targets=targets, paths=np.asarray(a.paths, dtype=str),
                  classnames=np.asarray(a.classnames, dtype=str), rate=np.float64(rate))
-    atomic_write_text(out / "ensemble.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(out / "ensemble.json", summary)
     return summary
 
 

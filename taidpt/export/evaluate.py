@@ -15,7 +15,6 @@ No torch is imported.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import atomic_write_text
+from taidpt.utils.atomic import atomic_write_json
 
 from taidpt.serve.infer import predict
 from taidpt.serve.metadata import MetadataError
@@ -155,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.close()
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model).with_name(Path(args.model).stem + "_eval")
     out = out_dir / "results.json"
-    atomic_write_text(out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(out, payload)
     print(f"{payload['test_set']}: {payload['n_images']} images, provider {payload['provider']}, "
           f"{meta.precision}, {payload['n_skipped_images']} skipped")
     print(format_results_table(payload))

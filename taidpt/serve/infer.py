@@ -29,7 +29,6 @@ import codecs
 import csv
 import glob
 import io
-import json
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import OutputPathError, atomic_write_text, check_writable, remove_stale_temps
+from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 from taidpt.utils.pathtext import escape_path, unescape_path
 from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 
@@ -225,7 +224,7 @@ def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, la
             entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
         images.append(entry)
     payload = {**_header(model, decision, preds, n_inputs), "images": images}
-    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, payload)
 
 
 def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[str]]) -> None:

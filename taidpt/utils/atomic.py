@@ -14,6 +14,7 @@ Torch-free, so the deployment tools (``export/``) use it too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -97,6 +98,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file (UTF-8) atomically."""
     with atomic_file(path, "w") as fh:
         fh.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write pretty, strict JSON (indent 2, no NaN, one final newline) atomically: the form of every
+    report taidpt writes (results.json, ensemble.json, inference outputs)."""
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
