@@ -111,6 +111,9 @@ def test_every_console_script_answers_help(installed):
         results = list(pool.map(help_of, scripts))
     failed = [f"{name} exited {rc}: {out[-800:]}" for name, rc, out in results if rc != 0 or "usage" not in out]
     assert not failed, failed
+    # each names itself as the user typed it, not as the checkout's module form
+    named = {name: f"usage: {name}" in out for name, _, out in results if name not in ("taidpt-train", "taidpt-summarize")}
+    assert all(named.values()), named
 
 
 def third_party_imports() -> dict[str, set[str]]:

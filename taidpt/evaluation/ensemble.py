@@ -29,6 +29,7 @@ from taidpt.utils.atomic import atomic_savez, atomic_write_json
 from taidpt.evaluation.metrics import mean_ap, per_class_ap
 from taidpt.engine.run import Run
 from taidpt.evaluation.predictions import Predictions, load_predictions
+from taidpt.utils.commands import prog_name
 
 
 
@@ -98,7 +99,7 @@ def ensemble_runs(run_a: str | Path, run_b: str | Path, rate: float, output: str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m taidpt.evaluation.ensemble", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m taidpt.evaluation.ensemble"), description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs=2, required=True, metavar=("RUN_TAIDPT", "RUN_IMAGES"),
                    help="two run folders (or predictions.npz files): the TaI-DPT run, then the image-prompting run")
     p.add_argument("--rate", type=float, default=0.5,

@@ -31,6 +31,7 @@ from taidpt.utils.atomic import atomic_file, check_writable
 from taidpt.evaluation.metrics import excluded_classes, per_class_ap, precision_recall_curve
 from taidpt.utils.pathtext import escape_path
 from taidpt.evaluation.predictions import PREDICTIONS_FILE, Predictions, load_predictions
+from taidpt.utils.commands import prog_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -205,7 +206,7 @@ def plot_run(run: str | Path, out: str | Path | None = None, score: str = "merge
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m taidpt.evaluation.plots`` arguments."""
-    p = argparse.ArgumentParser(prog="python -m taidpt.evaluation.plots", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m taidpt.evaluation.plots"), description=__doc__.split("\n\n")[0])
     p.add_argument("run", help=f"a run folder (holding {PREDICTIONS_FILE}) or a {PREDICTIONS_FILE} file")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the folder of the predictions)")
     p.add_argument("--score", choices=SCORES, default="merged", help="which scores to rank by (default: merged)")

@@ -28,6 +28,7 @@ from taidpt.utils.atomic import atomic_write_json
 from taidpt.serve.infer import predict
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.runtime import ModelLoadError, open_model
+from taidpt.utils.commands import prog_name
 
 
 def load_eval_config(dataset_config: str, config_files: Sequence[str], root: str, opts: Sequence[str]) -> Any:
@@ -103,7 +104,7 @@ def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.evaluate",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.evaluate"),
                                 description="mAP of an exported TaI-DPT model on a dataset (same readers and metrics as train.py).",
                                 epilog="Trailing KEY VALUE pairs override config keys, e.g. DATASET.CLASS_LIST my_classes.txt.")
     p.add_argument("--model", required=True, help="MODEL.onnx or MODEL.plan")

@@ -33,6 +33,7 @@ from taidpt.export.scorer_loading import load_scorer
 from taidpt.methods import get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata
+from taidpt.utils.commands import prog_name
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -47,7 +48,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.onnx",
+        prog=prog_name("python -m export.onnx"),
         description="Export a TaI-DPT run (or the zero-shot baseline) to one ONNX graph: images in, class scores out.",
         epilog="Trailing KEY VALUE pairs override config keys (e.g. MODEL.BACKBONE.PRETRAINED /path/RN50.pt).",
     )

@@ -38,6 +38,7 @@ from taidpt.utils.atomic import atomic_write_bytes
 
 from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata, read_onnx_metadata, write_sidecar
 from taidpt.serve.runtime import tensorrt_status
+from taidpt.utils.commands import prog_name
 
 PINNED_TENSORRT_MAJOR = 11  # tensorrt-cu13-bindings/-libs 11.4.x, the `tensorrt` extra in pyproject.toml
 EXIT_NO_TENSORRT = 3
@@ -160,7 +161,7 @@ def write_fp16_onnx(onnx_path: Path, fp16_path: Path, n: int = 3) -> dict[str, f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.tensorrt",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.tensorrt"),
                                 description="Build a TensorRT engine from a taidpt ONNX export (and print the trtexec command).")
     p.add_argument("--onnx", required=True, help="MODEL.onnx written by python -m export.onnx")
     p.add_argument("--engine", required=True, help="the engine file to write (MODEL.plan)")

@@ -46,6 +46,7 @@ from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _l
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row
 from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.utils.commands import prog_name
 
 SHOWN_ERRORS = 10
 
@@ -217,7 +218,7 @@ def pending_paths(paths: Iterable[str], done: DoneSet) -> Iterator[str]:
 
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.batch_infer",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.batch_infer"),
                                 description="Score a folder or a list of millions of images with an exported TaI-DPT "
                                             "model; rows are appended as batches finish, and a rerun resumes.")
     p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")

@@ -46,6 +46,7 @@ from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import ResultLogError, csv_header
 from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.utils.commands import prog_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -240,7 +241,7 @@ def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.infer",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.infer"),
                                 description="Score images with an exported TaI-DPT model (ONNX or TensorRT engine).")
     p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")
     p.add_argument("--images", required=True, help="a folder (recursive), a .txt list of paths, or a glob")

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 from taidpt.serve import pbtxt
 from taidpt.serve.metadata import MetadataError, ModelMetadata, read_onnx_metadata, read_sidecar
+from taidpt.utils.commands import prog_name
 
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}
@@ -253,7 +254,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.triton",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.triton"),
                                 description="Write a Triton Inference Server model repository for an exported model.")
     p.add_argument("--onnx", required=True, help="the exported MODEL.onnx (interface and metadata are read from it)")
     p.add_argument("--repository", required=True, help="the model repository folder (created if needed)")

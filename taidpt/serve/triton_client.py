@@ -28,6 +28,7 @@ from taidpt.utils.pathtext import escape_path
 from taidpt.serve.batch_infer import image_source
 from taidpt.serve.infer import InputError, _load, decide
 from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata
+from taidpt.utils.commands import prog_name
 
 INSTALL_HINT = "pip install 'tritonclient[http]' (or [grpc])"
 
@@ -80,7 +81,7 @@ def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.triton_client",
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.triton_client"),
                                 description="Score images with a TaI-DPT model served by Triton Inference Server.")
     p.add_argument("--url", default="localhost:8000", help="server address (8000: HTTP, 8001: gRPC)")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
