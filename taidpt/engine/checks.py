@@ -17,7 +17,7 @@ from taidpt.captions.classes import ClassList
 from taidpt.clip.loader import ClipInfo
 from taidpt.engine.checkpoint import latest_checkpoint, load_checkpoint
 from taidpt.engine.config import lookup
-from taidpt.images.preprocess import PreprocessConfig
+from taidpt.images.preprocess import PreprocessConfig, input_size
 from taidpt.methods import IMAGES, Method
 
 log = logging.getLogger("taidpt")
@@ -62,7 +62,7 @@ def note_precision(cfg: CfgNode, method: type[Method]) -> None:
 
 def preprocess_config(cfg: CfgNode) -> PreprocessConfig:
     """Test-time preprocessing from ``INPUT.*`` (Dassl's resize + centre crop + normalise)."""
-    size = tuple(int(s) for s in cfg.INPUT.SIZE)
+    size = input_size(cfg)
     return PreprocessConfig(size=size if size[0] != size[1] else size[0], mean=tuple(cfg.INPUT.PIXEL_MEAN),
                             std=tuple(cfg.INPUT.PIXEL_STD), interpolation=cfg.INPUT.INTERPOLATION,
                             exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE))

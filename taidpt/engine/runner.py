@@ -45,11 +45,13 @@ from taidpt.evaluation.metrics import format_coop_lines, format_results_table
 from taidpt.evaluation.predictions import PREDICTIONS_FILE, save_predictions
 from taidpt.evaluation.scoring import ScoredSet, results_from_scores, score_batches
 from taidpt.images.loaders import ImageSetDataset, make_test_loader
+from taidpt.images.preprocess import input_size
 from taidpt.images.readers.common import ImageSet
 from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
 from taidpt.methods import CAPTIONS, get_method
 from taidpt.networks.model import ImageScorer
 from taidpt.utils.atomic import atomic_write_json
+from taidpt.utils.seeding import seed_or_zero
 
 log = logging.getLogger("taidpt")
 
@@ -298,7 +300,7 @@ class CoreRunner:
         cfg = self.cfg
         dataset = ImageSetDataset(self.image_set, preprocess_config(cfg))
         return make_test_loader(dataset if rows is None else Subset(dataset, rows), int(cfg.DATALOADER.TEST.BATCH_SIZE),
-                                int(cfg.DATALOADER.NUM_WORKERS), seed=max(int(cfg.SEED), 0))
+                                int(cfg.DATALOADER.NUM_WORKERS), seed=seed_or_zero(cfg.SEED))
 
     def score_test_set(self) -> ScoredSet:
         """Logits of every readable test image in dataset order (the distributed runner shards this)."""
@@ -339,7 +341,7 @@ class CoreRunner:
             "weights": self.clip_info.source,
             "pretrained": str(cfg.MODEL.BACKBONE.PRETRAINED),
             "seed": int(cfg.SEED),
-            "image_size": list(cfg.INPUT.SIZE),
+            "image_size": list(input_size(cfg)),
             "protocol": {"voc_difficult": cfg.DATASET.VOC_DIFFICULT if cfg.DATASET.NAME == "VOC2007" else None,
                          "threshold": float(cfg.TEST.THRESHOLD)},
             "taidpt_version": __version__,

@@ -27,6 +27,7 @@ from taidpt.utils.atomic import atomic_write_json
 
 from taidpt.serve.infer import predict
 from taidpt.serve.metadata import MetadataError
+from taidpt.images.preprocess import input_size
 from taidpt.serve.runtime import ModelLoadError, open_model
 from taidpt.utils.commands import prog_name
 
@@ -46,7 +47,7 @@ def load_eval_config(dataset_config: str, config_files: Sequence[str], root: str
 def _input_mismatch(cfg: Any, meta: Any) -> list[str]:
     """Differences between the config's INPUT.* and what the model was exported with."""
     out = []
-    if tuple(int(s) for s in cfg.INPUT.SIZE) != tuple(meta.image_size):
+    if input_size(cfg) != tuple(meta.image_size):
         out.append(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} vs model {tuple(meta.image_size)}")
     if not np.allclose(cfg.INPUT.PIXEL_MEAN, meta.mean) or not np.allclose(cfg.INPUT.PIXEL_STD, meta.std):
         out.append("INPUT.PIXEL_MEAN/STD")

@@ -44,6 +44,7 @@ def load_scorer(
     from taidpt.captions.classes import load_class_list
     from taidpt.engine.config import assemble_config, get_cfg_default
     from taidpt.engine.run import Run, build_model, class_names_of
+    from taidpt.images.preprocess import input_size
 
     run = Run(model_dir) if model_dir else None
     extra = [*opts, *(("TRAINER.NAME", trainer) if trainer else ()),
@@ -59,7 +60,7 @@ def load_scorer(
     else:
         trained = build_model(cfg, method, names or class_names_of(cfg), None, None)
     scorer = trained.scorer().float().eval()
-    h, w = (int(s) for s in cfg.INPUT.SIZE)
+    h, w = input_size(cfg)
     pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
     meta = ModelMetadata(
         classnames=tuple(trained.classnames),

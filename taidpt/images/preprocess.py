@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -91,6 +91,15 @@ class PreprocessConfig:
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         return preprocess(img, self.size, self.mean, self.std, self.interpolation)
+
+
+def input_size(cfg: Any) -> tuple[int, int]:
+    """``(height, width)`` of a config's ``INPUT.SIZE``: the one reading of the input size that
+    evaluation, training augmentation, results and export metadata share."""
+    size = tuple(int(s) for s in cfg.INPUT.SIZE)
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise ValueError(f"INPUT.SIZE must be (height, width) in pixels, got {tuple(cfg.INPUT.SIZE)}")
+    return (size[0], size[-1])
 
 
 def _resample(interpolation: str) -> Image.Resampling:

@@ -21,13 +21,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from taidpt.images.augment import AugmentConfig, augment, item_rng
+from taidpt.images.augment import AugmentConfig, augment
 from taidpt.captions.classes import ClassList
 from taidpt.images.registry import load_test_set
 from taidpt.images.loaders import ImageSetDataset, capped_workers
-from taidpt.images.preprocess import PreprocessConfig
+from taidpt.images.preprocess import PreprocessConfig, input_size
 from taidpt.images.readers.common import ImageSet
 from taidpt.engine.caption_training import EpochPermutationSampler
+from taidpt.utils.seeding import augmentation_rng
 
 # The training split each dataset reads when DATASET.TRAIN_SPLIT is empty.
 TRAIN_SPLITS = {"VOC2007": "trainval", "COCO2014": "train2014", "NUSWIDE": "Train"}
@@ -59,9 +60,8 @@ def load_train_set(cfg: CfgNode, classes: ClassList) -> ImageSet:
 
 def augment_config(cfg: CfgNode) -> AugmentConfig:
     """The training augmentation from ``INPUT.*`` (see :mod:`taidpt.images.augment`)."""
-    size = tuple(int(s) for s in cfg.INPUT.SIZE)
     return AugmentConfig(
-        size=(size[0], size[-1]), transforms=tuple(cfg.INPUT.TRANSFORMS),
+        size=input_size(cfg), transforms=tuple(cfg.INPUT.TRANSFORMS),
         crop_scale=tuple(float(s) for s in cfg.INPUT.RRCROP_SCALE), cutout_n=int(cfg.INPUT.CUTOUT_N),
         cutout_len=int(cfg.INPUT.CUTOUT_LEN), mean=tuple(cfg.INPUT.PIXEL_MEAN), std=tuple(cfg.INPUT.PIXEL_STD),
         interpolation=cfg.INPUT.INTERPOLATION)
@@ -87,7 +87,7 @@ class TrainImageDataset(ImageSetDataset):
         self.epoch = int(epoch)
 
     def transform(self, img: Image.Image, index: int) -> np.ndarray:
-        return augment(img, self.aug, item_rng(self.seed, self.epoch, index))
+        return augment(img, self.aug, augmentation_rng(self.seed, self.epoch, index))
 
 
 def make_train_loader(dataset: TrainImageDataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
