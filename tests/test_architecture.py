@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # One torch-free module per shared mechanism: every caller (training, caches, export, serving) uses these.
-TORCH_FREE = ["taidpt.utils.runlock", "taidpt.utils.safe_pickle", "taidpt.utils.pathtext", "taidpt.utils.atomic", "taidpt.utils.commands", "taidpt.methods"]
+TORCH_FREE = ["taidpt.utils.runlock", "taidpt.utils.safe_pickle", "taidpt.utils.pathtext", "taidpt.utils.atomic",
+              "taidpt.utils.commands", "taidpt.utils.seeding", "taidpt.methods"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)

@@ -24,12 +24,12 @@ from taidpt.demo.scenes import (
     generate_captions,
     generate_images,
     generate_pairs,
-    item_rng,
     load_synonyms,
     render_scene,
     sample_scene,
 )
 from taidpt.demo.voc_writer import write_caption_file, write_voc_dataset
+from taidpt.utils.seeding import demo_item_rng
 
 
 def _digest(images: np.ndarray, captions: list[str] | None = None) -> str:
@@ -146,7 +146,7 @@ def test_streams_are_disjoint():
     pool = {hashlib.sha256(im.tobytes()).digest() for im in pairs_img}
     assert not any(hashlib.sha256(im.tobytes()).digest() in pool for im in test_img)
     assert caps != pairs_caps
-    assert item_rng(0, scenes.STREAM_PAIRS, 0).random() != item_rng(0, scenes.STREAM_IMAGES, 0).random()
+    assert demo_item_rng(0, scenes.STREAM_PAIRS, 0).random() != demo_item_rng(0, scenes.STREAM_IMAGES, 0).random()
 
 
 def test_global_rng_is_not_used():

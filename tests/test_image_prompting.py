@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from taidpt.images.augment import AugmentConfig, augment, cutout, item_rng, random_resized_crop_box
+from taidpt.images.augment import AugmentConfig, augment, cutout, random_resized_crop_box
 from taidpt.captions.classes import load_class_list
 from taidpt.engine.config import get_cfg_default
 from taidpt.images.fewshot import sample_few_shot
@@ -34,23 +34,23 @@ ALL = ("random_resized_crop", "cutout", "random_flip", "normalize")
 def test_augmentation_is_a_function_of_seed_epoch_and_index():
     cfg = AugmentConfig(size=(64, 48), transforms=ALL, crop_scale=(0.5, 1.0), cutout_len=20)
     img = photo()
-    a = augment(img, cfg, item_rng(1, 0, 5))
+    a = augment(img, cfg, augmentation_rng(1, 0, 5))
     assert a.shape == (3, 64, 48) and a.dtype == np.float32 and np.isfinite(a).all()
-    assert np.array_equal(a, augment(img, cfg, item_rng(1, 0, 5)))
-    draws = [augment(img, cfg, item_rng(s, e, i)) for s, e, i in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
+    assert np.array_equal(a, augment(img, cfg, augmentation_rng(1, 0, 5)))
+    draws = [augment(img, cfg, augmentation_rng(s, e, i)) for s, e, i in ((2, 0, 5), (1, 1, 5), (1, 0, 6))]
     assert all(not np.array_equal(a, d) for d in draws)
 
 
 def test_normalize_only_is_a_plain_resize():
     img, cfg = photo(), AugmentConfig(size=(32, 32), transforms=("normalize",))
     expected = to_normalized_array(img.resize((32, 32), Image.Resampling.BICUBIC))
-    assert np.array_equal(augment(img, cfg, item_rng(0, 0, 0)), expected)
+    assert np.array_equal(augment(img, cfg, augmentation_rng(0, 0, 0)), expected)
 
 
 def test_flip_mirrors_the_resized_image():
     img = photo()
-    plain = augment(img, AugmentConfig(size=(32, 32), transforms=("normalize",)), item_rng(0, 0, 0))
-    flips = [augment(img, AugmentConfig(size=(32, 32), transforms=("random_flip", "normalize")), item_rng(0, 0, i))
+    plain = augment(img, AugmentConfig(size=(32, 32), transforms=("normalize",)), augmentation_rng(0, 0, 0))
+    flips = [augment(img, AugmentConfig(size=(32, 32), transforms=("random_flip", "normalize")), augmentation_rng(0, 0, i))
              for i in range(12)]
     flipped = [np.array_equal(f, plain[:, :, ::-1]) for f in flips]
     kept = [np.array_equal(f, plain) for f in flips]

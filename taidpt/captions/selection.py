@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from taidpt.utils.seeding import caption_sample_rng
+
 __all__ = ["CaptionSelection"]
 
 
@@ -101,12 +103,12 @@ def _rows_of_ids(coco: _CocoCaptions, ids: tuple[int, ...], ids_file: str, path:
 def _sample_per_image(image_ids: np.ndarray, ann_ids: np.ndarray, per_image: int, seed: int) -> np.ndarray:
     """Rows of ``per_image`` captions of every image (all of its captions when it has fewer), sorted.
 
-    Every caption gets a random key from ``default_rng(seed)`` in the order (image id, caption
-    id), and each image keeps its captions with the smallest keys: the draw depends on the seed
-    and on the captions, not on their order in the file.
+    Every caption gets a random key from :func:`~taidpt.utils.seeding.caption_sample_rng` in the
+    order (image id, caption id), and each image keeps its captions with the smallest keys: the draw
+    depends on the seed and on the captions, not on their order in the file.
     """
     canon = np.lexsort((ann_ids, image_ids))
-    keys = np.random.default_rng(seed).random(len(canon))
+    keys = caption_sample_rng(seed).random(len(canon))
     ranked = canon[np.lexsort((keys, image_ids[canon]))]  # by image, then key
     images = image_ids[ranked]
     first = np.ones(len(images), dtype=bool)

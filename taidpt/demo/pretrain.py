@@ -9,7 +9,7 @@ streams and are never seen here).
 
 Everything is deterministic for a seed: a fixed step count (never a time budget), a fixed torch
 thread count, ``torch.manual_seed`` for the initialisation and a numpy ``Generator`` for the
-batch order. The result is saved as ``{"model_cfg", "state_dict", "meta"}``, which
+batch order (:func:`taidpt.utils.seeding.seed_demo_clip_init`, ``demo_pretraining_order_rng``). The result is saved as ``{"model_cfg", "state_dict", "meta"}``, which
 ``taidpt.clip.loader.load_clip`` reads with ``weights_only=True`` (source "taidpt"), and cached
 under the user cache directory by :func:`cached_demo_clip`, keyed by the settings, the recipe
 version and a digest of the scene generator.
@@ -34,6 +34,7 @@ from taidpt.engine.checkpoint import atomic_torch_save
 from taidpt.clip.loader import build_clip
 from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
 from taidpt.clip.tokenizer import tokenize
+from taidpt.utils.seeding import demo_pretraining_order_rng, seed_demo_clip_init
 from . import scenes
 
 __all__ = [
@@ -166,11 +167,11 @@ def pretrain_clip(
         t_data = time.time() - t0
         log.info("pretraining pool: %d pairs generated in %.1f s", pool_size, t_data)
 
-        torch.manual_seed(seed)
+        seed_demo_clip_init(seed)
         model = build_clip(DEMO_CLIP_CFG)
         model.train()
         opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-        rng = np.random.Generator(np.random.PCG64(seed))
+        rng = demo_pretraining_order_rng(seed)
         order, cursor = rng.permutation(pool_size), 0
         losses: list[float] = []
         t1 = time.time()

@@ -4,7 +4,7 @@ Images are rendered at 4x with PIL polygons and downsampled with a box filter (a
 over a noisy background with faint clutter strokes. ``contact_sheet`` tiles rendered images with
 their captions for eyeballing. What is drawn comes from ``world`` (a ``Scene``); the randomness of
 the background, the clutter and the noise comes from the caller's generator, so an image is fixed
-by its scene and its item generator (see ``world.item_rng``).
+by its scene and its item generator (see :func:`taidpt.utils.seeding.demo_item_rng`).
 """
 
 from __future__ import annotations

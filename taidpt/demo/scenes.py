@@ -2,10 +2,11 @@
 
 ``generate_pairs`` (CLIP pretraining, stream ``STREAM_PAIRS``), ``generate_captions`` (prompt
 tuning, ``STREAM_CAPTIONS``) and ``generate_images`` (held-out test images, ``STREAM_IMAGES``)
-draw each item from its own generator (``world.item_rng``): a scene (``world.sample_scene``), then
-its image (``rendering.render_scene``) and/or its caption (``grammar``), in that order, so an item
-is fixed by (seed, stream, index). ``code_digest`` fingerprints the source of all of them, for the
-caches that hold generated data (the pretrained CLIP, the demo's data folder).
+draw each item from its own generator (:func:`taidpt.utils.seeding.demo_item_rng`): a scene
+(``world.sample_scene``), then its image (``rendering.render_scene``) and/or its caption
+(``grammar``), in that order, so an item is fixed by (seed, stream, index). ``code_digest``
+fingerprints the source of all of them and of that generator's recipe, for the caches that hold
+generated data (the pretrained CLIP, the demo's data folder).
 
 The world's public names (classes, scenes, rendering, captions) are re-exported here, so
 ``taidpt.demo.scenes`` stays the one import for users of the world.
@@ -14,6 +15,7 @@ The world's public names (classes, scenes, rendering, captions) are re-exported 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,9 @@ from .world import (
     Colour,
     Scene,
     SceneObject,
-    item_rng,
     sample_scene,
 )
+from taidpt.utils.seeding import demo_item_rng
 
 __all__ = [
     "SHAPES",
@@ -49,7 +51,6 @@ __all__ = [
     "STREAM_IMAGES",
     "caption_vocabulary",
     "code_digest",
-    "item_rng",
     "load_synonyms",
     "sample_scene",
     "render_scene",
@@ -62,12 +63,13 @@ __all__ = [
 
 
 def code_digest() -> str:
-    """Digest of the scene generator's source (this module, ``world``, ``rendering``, ``grammar``):
-    any change to it may change the generated data."""
+    """Digest of the scene generator's source (this module, ``world``, ``rendering``, ``grammar``,
+    and the item generator's recipe, ``demo_item_rng``): any change to it may change the generated data."""
     h = hashlib.sha256()
     for module in (world, rendering, grammar):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
+    h.update(inspect.getsource(demo_item_rng).encode("utf-8"))
     return h.hexdigest()[:16]
 
 
@@ -84,7 +86,7 @@ def generate_pairs(n: int, seed: int, size: int = 64, *, max_objects: int = 3,
     captions: list[str] = []
     labels = np.empty((n, len(SHAPES)), dtype=np.uint8)
     for i in range(n):
-        rng = item_rng(seed, STREAM_PAIRS, i)
+        rng = demo_item_rng(seed, STREAM_PAIRS, i)
         scene = sample_scene(rng, max_objects)
         images[i] = np.asarray(render_scene(scene, rng, size))
         captions.append(_caption_with_labels(scene, rng, synonyms, colour_p, synonym_p, drop_group_p)[0])
@@ -104,7 +106,7 @@ def generate_captions(n: int, seed: int, *, max_objects: int = 3, colour_p: floa
     captions: list[str] = []
     labels = np.empty((n, len(SHAPES)), dtype=np.uint8)
     for i in range(n):
-        rng = item_rng(seed, STREAM_CAPTIONS, i)
+        rng = demo_item_rng(seed, STREAM_CAPTIONS, i)
         scene = sample_scene(rng, max_objects)
         caption, labels[i] = _caption_with_labels(scene, rng, synonyms, colour_p, synonym_p,
                                                   drop_group_p)
@@ -121,7 +123,7 @@ def generate_images(n: int, seed: int, size: int = 64, *, max_objects: int = 3,
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     labels = np.empty((n, len(SHAPES)), dtype=np.uint8)
     for i in range(n):
-        rng = item_rng(seed, STREAM_IMAGES, i)
+        rng = demo_item_rng(seed, STREAM_IMAGES, i)
         scene = sample_scene(rng, max_objects)
         images[i] = np.asarray(render_scene(scene, rng, size))
         labels[i] = scene.labels

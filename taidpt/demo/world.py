@@ -11,7 +11,8 @@ co-occurrence themes, so the label distribution has structure, as in real data. 
 jittered colour, a position, a size and a rotation.
 
 Determinism and disjoint streams: item ``i`` of a generator call uses its own
-``numpy.random.Generator`` seeded with ``SeedSequence(seed, spawn_key=(stream, i))``, where
+``numpy.random.Generator`` (:func:`taidpt.utils.seeding.demo_item_rng`) seeded with
+``SeedSequence(seed, spawn_key=(stream, i))``, where
 ``stream`` is fixed per purpose (pretraining pairs, prompt-tuning captions, test images). Streams
 with different spawn keys are statistically independent, so for any seed the test images are not
 drawn from the pretraining pool, and item ``i`` does not depend on ``n`` (a longer call extends a
@@ -37,7 +38,6 @@ __all__ = [
     "STREAM_PAIRS",
     "STREAM_CAPTIONS",
     "STREAM_IMAGES",
-    "item_rng",
     "sample_scene",
 ]
 
@@ -112,11 +112,6 @@ class Scene:
     objects: list[SceneObject]
     labels: np.ndarray
     theme: str | None = field(default=None)
-
-
-def item_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    """The generator of item ``index`` in ``stream`` for ``seed`` (independent per key)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream, index))))
 
 
 def _angle_for(shape: str, rng: np.random.Generator) -> float:

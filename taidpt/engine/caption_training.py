@@ -22,6 +22,7 @@ from taidpt.captions.features import CaptionFeatureStore
 from taidpt.networks.losses import double_loss
 from taidpt.evaluation.metrics import mean_ap
 from taidpt.networks.model import CaptionFeatures, TaIDPTModel
+from taidpt.utils.seeding import epoch_order_generator, validation_split_rng
 
 
 class CaptionIndexDataset(Dataset):
@@ -49,9 +50,7 @@ class EpochPermutationSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator()
-        g.manual_seed((max(self.seed, 0) * 1_000_003 + self.epoch) % (2**63 - 1))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=epoch_order_generator(self.seed, self.epoch)).tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -78,8 +77,7 @@ def split_validation(n_captions: int, fraction: float, seed: int) -> tuple[np.nd
     n_val = int(round(n_captions * fraction))
     if fraction > 0 and n_val == 0:
         n_val = 1
-    rng = np.random.default_rng(max(seed, 0) + 7919)
-    perm = rng.permutation(n_captions)
+    perm = validation_split_rng(seed).permutation(n_captions)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 

@@ -8,6 +8,7 @@ from typing import Sequence
 from yacs.config import CfgNode
 
 from taidpt.methods import method_names
+from taidpt.utils.seeding import is_seeded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def reset_cfg(cfg: CfgNode, args: argparse.Namespace) -> None:
         cfg.OUTPUT_DIR = args.output_dir
     if args.resume:
         cfg.RESUME = args.resume
-    if args.seed >= 0:
+    if is_seeded(args.seed):
         cfg.SEED = args.seed
     if args.source_domains:
         cfg.DATASET.SOURCE_DOMAINS = args.source_domains

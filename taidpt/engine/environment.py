@@ -1,20 +1,9 @@
-"""The process a run executes in: random seeds and the compute device."""
+"""The compute device a run executes on (its random seeds: :mod:`taidpt.utils.seeding`)."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 from yacs.config import CfgNode
-
-
-def set_random_seed(seed: int) -> None:
-    """Seed Python, numpy and torch (all devices), as Dassl's ``set_random_seed`` does."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 def select_device(cfg: CfgNode) -> torch.device:
@@ -22,4 +11,4 @@ def select_device(cfg: CfgNode) -> torch.device:
     return torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
 
 
-__all__ = ["select_device", "set_random_seed"]
+__all__ = ["select_device"]

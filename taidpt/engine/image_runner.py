@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from yacs.config import CfgNode
 
 from taidpt.engine.runner import CoreRunner
 from taidpt.images.fewshot import sample_few_shot
@@ -36,13 +35,9 @@ from taidpt.images.train_data import (
     subset,
 )
 from taidpt.networks.partial_losses import image_prompt_loss
+from taidpt.utils.seeding import label_seed, seed_or_zero
 
 log = logging.getLogger("taidpt")
-
-
-def label_seed(cfg: CfgNode) -> int:
-    """Seed of the partial-label mask and the few-shot sample (``DATASET.LABEL_SEED``, else ``SEED``)."""
-    return int(cfg.DATASET.LABEL_SEED) if int(cfg.DATASET.LABEL_SEED) >= 0 else max(int(cfg.SEED), 0)
 
 
 class ImagePromptRunner(CoreRunner):
@@ -58,7 +53,7 @@ class ImagePromptRunner(CoreRunner):
     def build_training(self) -> None:
         """Training images, their (few-shot, partial) labels, and the augmented image loader."""
         cfg = self.cfg
-        seed = label_seed(cfg)
+        seed = label_seed(cfg.DATASET.LABEL_SEED, cfg.SEED)
         full = load_train_set(cfg, self.classes)
         image_set, shots = full, int(cfg.DATASET.NUM_SHOTS)
         if shots > 0:
@@ -72,7 +67,7 @@ class ImagePromptRunner(CoreRunner):
         if proportion < 1.0:
             mask_file = Path(cfg.DATASET.PARTIAL_LABEL_FILE or self.output_dir / PARTIAL_FILE).expanduser()
             labels = load_or_create(mask_file, image_set, proportion, seed)
-        dataset = TrainImageDataset(image_set, labels, augment_config(cfg), max(int(cfg.SEED), 0),
+        dataset = TrainImageDataset(image_set, labels, augment_config(cfg), seed_or_zero(cfg.SEED),
                                     exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE))
         self.loader = make_train_loader(dataset, int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE),
                                         int(cfg.DATALOADER.NUM_WORKERS), int(cfg.SEED))
@@ -120,4 +115,4 @@ class ImagePromptRunner(CoreRunner):
         return {**out, **info, **self.method.describe_model(self.model)}
 
 
-__all__ = ["ImagePromptRunner", "label_seed"]
+__all__ = ["ImagePromptRunner"]

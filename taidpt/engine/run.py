@@ -176,12 +176,12 @@ def build_model(cfg: CfgNode, method: type[Method], classnames: list[str], ckpt:
 
     from taidpt.clip.loader import RANDOM_WEIGHTS, load_clip
     from taidpt.engine.checks import check_image_size
-    from taidpt.engine.environment import set_random_seed
+    from taidpt.utils.seeding import is_seeded, set_random_seed
 
     notes: list[str] = []
     pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
     if pretrained.strip().lower() in RANDOM_WEIGHTS:
-        if int(cfg.SEED) < 0:
+        if not is_seeded(cfg.SEED):
             raise ValueError("the run used random CLIP weights (MODEL.BACKBONE.PRETRAINED '') without a seed, so "
                              "they cannot be rebuilt: set MODEL.BACKBONE.PRETRAINED to a weights file")
         set_random_seed(int(cfg.SEED))

@@ -19,13 +19,13 @@ from yacs.config import CfgNode
 from taidpt import __version__
 from taidpt.engine.checkpoint import MODEL_NAME
 from taidpt.engine.checks import check_resumable, validate_config
-from taidpt.engine.environment import set_random_seed
 from taidpt.engine.image_runner import ImagePromptRunner
 from taidpt.engine.logs import setup_logging
 from taidpt.engine.runner import CoreRunner, RunOptions
 from taidpt.methods import IMAGES, get_method
 from taidpt.utils.atomic import atomic_write_text, remove_stale_temps
 from taidpt.utils.runlock import FolderLock
+from taidpt.utils.seeding import is_seeded, set_random_seed
 
 log = logging.getLogger("taidpt")
 
@@ -51,7 +51,7 @@ def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRu
         setup_logging(cfg.OUTPUT_DIR if main_process else None, bool(cfg.VERBOSE) and main_process)
         if options.note:
             log.info("%s", options.note)
-        if int(cfg.SEED) >= 0:
+        if is_seeded(cfg.SEED):
             log.info("setting fixed seed: %d", cfg.SEED)
             set_random_seed(int(cfg.SEED))
         log.info("taidpt %s, core runner, torch %s, %d threads", __version__, torch.__version__,

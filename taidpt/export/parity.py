@@ -15,6 +15,7 @@ import numpy as np
 
 from taidpt.export.errors import ExportError
 from taidpt.serve.metadata import OUTPUT_NAMES, ModelMetadata
+from taidpt.utils.seeding import synthetic_images_rng
 
 FP32_TOL = 1e-4
 FP16_TOL = 1e-2
@@ -35,7 +36,7 @@ def synthetic_images(n: int, seed: int = 0) -> list[Any]:
     """
     from PIL import Image, ImageDraw
 
-    rng = np.random.default_rng(seed)
+    rng = synthetic_images_rng(seed)
     out = []
     for _ in range(n):
         w, h = int(rng.integers(160, 520)), int(rng.integers(160, 520))

@@ -13,8 +13,8 @@ the same with the names of Dassl's ``INPUT.TRANSFORMS``:
 * ``random_flip``: horizontal flip with probability 1/2;
 * ``normalize``: always applied (``(x / 255 - mean) / std``, as at test time).
 
-Every random number comes from a generator passed in by the caller; :func:`item_rng` seeds it with
-``(seed, epoch, index)``, so an image's augmentation does not depend on DataLoader workers, batch
+Every random number comes from a generator passed in by the caller;
+:func:`taidpt.utils.seeding.augmentation_rng` seeds it with ``(seed, epoch, index)``, so an image's augmentation does not depend on DataLoader workers, batch
 composition or what ran before, and a resumed run sees the same pixels as an uninterrupted one.
 
 This module must never import torch (the augmentation runs in DataLoader workers as plain numpy).
@@ -56,11 +56,6 @@ class AugmentConfig:
         if not 0 < low <= high <= 1:
             raise ValueError(f"INPUT.RRCROP_SCALE must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         _resample(self.interpolation)
-
-
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one image draw: a function of ``(seed, epoch, index)`` only."""
-    return np.random.default_rng(np.random.SeedSequence([max(int(seed), 0), int(epoch), int(index)]))
 
 
 def random_resized_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],

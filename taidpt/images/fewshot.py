@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from taidpt.utils.seeding import few_shot_rng
+
 SHOTS = (1, 2, 4, 8, 16)
 
 
@@ -27,8 +29,7 @@ def sample_few_shot(targets: np.ndarray, k: int, seed: int) -> np.ndarray:
     if int(k) < 1:
         raise ValueError(f"DATASET.NUM_SHOTS must be >= 1 for few-shot sampling, got {k}")
     positive = np.asarray(targets) == 1
-    rng = np.random.default_rng(np.random.SeedSequence([max(int(seed), 0), int(k)]))
-    order = rng.permutation(positive.shape[0])
+    order = few_shot_rng(seed, k).permutation(positive.shape[0])
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     chosen = np.zeros(positive.shape[0], dtype=bool)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 from taidpt.images.readers.common import ImageSet
+from taidpt.utils.seeding import loader_generator
 
 __all__ = ["ImageSetDataset", "make_test_loader", "split_ok"]
 
@@ -85,16 +86,14 @@ def capped_workers(requested: int) -> int:
 def make_test_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, seed: int = 0) -> DataLoader:
     """A sequential (unshuffled, nothing dropped) DataLoader for evaluation.
 
-    It carries an explicitly seeded ``torch.Generator`` so that it draws the same random numbers
-    on every code path (the Dassl plugin and the core runner), and pins memory only when CUDA is
-    available.
+    It carries an explicitly seeded ``torch.Generator`` (:func:`taidpt.utils.seeding.loader_generator`)
+    so that it draws the same random numbers on every code path (the Dassl plugin and the core
+    runner), and pins memory only when CUDA is available.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(num_workers) < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    generator = torch.Generator()
-    generator.manual_seed(int(seed))
     return DataLoader(
         dataset,
         batch_size=int(batch_size),
@@ -102,7 +101,7 @@ def make_test_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, se
         drop_last=False,
         num_workers=capped_workers(int(num_workers)),
         pin_memory=torch.cuda.is_available(),
-        generator=generator,
+        generator=loader_generator(seed),
     )
 
 

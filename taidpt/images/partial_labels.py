@@ -26,6 +26,7 @@ import numpy as np
 
 from taidpt.utils.atomic import atomic_savez
 from taidpt.images.readers.common import ImageSet
+from taidpt.utils.seeding import partial_mask_rng
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,6 @@ def to_partial(targets: np.ndarray) -> np.ndarray:
     return np.where(t == 1, 1, np.where(t == 0, -1, 0)).astype(np.int8)
 
 
-def mask_seed(seed: int, proportion: float) -> np.random.SeedSequence:
-    """The generator seed of a mask: a function of ``(seed, proportion)`` only."""
-    return np.random.SeedSequence([max(int(seed), 0), int(round(float(proportion) * 1_000_000))])
-
-
 def mask_labels(labels: np.ndarray, proportion: float, seed: int) -> np.ndarray:
     """Keep ``round(proportion * K)`` of the ``K`` known entries of partial ``labels``; the rest -> 0."""
     if not 0.0 < float(proportion) <= 1.0:
@@ -50,8 +46,7 @@ def mask_labels(labels: np.ndarray, proportion: float, seed: int) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int8)
     known = np.flatnonzero(labels.reshape(-1) != 0)
     n_keep = int(round(float(proportion) * len(known)))
-    rng = np.random.default_rng(mask_seed(seed, proportion))
-    keep = rng.permutation(known)[:n_keep]
+    keep = partial_mask_rng(seed, proportion).permutation(known)[:n_keep]
     out = np.zeros(labels.size, dtype=np.int8)
     out[keep] = labels.reshape(-1)[keep]
     return out.reshape(labels.shape)
