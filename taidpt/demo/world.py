@@ -11,12 +11,11 @@ co-occurrence themes, so the label distribution has structure, as in real data. 
 jittered colour, a position, a size and a rotation.
 
 Determinism and disjoint streams: item ``i`` of a generator call uses its own
-``numpy.random.Generator`` (:func:`taidpt.utils.seeding.demo_item_rng`) seeded with
-``SeedSequence(seed, spawn_key=(stream, i))``, where
-``stream`` is fixed per purpose (pretraining pairs, prompt-tuning captions, test images). Streams
-with different spawn keys are statistically independent, so for any seed the test images are not
-drawn from the pretraining pool, and item ``i`` does not depend on ``n`` (a longer call extends a
-shorter one).
+``numpy.random.Generator`` (:func:`taidpt.utils.seeding.demo_item_rng`), keyed by
+``(seed, stream, i)`` with spawn keys, where ``stream`` is fixed per purpose (pretraining pairs,
+prompt-tuning captions, test images). Streams with different spawn keys are statistically
+independent, so for any seed the test images are not drawn from the pretraining pool, and item
+``i`` does not depend on ``n`` (a longer call extends a shorter one).
 """
 
 from __future__ import annotations
