@@ -13,8 +13,10 @@ This module must not import torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,6 +55,8 @@ _KINDS: dict[str, str] = {
     "checkpoint": "str",
     "dataset": "str",
     "opset": "json_int",
+    "thresholds": "json_dict",
+    "calibration": "str",
 }
 
 # Keys a model must carry; the rest have defaults so older or hand-made files still load.
@@ -65,7 +69,9 @@ class ModelMetadata:
 
     ``image_size`` is ``(height, width)`` of the network input; preprocessing resizes the shorter
     side to ``max(image_size)`` and centre-crops, exactly as evaluation does. ``threshold`` is the
-    score threshold evaluation used for CP/CR/CF1 (``TEST.THRESHOLD``), the inference CLI's default.
+    score threshold evaluation used for CP/CR/CF1 (``TEST.THRESHOLD``). ``thresholds`` are the per-class
+    decision thresholds on the merged logit that ``python -m export.calibrate`` stores (``calibration``
+    says how they were chosen); serving labels by them (:mod:`taidpt.serve.decision`).
     """
 
     classnames: tuple[str, ...]
@@ -88,6 +94,8 @@ class ModelMetadata:
     checkpoint: str = ""
     dataset: str = ""
     opset: int = 0
+    thresholds: tuple[tuple[str, float], ...] = ()
+    calibration: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classnames", tuple(str(c) for c in self.classnames))
@@ -100,6 +108,7 @@ class ModelMetadata:
             raise MetadataError("classnames has duplicates")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise MetadataError(f"image_size must be (height, width) > 0, got {self.image_size}")
+        object.__setattr__(self, "thresholds", _threshold_pairs(self.thresholds, self.classnames))
         if self.precision not in ("fp32", "fp16"):
             raise MetadataError(f"precision must be fp32 or fp16, got {self.precision!r}")
         self.preprocess_config()  # validates mean/std/interpolation
@@ -107,6 +116,12 @@ class ModelMetadata:
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
+
+    @property
+    def threshold_map(self) -> dict[str, float]:
+        """The stored per-class decision thresholds on the merged logit (``taidpt.thresholds``; written by
+        ``python -m export.calibrate``), ``{}`` when the model was never calibrated."""
+        return dict(self.thresholds)
 
     def preprocess_config(self) -> PreprocessConfig:
         """The numpy + PIL preprocessing that matches this model (Dassl's test transform)."""
@@ -128,6 +143,8 @@ class ModelMetadata:
                 out[PREFIX + f.name] = str(value)
             elif kind == "json_list":
                 out[PREFIX + f.name] = json.dumps(list(value))
+            elif kind == "json_dict":
+                out[PREFIX + f.name] = json.dumps(dict(value))
             else:
                 out[PREFIX + f.name] = json.dumps(value)
         return out
@@ -153,6 +170,8 @@ class ModelMetadata:
                     parsed = json.loads(raw)
                     if kind == "json_list" and not isinstance(parsed, list):
                         raise ValueError("expected a JSON list")
+                    if kind == "json_dict" and not isinstance(parsed, dict):
+                        raise ValueError("expected a JSON object")
                     if kind == "json_float":
                         parsed = float(parsed)
                     elif kind == "json_int":
@@ -169,6 +188,26 @@ class ModelMetadata:
             raise MetadataError(f"{where}: {exc}") from None
         except ValueError as exc:  # PreprocessConfig validation
             raise MetadataError(f"{where}: {exc}") from None
+
+
+def _threshold_pairs(value: Any, classnames: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """``{class: threshold}`` or ``(class, threshold)`` pairs as pairs in class order; every class must be
+    the model's and every threshold a finite number (a class may lack one: it is then decided by top-k)."""
+    try:
+        pairs = dict(value.items() if isinstance(value, Mapping) else value)
+    except (TypeError, ValueError):
+        raise MetadataError(f"thresholds must map class names to numbers, got {value!r}") from None
+    unknown = [c for c in pairs if c not in classnames]
+    if unknown:
+        raise MetadataError(f"thresholds name classes the model lacks: {', '.join(map(str, unknown[:4]))}")
+    out = []
+    for c in classnames:
+        if c in pairs:
+            t = pairs[c]
+            if isinstance(t, bool) or not isinstance(t, Real) or not math.isfinite(t):
+                raise MetadataError(f"threshold of {c!r} must be a finite number, got {t!r}")
+            out.append((c, float(t)))
+    return tuple(out)
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
