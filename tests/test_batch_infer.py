@@ -17,6 +17,7 @@ from PIL import Image
 
 import taidpt.serve.batch_infer
 from taidpt.serve.batch_infer import image_source, main, run_batches, walk_images
+from taidpt.serve.decision import for_model, resolve
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
 from taidpt.serve.runtime import open_model
 from test_infer import exported, latin1_dir  # noqa: F401 - fixtures
@@ -70,7 +71,7 @@ def test_interrupted_run_resumes_to_the_same_rows(exported, photo_dir, tmp_path,
     model = open_model(model_path)
     with ResultLog(part, model.metadata.classnames) as log:
         stats = run_batches(model, walk_images(photo_dir), log, batch_size=4, workers=2, prefetch=2,
-                            decision={"threshold": model.metadata.threshold}, progress=False, max_batches=5)
+                            decision=for_model(model.metadata), progress=False, max_batches=5)
     assert stats.batches == 5 and stats.scored + stats.failed == 20
     text = part.read_text()
     part.write_text(text[: len(text) - 7])
@@ -105,7 +106,7 @@ def test_memory_is_bounded_by_the_queue_not_the_input(exported, tmp_path):
     out = tmp_path / "missing.jsonl"
     with ResultLog(out, model.metadata.classnames) as log:
         stats = run_batches(model, paths(), log, batch_size=batch, workers=2, prefetch=prefetch,
-                            decision={"threshold": 0.0}, progress=False)
+                            decision=resolve(model.metadata.classnames, threshold=0.0), progress=False)
     assert pulled == n and stats.failed == n and stats.scored == 0
     assert stats.max_in_flight <= (prefetch + 2) * batch
     with open(out) as fh:

@@ -120,7 +120,10 @@ def test_cli_json_end_to_end_without_torch(exported, image_dir, tmp_path):
     assert "HEAVY-MODULES []" in proc.stderr
     res = json.loads(out.read_text())
     assert res["provider"] == "CPUExecutionProvider" and res["classes"] == CLASSES
-    assert res["decision"] == {"rule": "threshold", "threshold": 0.05}  # the model's own threshold
+    # Not calibrated (no taidpt.thresholds): every class by top-3, and the header says so and why; the
+    # evaluation threshold (0.05 here) is not a serving default.
+    decision = res["decision"]
+    assert decision["rule"] == "top_k" and decision["k"] == 3 and "calibrate" in decision["source"]
     assert res["n_inputs"] == 8 and res["n_images"] == 6 and res["n_skipped"] == 2
     assert [Path(im["path"]).relative_to(image_dir).as_posix() for im in res["images"]] == GOOD
     skipped = {Path(s["path"]).name: s["reason"] for s in res["skipped"]}
@@ -133,8 +136,10 @@ def test_cli_json_end_to_end_without_torch(exported, image_dir, tmp_path):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     assert np.ptp(got, axis=0).min() > 1e-3  # the images really are told apart
     for im in res["images"]:
-        expected = sorted((c for c in CLASSES if im["scores"][c] >= 0.05), key=lambda c: -im["scores"][c])
+        expected = sorted(CLASSES, key=lambda c: -im["scores"][c])[:3]
         assert im["labels"] == expected
+        assert im["confidence"] == {c: None for c in CLASSES}  # no threshold, no confidence
+    assert "labels: top-3 for every class" in proc.stderr
 
 
 def test_threshold_and_top_k(exported, image_dir, tmp_path):
@@ -152,17 +157,21 @@ def test_threshold_and_top_k(exported, image_dir, tmp_path):
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
                  "--threshold", repr(t)]) == 0
     thr = json.loads(out.read_text())
-    assert thr["decision"] == {"rule": "threshold", "threshold": t}
+    assert {k: thr["decision"][k] for k in ("rule", "threshold")} == {"rule": "threshold", "threshold": t}
+    assert "top_k" not in thr["decision"]
     n_labels = [len(im["labels"]) for im in thr["images"]]
     assert sum(n_labels) == int((scores >= t).sum()) and 0 < sum(n_labels) < scores.size
     for im, row in zip(thr["images"], scores):
         assert set(im["labels"]) == {c for c, v in zip(CLASSES, row) if v >= t}
+        for c, v in zip(CLASSES, row):  # confidence = sigmoid(logit - T), above 0.5 exactly for the labels
+            assert im["confidence"][c] == pytest.approx(1 / (1 + np.exp(-(v - t))), abs=1e-6)
+            assert (im["confidence"][c] >= 0.5) == (c in im["labels"])
 
     out = tmp_path / "top2.json"
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out), "--no-progress",
                  "--top-k", "2"]) == 0
     top = json.loads(out.read_text())
-    assert top["decision"] == {"rule": "top_k", "k": 2}
+    assert {k: top["decision"][k] for k in ("rule", "k")} == {"rule": "top_k", "k": 2}
     for im, row in zip(top["images"], scores):
         assert im["labels"] == [CLASSES[i] for i in np.argsort(-row, kind="stable")[:2]]
 
@@ -176,16 +185,18 @@ def test_csv_output(exported, image_dir, tmp_path):
     rows = list(csv.DictReader(out_csv.open()))
     with out_csv.open() as fh:
         header = next(csv.reader(fh))
-    assert header == ["path", *CLASSES, "labels", "error"]
+    assert header == ["path", *CLASSES, *(f"confidence:{c}" for c in CLASSES), "labels", "decision", "error"]
     assert len(rows) == 8
     by_path = {r["path"]: r for r in rows}
     for im in json.loads(out_json.read_text())["images"]:
         r = by_path[im["path"]]
         assert r["error"] == "" and r["labels"].split(";") == im["labels"]
+        assert r["decision"] == "top-3 for every class"
         assert all(float(r[c]) == pytest.approx(im["scores"][c], abs=1e-7) for c in CLASSES)
+        assert all(r[f"confidence:{c}"] == "" for c in CLASSES)  # top-k decided: no confidence
     bad = [r for r in rows if r["error"]]
     assert sorted(Path(r["path"]).name for r in bad) == BAD
-    assert all(r[c] == "" and r["labels"] == "" for r in bad for c in CLASSES)
+    assert all(r[c] == "" and r["labels"] == "" and r["decision"] == "" for r in bad for c in CLASSES)
 
 
 def test_list_file_glob_and_batch_size_invariance(exported, image_dir, tmp_path):

@@ -17,6 +17,9 @@
 * The output location is checked, and a list file's encoding read through, before any image is scored.
 * An unreadable image (missing, empty, truncated, not an image) becomes a row with its ``error``
   and the run goes on; the first few are also printed.
+* Labels follow :mod:`taidpt.serve.decision`: the model's stored per-class thresholds (top-k for a
+  class without one), or ``--threshold`` / ``--top-k``; each row carries the logits, their
+  ``confidence`` and its ``decision``.
 
 This module must not import torch.
 """
@@ -42,7 +45,8 @@ from taidpt.utils.atomic import OutputPathError, check_writable
 from taidpt.utils.pathtext import escape_path
 from taidpt.images.preprocess import PreprocessConfig
 
-from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, decide, list_lines, read_list
+from taidpt.serve.decision import Decision, DecisionError, for_model
+from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, list_lines, read_list
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row
 from taidpt.serve.runtime import ModelLoadError, Runner, open_model
@@ -150,7 +154,7 @@ class _Producer(threading.Thread):
 
 
 def run_batches(model: Runner, paths: Iterable[str], log: ResultLog, *, batch_size: int = 32, workers: int = 4,
-                prefetch: int = 8, decision: dict, progress: bool = True, total: int | None = None,
+                prefetch: int = 8, decision: Decision, progress: bool = True, total: int | None = None,
                 max_batches: int | None = None, on_error: Callable[[str, str], None] | None = None) -> BatchStats:
     """Decode, score and append every path of ``paths`` to ``log``; stops early after ``max_batches``.
 
@@ -173,7 +177,7 @@ def run_batches(model: Runner, paths: Iterable[str], log: ResultLog, *, batch_si
                 chunk, future = item
                 stats.max_in_flight = max(stats.max_in_flight, stats.pulled - stats.scored - stats.failed)
                 decoded = future.result()
-                rows = _score(model, chunk, decoded, decision, meta.classnames)
+                rows = _score(model, chunk, decoded, decision)
                 log.write(rows)
                 for row in rows:
                     if row.error:
@@ -198,16 +202,16 @@ def run_batches(model: Runner, paths: Iterable[str], log: ResultLog, *, batch_si
     return stats
 
 
-def _score(model: Runner, chunk: Sequence[str], decoded: Sequence[np.ndarray | str], decision: dict,
-           classnames: Sequence[str]) -> list[Row]:
+def _score(model: Runner, chunk: Sequence[str], decoded: Sequence[np.ndarray | str], decision: Decision) -> list[Row]:
     """Rows of one batch in input order: scores and labels, or the read error."""
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     rows = [Row(path=p, error=d if isinstance(d, str) else "") for p, d in zip(chunk, decoded)]
     if good:
         out = model.run(np.stack([decoded[i] for i in good]))
-        labels = decide(out["scores"], classnames, threshold=decision.get("threshold"), top_k=decision.get("k"))
+        labels = decision.labels(out["scores"])
         for j, i in enumerate(good):
-            rows[i] = Row(chunk[i], out["scores"][j], labels[j], "", out["global_logits"][j], out["local_logits"][j])
+            rows[i] = Row(chunk[i], out["scores"][j], labels[j], "", out["global_logits"][j], out["local_logits"][j],
+                          decision)
     return rows
 
 
@@ -230,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoded batches that may wait for the model (default 2 x workers): bounds memory")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, default=None,
-                      help="labels = classes with merged score >= T (default: the model's evaluation threshold)")
-    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes")
+                      help="labels = classes with merged logit >= T, for every class (default: the model's stored "
+                           "per-class thresholds, top-3 for a class without one)")
+    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
     p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers, best first")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
     p.add_argument("--all-outputs", action="store_true", help="also write global and local logits (JSONL)")
@@ -246,20 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable(log.path, append=True)
         model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
         meta = model.metadata
+        decision = for_model(meta, threshold=args.threshold, top_k=args.top_k)
         log = ResultLog(Path(args.output), meta.classnames, args.all_outputs)
         source, total = image_source(args.images)
         done, dropped = log.read_done()
-    except (InputError, ModelLoadError, MetadataError, ResultLogError, OutputPathError) as exc:
+    except (InputError, ModelLoadError, MetadataError, ResultLogError, OutputPathError, DecisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.top_k is not None and not 1 <= args.top_k <= meta.num_classes:
-        print(f"error: --top-k must be between 1 and {meta.num_classes} (the model's classes)", file=sys.stderr)
-        return 2
-    decision = ({"rule": "top_k", "k": int(args.top_k)} if args.top_k is not None else
-                {"rule": "threshold", "threshold": meta.threshold if args.threshold is None else float(args.threshold)})
     print(f"{model.path.name}: {meta.trainer} {meta.backbone} ({meta.precision}), {meta.num_classes} classes, provider "
           f"{model.provider}; {len(done)} row(s) already in {log.path.name}"
-          + (f" (dropped a partial last row of {dropped} bytes)" if dropped else ""), file=sys.stderr)
+          + (f" (dropped a partial last row of {dropped} bytes)" if dropped else "") + f"; labels: {decision.text()}",
+          file=sys.stderr)
 
     shown = 0
 

@@ -7,17 +7,21 @@ Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (r
 side, centre crop, normalise; sizes and statistics read from the model's metadata), batched, and
 run with onnxruntime (best execution provider first: TensorRT, CUDA, CPU) or with a serialized
 TensorRT engine. An image that cannot be read is reported with its path and reason, skipped, and
-listed in the output. The output holds the merged score of every class and the predicted labels:
-scores >= the threshold (default: the model's evaluation threshold), or the top-k classes.
+listed in the output. The output holds the merged score (a logit, not a probability) of every class,
+its ``confidence`` and the predicted labels, decided by :mod:`taidpt.serve.decision`: the per-class
+thresholds stored by ``python -m export.calibrate`` (top-k for a class without one; the output says
+which), or ``--threshold T`` / ``--top-k K`` for every class.
 
 Paths are written as :mod:`taidpt.utils.pathtext` escapes them: a file-name byte that is not UTF-8 appears
 as ``\\xNN`` (e.g. ``caf\\xe9.jpg``), the same in JSON and CSV; a list file may name files the same way.
 The output location is checked before any image is scored.
 
-JSON: ``{"model", "provider", "decision", "classes", "skipped": [{"path", "reason"}],
-"images": [{"path", "scores": {class: score}, "labels": [...]}]}``.
-CSV: one row per image: ``path``, one column per class, ``labels`` (``;``-separated), ``error``
-(the reason for a skipped image, whose score cells are empty).
+JSON: ``{"model", "provider", "decision": {"rule", "thresholds", "top_k", ...}, "classes",
+"skipped": [{"path", "reason"}], "images": [{"path", "scores": {class: logit},
+"confidence": {class: sigmoid(logit - threshold) or null}, "labels": [...]}]}``.
+CSV: one row per image: ``path``, one logit column per class, one ``confidence:<class>`` column per
+class, ``labels`` (``;``-separated), ``decision``, ``error`` (the reason for a skipped image, whose
+other cells are empty).
 
 This module must not import torch.
 """
@@ -43,8 +47,9 @@ from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write
 from taidpt.utils.pathtext import escape_path, unescape_path
 from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 
+from taidpt.serve.decision import Decision, DecisionError, decide, for_model  # noqa: F401 - decide re-exported
 from taidpt.serve.metadata import MetadataError
-from taidpt.serve.result_log import ResultLogError, csv_header
+from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, json_row
 from taidpt.serve.runtime import ModelLoadError, Runner, open_model
 from taidpt.utils.commands import prog_name
 
@@ -175,24 +180,6 @@ def predict(model: Runner, paths: Sequence[str], *, batch_size: int = 32, worker
                        time.perf_counter() - t0, kept_idx)
 
 
-def decide(scores: np.ndarray, classnames: Sequence[str], *, threshold: float | None = None,
-           top_k: int | None = None) -> list[list[str]]:
-    """Predicted labels per row: classes with score >= ``threshold``, or the ``top_k`` highest
-    (ties broken by class order), highest score first."""
-    if (threshold is None) == (top_k is None):
-        raise ValueError("give exactly one of threshold and top_k")
-    names = list(classnames)
-    out = []
-    for row in scores:
-        order = np.argsort(-row, kind="stable")
-        if top_k is not None:
-            idx = order[:top_k]
-        else:
-            idx = [i for i in order if row[i] >= threshold]
-        out.append([names[i] for i in idx])
-    return out
-
-
 def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) -> dict:
     m = model.metadata
     return {
@@ -213,30 +200,29 @@ def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) ->
     }
 
 
-def write_json(path: Path, model: Runner, decision: dict, preds: Predictions, labels: list[list[str]],
+def write_json(path: Path, model: Runner, rule: Decision, preds: Predictions, labels: list[list[str]],
                n_inputs: int, all_outputs: bool) -> None:
-    names = list(model.metadata.classnames)
+    names = list(rule.classnames)
     images = []
     for i, p in enumerate(preds.paths):
-        entry = {"path": escape_path(p), "scores": {c: float(v) for c, v in zip(names, preds.scores[i])},
-                 "labels": labels[i]}
+        entry = json_row(p, rule, preds.scores[i], labels[i])
         if all_outputs:
             entry["global_logits"] = {c: float(v) for c, v in zip(names, preds.global_logits[i])}
             entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
         images.append(entry)
-    payload = {**_header(model, decision, preds, n_inputs), "images": images}
+    payload = {**_header(model, rule.describe(), preds, n_inputs), "images": images}
     atomic_write_json(path, payload)
 
 
-def write_csv(path: Path, model: Runner, preds: Predictions, labels: list[list[str]]) -> None:
-    names = list(model.metadata.classnames)
+def write_csv(path: Path, model: Runner, rule: Decision, preds: Predictions, labels: list[list[str]]) -> None:
+    names = list(rule.classnames)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_header(names))
     for i, p in enumerate(preds.paths):
-        writer.writerow([escape_path(p), *(repr(float(v)) for v in preds.scores[i]), ";".join(labels[i]), ""])
+        writer.writerow(csv_row(p, names, rule, preds.scores[i], labels[i]))
     for p, reason in preds.skipped:
-        writer.writerow([escape_path(p), *([""] * len(names)), "", escape_path(reason)])
+        writer.writerow(csv_row(p, names, error=reason))
     atomic_write_text(path, buf.getvalue())
 
 
@@ -249,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, default=None,
-                      help="labels = classes with merged score >= T (default: the model's evaluation threshold)")
-    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes")
+                      help="labels = classes with merged logit >= T, for every class (default: the model's stored "
+                           "per-class thresholds, top-3 for a class without one)")
+    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
     p.add_argument("--providers", nargs="+", default=None,
                    help="onnxruntime execution providers, best first (default: TensorRT, CUDA, CPU as available)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
@@ -278,17 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = model.metadata
-    if args.top_k is not None:
-        if not 1 <= args.top_k <= meta.num_classes:
-            print(f"error: --top-k must be between 1 and {meta.num_classes} (the model's classes)", file=sys.stderr)
-            return 2
-        decision = {"rule": "top_k", "k": int(args.top_k)}
-    else:
-        threshold = meta.threshold if args.threshold is None else float(args.threshold)
-        decision = {"rule": "threshold", "threshold": threshold}
+    try:
+        rule = for_model(meta, threshold=args.threshold, top_k=args.top_k)
+    except DecisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        model.close()
+        return 2
     print(f"{model.path.name}: {meta.trainer} {meta.backbone} ({meta.precision}), {meta.num_classes} classes, "
-          f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {len(paths)} image(s)",
-          file=sys.stderr)
+          f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {len(paths)} image(s); "
+          f"labels: {rule.text()}", file=sys.stderr)
 
     def report(path: str, reason: str) -> None:
         print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
@@ -296,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         preds = predict(model, paths, batch_size=args.batch_size, workers=args.workers,
                         progress=not args.no_progress, on_skip=report)
-        labels = decide(preds.scores, meta.classnames, threshold=decision.get("threshold"), top_k=decision.get("k"))
+        labels = rule.labels(preds.scores)
         if fmt == ".json":
-            write_json(out, model, decision, preds, labels, len(paths), args.all_outputs)
+            write_json(out, model, rule, preds, labels, len(paths), args.all_outputs)
         else:
-            write_csv(out, model, preds, labels)
+            write_csv(out, model, rule, preds, labels)
     except (InputError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -6,9 +6,12 @@ partial line off, checks that the file was written for the same classes, and ret
 paths already present, so the run skips them. The set stores a 16-byte digest per path in a sorted
 numpy array (16 bytes per row already written, not the paths themselves).
 
-JSONL row: ``{"path": ..., "scores": {class: score}, "labels": [...]}`` or ``{"path": ..., "error": reason}``
-(with ``--all-outputs`` also ``global_logits`` and ``local_logits``).
-CSV: header ``path, <one column per class>, labels, error``, as ``python -m export.infer`` writes it.
+JSONL row: ``{"path": ..., "scores": {class: logit}, "confidence": {class: c or null}, "labels": [...],
+"decision": {"rule": ...}}`` or ``{"path": ..., "error": reason}`` (with ``--all-outputs`` also
+``global_logits`` and ``local_logits``); ``confidence`` and ``decision`` are
+:class:`taidpt.serve.decision.Decision`'s (``null``: the class was decided by top-k).
+CSV: header ``path, <one logit column per class>, confidence:<class> ..., labels, decision, error``, as
+``python -m export.infer`` writes it.
 Paths (and error texts) are written as :func:`taidpt.utils.pathtext.escape_path` gives them, so a file name
 that is not UTF-8 is written too (``caf\\xe9.jpg``); the set of done paths holds those written strings,
 and a run matches each input path by its escaped form.
@@ -29,9 +32,11 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from taidpt.serve.decision import Decision
 from taidpt.utils.pathtext import escape_path
 
 FORMATS = (".jsonl", ".csv")
+CONFIDENCE_PREFIX = "confidence:"
 _CHUNK = 1 << 16
 
 
@@ -41,7 +46,7 @@ class ResultLogError(ValueError):
 
 @dataclass
 class Row:
-    """One image's outcome: scores and labels, or the reason it could not be read."""
+    """One image's outcome: scores, labels and the rule that chose them, or the reason it could not be read."""
 
     path: str
     scores: np.ndarray | None = None  # [C] merged
@@ -49,6 +54,13 @@ class Row:
     error: str = ""
     global_logits: np.ndarray | None = None
     local_logits: np.ndarray | None = None
+    decision: Decision | None = None
+
+    def rule(self) -> Decision:
+        """The decision rule of a scored row (its confidences and decision column come from it)."""
+        if self.decision is None:
+            raise ValueError(f"row {self.path!r} has scores but no decision rule")
+        return self.decision
 
 
 def digest(path: str) -> bytes:
@@ -104,11 +116,33 @@ def drop_partial_tail(path: Path) -> int:
 
 
 def csv_header(classnames: Sequence[str]) -> list[str]:
-    """``path, <classes>, labels, error``; refuses class names that clash with those columns."""
-    clash = {"path", "labels", "error"} & set(classnames)
+    """``path, <classes>, confidence:<class> ..., labels, decision, error``; refuses class names that clash
+    with those columns."""
+    header = ["path", *classnames, *(CONFIDENCE_PREFIX + c for c in classnames), "labels", "decision", "error"]
+    clash = sorted({h for h in header if header.count(h) > 1})
     if clash:
-        raise ResultLogError(f"class name(s) {sorted(clash)} clash with the CSV's own columns; write JSON instead")
-    return ["path", *classnames, "labels", "error"]
+        raise ResultLogError(f"class name(s) {clash} clash with the CSV's own columns; write JSON instead")
+    return header
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def csv_row(path: str, classnames: Sequence[str], rule: Decision | None = None, logits: np.ndarray | None = None,
+            labels: Sequence[str] = (), error: str = "") -> list[str]:
+    """One CSV row under :func:`csv_header`: a scored image's logits, confidences, labels and decision
+    (``rule``), or an unreadable image's ``error`` with the other cells empty."""
+    if rule is None or logits is None:
+        return [escape_path(path), *([""] * (2 * len(classnames))), "", "", escape_path(error)]
+    fields = rule.row_fields(logits, labels)
+    return [escape_path(path), *(_cell(v) for v in fields["scores"].values()),
+            *(_cell(v) for v in fields["confidence"].values()), ";".join(labels), rule.text(), ""]
+
+
+def json_row(path: str, rule: Decision, logits: np.ndarray, labels: Sequence[str]) -> dict:
+    """One scored image as JSON: ``path``, ``scores`` (logits), ``confidence`` and ``labels``."""
+    return {"path": escape_path(path), **rule.row_fields(logits, labels)}
 
 
 def _jsonl_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterator[str]:
@@ -206,13 +240,14 @@ class ResultLog:
 
     def _csv_row(self, row: Row) -> list[str]:
         if row.scores is None:
-            return [escape_path(row.path), *([""] * len(self.classnames)), "", escape_path(row.error)]
-        return [escape_path(row.path), *(repr(float(v)) for v in row.scores), ";".join(row.labels), ""]
+            return csv_row(row.path, self.classnames, error=row.error)
+        return csv_row(row.path, self.classnames, row.rule(), row.scores, row.labels)
 
     def _json_row(self, row: Row) -> dict:
         if row.scores is None:
             return {"path": escape_path(row.path), "error": escape_path(row.error)}
-        out = {"path": escape_path(row.path), "scores": self._named(row.scores), "labels": list(row.labels)}
+        rule = row.rule()
+        out = {**json_row(row.path, rule, row.scores, row.labels), "decision": rule.tag()}
         if self.all_outputs:
             out["global_logits"] = self._named(row.global_logits)
             out["local_logits"] = self._named(row.local_logits)

@@ -17,8 +17,10 @@ hidden folder, a path or empty); anything else is refused before a file is writt
 
 With ``max_batch_size > 0`` Triton adds the batch axis itself, so ``dims`` leave out the ONNX
 file's (dynamic) first axis. The model's taidpt metadata (classes, image size, mean/std,
-interpolation, threshold, ...) is copied into the config's ``parameters``: the backends ignore
-keys they do not know, and a client (:mod:`taidpt.serve.triton_client`) reads its preprocessing from them.
+interpolation, the per-class decision thresholds ``taidpt.thresholds`` stored by ``python -m
+export.calibrate``, ...) is copied into the config's ``parameters``: the backends ignore keys they do
+not know (so Triton returns raw logits), and a client (:mod:`taidpt.serve.triton_client`) reads its
+preprocessing and labelling rule from them.
 ``--check`` re-reads a written repository and compares it with the ONNX file.
 
 Serve it with ``tritonserver --model-repository DIR``.

@@ -3,11 +3,14 @@
     tritonserver --model-repository DIR            # DIR written by python -m export.triton
     python -m export.triton_client --url localhost:8000 --model taidpt --images photos/ [--protocol grpc]
 
-The client reads the model's preprocessing (image size, mean/std, interpolation) and class names
-from the ``taidpt.*`` parameters that ``python -m export.triton`` put into ``config.pbtxt``, preprocesses
-each image with numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints
-one JSON line per image: ``{"path", "labels", "scores": {class: score}}`` (or ``"error"``); paths are
-escaped as the other export tools write them (:mod:`taidpt.utils.pathtext`).
+The client reads the model's preprocessing (image size, mean/std, interpolation), class names and
+stored per-class thresholds from the ``taidpt.*`` parameters that ``python -m export.triton`` put into
+``config.pbtxt`` (Triton's ONNX backend cannot apply thresholds itself), preprocesses each image with
+numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints one JSON line per
+image, the rows of ``python -m export.batch_infer``: ``{"path", "scores": {class: logit},
+"confidence": {class: c or null}, "labels", "decision"}`` (or ``"error"``), labels decided by
+:mod:`taidpt.serve.decision` (``--threshold`` / ``--top-k`` override); paths are escaped as the other
+export tools write them (:mod:`taidpt.utils.pathtext`).
 ``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
 
 This module must not import torch.
@@ -26,8 +29,10 @@ import numpy as np
 from taidpt.utils.pathtext import escape_path
 
 from taidpt.serve.batch_infer import image_source
-from taidpt.serve.infer import InputError, _load, decide
+from taidpt.serve.decision import Decision, DecisionError, for_model
+from taidpt.serve.infer import InputError, _load
 from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata
+from taidpt.serve.result_log import json_row
 from taidpt.utils.commands import prog_name
 
 INSTALL_HINT = "pip install 'tritonclient[http]' (or [grpc])"
@@ -58,9 +63,10 @@ def served_metadata(client: Any, model: str, protocol: str) -> ModelMetadata:
 
 
 def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths: Iterable[str], *,
-                batch_size: int = 8, threshold: float | None = None, top_k: int | None = None) -> Iterable[dict]:
+                batch_size: int = 8, decision: Decision | None = None) -> Iterable[dict]:
     """One result dict per path, in order (paths and errors escaped); batches of readable images go to the server."""
     cfg = meta.preprocess_config()
+    decision = decision or for_model(meta)
     it = iter(paths)
     while chunk := list(itertools.islice(it, batch_size)):
         loaded = [_load(p, cfg) for p in chunk]
@@ -73,10 +79,9 @@ def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths
             request.set_data_from_numpy(batch)
             reply = client.infer(model, inputs=[request], outputs=[module.InferRequestedOutput("scores")])
             scores = reply.as_numpy("scores")
-            labels = decide(scores, meta.classnames, threshold=None if top_k else threshold, top_k=top_k)
+            labels = decision.labels(scores)
             for j, i in enumerate(good):
-                results[i] = {"path": escape_path(chunk[i]), "labels": labels[j],
-                              "scores": {c: float(v) for c, v in zip(meta.classnames, scores[j])}}
+                results[i] = {**json_row(chunk[i], decision, scores[j], labels[j]), "decision": decision.tag()}
         yield from results
 
 
@@ -89,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="a folder, a .txt list of paths, or a glob")
     p.add_argument("--batch-size", type=int, default=8, help="images per request")
     rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float, default=None, help="labels = classes with score >= T")
-    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes")
+    rule.add_argument("--threshold", type=float, default=None,
+                      help="labels = classes with merged logit >= T, for every class (default: the thresholds stored "
+                           "in the repository's parameters, top-3 for a class without one)")
+    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
     return p
 
 
@@ -102,12 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not client.is_model_ready(args.model):
             raise TritonClientError(f"model {args.model!r} is not ready on {args.url}")
         meta = served_metadata(client, args.model, args.protocol)
+        decision = for_model(meta, threshold=args.threshold, top_k=args.top_k)
         paths, _ = image_source(args.images)
-        threshold = meta.threshold if args.threshold is None else args.threshold
+        print(f"{args.model} on {args.url}: labels: {decision.text()}", file=sys.stderr)
         for row in score_paths(client, module, args.model, meta, paths, batch_size=args.batch_size,
-                               threshold=threshold, top_k=args.top_k):
+                               decision=decision):
             print(json.dumps(row))
-    except (TritonClientError, MetadataError, InputError) as exc:
+    except (TritonClientError, MetadataError, InputError, DecisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException and connection errors
