@@ -6,6 +6,7 @@ part of the pip package (installed, the same commands are the ``taidpt-*`` conso
 * ``export.onnx`` -> :mod:`taidpt.export.onnx_cli` (``taidpt-export``; needs torch);
 * ``export.tensorrt`` -> :mod:`taidpt.export.tensorrt` (``taidpt-tensorrt``);
 * ``export.evaluate`` -> :mod:`taidpt.export.evaluate` (``taidpt-evaluate``);
+* ``export.calibrate`` -> :mod:`taidpt.export.calibrate` (``taidpt-calibrate``; per-class thresholds);
 * ``export.infer`` -> :mod:`taidpt.serve.infer` (``taidpt-infer``; no torch);
 * ``export.batch_infer`` -> :mod:`taidpt.serve.batch_infer` (``taidpt-batch-infer``);
 * ``export.triton`` -> :mod:`taidpt.serve.triton` (``taidpt-triton``);

@@ -1,0 +1,208 @@
+"""Choose per-class decision thresholds for an exported model and store them in its metadata.
+
+    # labelled: the F1-optimal threshold of each class on a labelled split that is not the test split
+    python -m export.calibrate --model MODEL.onnx --labelled-split trainval \\
+        --dataset-config-file configs/datasets/voc2007.yaml --root DATA [--output CALIBRATED.onnx] [KEY VALUE ...]
+    # label-free: each class predicted on as many unlabelled images as the run's captions name it
+    python -m export.calibrate --model MODEL.onnx --unlabelled-images DIR|LIST.txt|GLOB --model-dir RUN \\
+        [--root DATA] [--output CALIBRATED.onnx] [KEY VALUE ...]
+
+The images are scored with the model itself (onnxruntime, the model's own preprocessing: the
+numbers serving will see), thresholds are chosen by :mod:`taidpt.export.thresholds`, and the model's
+``taidpt.thresholds`` / ``taidpt.calibration`` metadata are rewritten atomically, graph untouched
+(:mod:`taidpt.export.threshold_store`). ``python -m export.infer``, ``export.batch_infer`` and the
+Triton client then label by them (:mod:`taidpt.serve.decision`). A class the data cannot decide (no
+positive in the labelled split; never named by a caption) gets no threshold and is decided by top-k.
+
+The labelled split is refused when it is the split the test numbers are reported on
+(:func:`taidpt.export.calibration_data.labelled_split`). The label-free way uses no label at all:
+the target rates are the frequencies of the classes among the run's caption sentences (templates
+left out), the method's own text-as-image assumption. Prints a per-class table; ``--report`` also
+writes it as JSON. No torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from taidpt.export.calibration_data import CalibrationDataError, caption_frequencies, labelled_split
+from taidpt.export.threshold_store import store_thresholds
+from taidpt.export.thresholds import ClassCut, f1_optimal, rate_matching
+from taidpt.serve.infer import InputError, collect_images, predict
+from taidpt.serve.metadata import MetadataError
+from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.utils.atomic import OutputPathError, atomic_write_json, check_writable
+from taidpt.utils.commands import prog_name
+
+
+@dataclass
+class Calibration:
+    """Thresholds chosen for a model's classes, and how."""
+
+    classnames: list[str]
+    cuts: list[ClassCut]
+    description: str
+    n_images: int
+    n_skipped: int
+
+    def thresholds(self) -> dict[str, float]:
+        """Class -> threshold, for the classes the data could decide."""
+        return {c: k.threshold for c, k in zip(self.classnames, self.cuts) if math.isfinite(k.threshold)}
+
+    def undecided(self) -> list[str]:
+        return [c for c, k in zip(self.classnames, self.cuts) if not math.isfinite(k.threshold)]
+
+    def table(self) -> str:
+        """Per-class lines: threshold, images labelled, F1 (labelled) or target rate (label-free)."""
+        lines = [f"{'class':<24} {'threshold':>10} {'labelled':>9}  {'F1 / target rate':>16}"]
+        for c, k in zip(self.classnames, self.cuts):
+            t = f"{k.threshold:10.4f}" if math.isfinite(k.threshold) else f"{'top-k':>10}"
+            if math.isfinite(k.f1):
+                extra = f"F1 {100 * k.f1:5.1f}"
+            elif math.isfinite(k.target_rate):
+                extra = f"{k.n_predicted / max(k.n_images, 1):.3f} vs {k.target_rate:.3f}"
+            else:
+                extra = "no positive"
+            lines.append(f"{c[:24]:<24} {t} {k.n_predicted:>5}/{k.n_images:<4} {extra:>16}")
+        return "\n".join(lines)
+
+
+def _score(model: Runner, paths: Sequence[str], batch_size: int, workers: int, progress: bool) -> Any:
+    def report(path: str, reason: str) -> None:
+        logging.getLogger("taidpt").warning("skipping image %s: %s", path, reason)
+
+    preds = predict(model, paths, batch_size=batch_size, workers=workers, progress=progress, on_skip=report)
+    if not preds.paths:
+        raise RuntimeError(f"none of the {len(paths)} calibration images could be read")
+    return preds
+
+
+def calibrate_labelled(model: Runner, cfg: Any, split: str, *, batch_size: int = 32, workers: int = 4,
+                       progress: bool = False) -> Calibration:
+    """F1-optimal thresholds on the labelled ``split`` of ``cfg.DATASET`` (never its test split)."""
+    names = list(model.metadata.classnames)
+    image_set = labelled_split(cfg, split, names)
+    preds = _score(model, image_set.paths, batch_size, workers, progress)
+    cuts = f1_optimal(preds.scores, image_set.targets[np.asarray(preds.indices, dtype=np.int64)])
+    return Calibration(names, cuts, f"labelled: F1-optimal per class on {image_set.name} ({len(preds.paths)} images)",
+                       len(preds.paths), len(preds.skipped))
+
+
+def calibrate_label_free(model: Runner, cfg: Any, paths: Sequence[str], *, batch_size: int = 32, workers: int = 4,
+                         progress: bool = False) -> Calibration:
+    """Thresholds at which each class's positive rate on the unlabelled ``paths`` equals its caption frequency."""
+    names = list(model.metadata.classnames)
+    freqs = caption_frequencies(cfg, names, progress=progress)
+    preds = _score(model, paths, batch_size, workers, progress)
+    cuts = rate_matching(preds.scores, freqs.rates)
+    text = (f"label-free: positive rate = caption frequency ({freqs.n_captions} captions of "
+            f"{Path(freqs.source).name}, templates left out) on {len(preds.paths)} unlabelled images")
+    return Calibration(names, cuts, text, len(preds.paths), len(preds.skipped))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog_name("python -m export.calibrate"),
+                                description="Store per-class decision thresholds in an exported TaI-DPT model.",
+                                epilog="Trailing KEY VALUE pairs override config keys (the dataset config's, or the "
+                                       "run's with --model-dir).")
+    p.add_argument("--model", required=True, help="MODEL.onnx (or MODEL.plan: its .plan.json sidecar is rewritten)")
+    way = p.add_mutually_exclusive_group(required=True)
+    way.add_argument("--labelled-split", metavar="SPLIT",
+                     help="labelled: F1-optimal thresholds on this split (e.g. trainval; never the test split)")
+    way.add_argument("--unlabelled-images", metavar="IMAGES",
+                     help="label-free: a folder, .txt list or glob of unlabelled target images (needs --model-dir)")
+    p.add_argument("--dataset-config-file", default="", help="with --labelled-split: e.g. configs/datasets/voc2007.yaml")
+    p.add_argument("--config-file", action="append", default=[], help="with --labelled-split: method yaml(s)")
+    p.add_argument("--model-dir", default="", help="with --unlabelled-images: the run folder (its caption corpus)")
+    p.add_argument("--root", default="", help="dataset root (DATASET.ROOT; default: the config's or the run's)")
+    p.add_argument("--output", default="", help="write the calibrated model here (default: rewrite --model)")
+    p.add_argument("--report", default="", help="also write the per-class table as JSON")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers, best first")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The dataset config (labelled) or the run's config (label-free), with --root and KEY VALUE applied."""
+    if args.labelled_split is not None:
+        if not args.dataset_config_file:
+            raise CalibrationDataError("--labelled-split needs --dataset-config-file (the dataset the split belongs to)")
+        from taidpt.export.evaluate import load_eval_config
+
+        return load_eval_config(args.dataset_config_file, args.config_file, args.root, args.opts)
+    if not args.model_dir:
+        raise CalibrationDataError("--unlabelled-images needs --model-dir RUN (the run whose captions give the rates)")
+    from taidpt.engine.run import Run
+
+    return Run(args.model_dir).config(opts=[*(["DATASET.ROOT", args.root] if args.root else []), *args.opts])
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    for flag, value, suffixes in (("--output", args.output, (".onnx",)), ("--report", args.report, (".json",))):
+        if value and Path(value).suffix.lower() not in suffixes:
+            raise OutputPathError(f"{flag} {value}: expected a {' or '.join(suffixes)} file name")
+        if value:
+            check_writable(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        _check_output(args)
+        cfg = _config(args)
+        paths = collect_images(args.unlabelled_images) if args.unlabelled_images is not None else []
+        model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
+    except (CalibrationDataError, InputError, OutputPathError, ModelLoadError, MetadataError, KeyError, ValueError,
+            FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    options = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    try:
+        if args.labelled_split is not None:
+            result = calibrate_labelled(model, cfg, args.labelled_split, **options)
+        else:
+            result = calibrate_label_free(model, cfg, paths, **options)
+    except CalibrationDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    finally:
+        model.close()
+    if result.undecided():
+        print(f"note: no threshold for {', '.join(result.undecided())}: decided by top-k when serving", file=sys.stderr)
+    try:
+        written = store_thresholds(args.model, result.thresholds(), result.description, args.output or None)
+        if args.report:
+            atomic_write_json(args.report, {"model": str(written), "calibration": result.description,
+                                            "n_images": result.n_images, "n_skipped": result.n_skipped,
+                                            "thresholds": result.thresholds(),
+                                            "classes": {c: {k: (v if math.isfinite(v) else None) for k, v in
+                                                            asdict(cut).items()}
+                                                        for c, cut in zip(result.classnames, result.cuts)}})
+    except (MetadataError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{result.description}; {result.n_skipped} image(s) skipped")
+    print(result.table())
+    print(f"thresholds for {len(result.thresholds())} of {len(result.classnames)} classes stored in {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

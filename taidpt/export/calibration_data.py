@@ -1,0 +1,96 @@
+"""What ``python -m export.calibrate`` calibrates on: a labelled split that is not the test split, or
+the caption frequencies of a run (for unlabelled images).
+
+* :func:`labelled_split` reads another split of the dataset with the same readers as the test set
+  (``DATASET.TEST_SPLIT`` set to the calibration split, as :func:`taidpt.images.train_data.load_train_set`
+  reads training splits) and refuses it when it *is* the split the numbers are reported on: same
+  split name, same image set, or any image in common with the test set.
+* :func:`caption_frequencies` rebuilds a run's caption corpus from its ``config.yaml`` exactly as
+  training did (:func:`taidpt.images.registry.load_caption_corpus`, the cached corpus when there is
+  one) and returns each class's frequency among the *caption* sentences (the template sentences,
+  added per class, are left out: they say nothing about how often a class occurs).
+
+No torch is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationDataError(ValueError):
+    """The calibration data cannot be used (it is the test split, classes differ, ...); one line."""
+
+
+def labelled_split(cfg: Any, split: str, classnames: Sequence[str]) -> Any:
+    """The labelled ``split`` of ``cfg.DATASET`` as an ImageSet whose columns are ``classnames``; raises
+    :class:`CalibrationDataError` when it is the reported test split or shares images with it."""
+    from taidpt.images.registry import load_test_set
+
+    reported = cfg.DATASET.TEST_SPLIT
+    if reported and split == reported:
+        raise CalibrationDataError(f"--labelled-split {split} is the split the test numbers are reported on "
+                                   f"(DATASET.TEST_SPLIT); calibrate on another labelled split, e.g. trainval")
+    calib_cfg = cfg.clone()
+    calib_cfg.defrost()
+    calib_cfg.DATASET.TEST_SPLIT = split
+    image_set, classes = load_test_set(calib_cfg)
+    if tuple(classes.names) != tuple(classnames):
+        raise CalibrationDataError(f"the model has classes {list(classnames)[:4]}... but the dataset config gives "
+                                   f"{list(classes.names)[:4]}...: pass the run's DATASET.CLASS_LIST")
+    try:
+        test_set, _ = load_test_set(cfg)
+    except (OSError, ValueError) as exc:
+        log.warning("note: the reported test split could not be read (%s); only split names were compared", exc)
+        return image_set
+    shared = set(map(os.path.realpath, image_set.paths)) & set(map(os.path.realpath, test_set.paths))
+    if image_set.name == test_set.name or shared:
+        raise CalibrationDataError(f"--labelled-split {split} ({image_set.name}) is the test split {test_set.name} "
+                                   f"or shares {len(shared)} image(s) with it; thresholds must not be chosen on the "
+                                   f"images the numbers are reported on")
+    return image_set
+
+
+@dataclass(frozen=True)
+class CaptionFrequencies:
+    """Per-class frequency of a run's caption sentences, with what it was counted on."""
+
+    classnames: tuple[str, ...]
+    rates: np.ndarray  # [C] fraction of captions that name the class
+    n_captions: int
+    n_templates: int
+    source: str  # the caption file
+
+
+def _class_list(cfg: Any) -> Any:
+    """The class list (names and synonyms) the run labelled its captions with, as training read it."""
+    from taidpt.captions.classes import load_class_list
+    from taidpt.images.registry import _class_list_arg, get_spec, load_test_set
+
+    if cfg.DATASET.CLASS_LIST:
+        return load_class_list(_class_list_arg(cfg.DATASET.CLASS_LIST))
+    spec = get_spec(cfg.DATASET.NAME)
+    return load_class_list(spec.class_list) if spec.class_list else load_test_set(cfg)[1]
+
+
+def caption_frequencies(cfg: Any, classnames: Sequence[str], progress: bool = False) -> CaptionFrequencies:
+    """How often each of ``classnames`` is named by the caption sentences of the run configured by ``cfg``."""
+    from taidpt.images.registry import caption_source_and_path, load_caption_corpus
+
+    corpus = load_caption_corpus(cfg, _class_list(cfg), progress=progress)
+    column = {c: i for i, c in enumerate(corpus.classnames)}
+    missing = [c for c in classnames if c not in column]
+    if missing:
+        raise CalibrationDataError(f"the run's caption corpus has no class {', '.join(missing[:4])}: the model and "
+                                   f"--model-dir must be the same run")
+    captions = corpus.labels[:corpus.n_captions, [column[c] for c in classnames]]
+    rates = captions.mean(axis=0, dtype=np.float64)
+    return CaptionFrequencies(tuple(classnames), rates, corpus.n_captions, corpus.n_templates,
+                              caption_source_and_path(cfg)[1])

@@ -1,0 +1,103 @@
+"""Per-class decision thresholds on merged logits, two ways (numpy only; used by ``python -m export.calibrate``).
+
+* :func:`f1_optimal` (labelled): for each class the threshold that maximises that class's F1 on a
+  labelled calibration set. Every distinct cut of the sorted scores is tried, so the result is the
+  exact optimum over all thresholds (ties: the highest threshold, i.e. the fewest predictions).
+* :func:`rate_matching` (label-free, the method's own assumption that captions describe the target
+  images): for each class the threshold at which the fraction of unlabelled images predicted
+  positive equals a target rate, the class's frequency in the caption corpus.
+
+Both place a threshold halfway between the last score labelled and the next lower one, so the
+decision ``logit >= threshold`` reproduces the chosen cut with a margin on either side (scores of
+the same image may move by ~1e-5 between batch sizes or providers). A class the data cannot decide
+(no positive in the calibration set, a target rate of 0) gets ``nan``: serving decides it by top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassCut:
+    """One class's threshold and what it does on the calibration images."""
+
+    threshold: float  # nan: undecided
+    n_predicted: int
+    n_images: int
+    f1: float = float("nan")  # labelled only: the class's F1 at the threshold (fraction)
+    target_rate: float = float("nan")  # label-free only
+
+
+def _valid_cuts(desc: np.ndarray) -> np.ndarray:
+    """Numbers ``k`` (0..N) of top scores a threshold can label: never between two equal scores."""
+    n = len(desc)
+    k = np.arange(n + 1)
+    ok = np.ones(n + 1, dtype=bool)
+    ok[1:n] = desc[:-1] > desc[1:]
+    return k[ok]
+
+
+def cut_threshold(desc: np.ndarray, k: int) -> float:
+    """The threshold that labels exactly the ``k`` highest of the descending scores ``desc``:
+    halfway to the next lower score, or half an average gap beyond the extremes (k = 0 or N)."""
+    n = len(desc)
+    spread = float(desc[0] - desc[-1]) if n > 1 else 0.0
+    half_gap = spread / (2 * (n - 1)) if spread > 0 else 0.5
+    if k <= 0:
+        return float(desc[0]) + half_gap
+    if k >= n:
+        return float(desc[-1]) - half_gap
+    return 0.5 * (float(desc[k - 1]) + float(desc[k]))
+
+
+def _descending(column: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    order = np.argsort(-column, kind="stable")
+    return (column[order], *(o[order] for o in others))
+
+
+def f1_optimal(scores: np.ndarray, targets: np.ndarray) -> list[ClassCut]:
+    """Per class of ``[N, C]`` ``scores`` and ``targets`` (1 positive, 0 negative, -1 ignored), the
+    threshold with the highest F1 on these images; ``nan`` for a class without a positive."""
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be [N, C]")
+    cuts = []
+    for c in range(scores.shape[1]):
+        keep = targets[:, c] >= 0
+        desc, y = _descending(scores[keep, c], (targets[keep, c] > 0).astype(np.int64))
+        positives = int(y.sum())
+        if positives == 0:
+            cuts.append(ClassCut(float("nan"), 0, len(desc)))
+            continue
+        k = _valid_cuts(desc)
+        tp = np.concatenate([[0], np.cumsum(y)])[k]
+        f1 = 2.0 * tp / (k + positives)
+        best = int(k[int(np.argmax(f1))])  # first maximum: the smallest k, the highest threshold
+        cuts.append(ClassCut(cut_threshold(desc, best), best, len(desc), f1=float(f1.max())))
+    return cuts
+
+
+def rate_matching(scores: np.ndarray, rates: np.ndarray) -> list[ClassCut]:
+    """Per class of ``[N, C]`` ``scores``, the threshold labelling the fraction ``rates[c]`` of the images
+    (the nearest fraction that ties allow); ``nan`` for a rate of 0 (the class is never described)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rates = np.asarray(rates, dtype=np.float64)
+    if scores.ndim != 2 or rates.shape != (scores.shape[1],):
+        raise ValueError(f"scores must be [N, C] and rates [C], got {scores.shape} and {rates.shape}")
+    if not np.all((rates >= 0) & (rates <= 1)):
+        raise ValueError("rates must lie in [0, 1]")
+    n = scores.shape[0]
+    cuts = []
+    for c in range(scores.shape[1]):
+        if rates[c] <= 0 or n == 0:
+            cuts.append(ClassCut(float("nan"), 0, n, target_rate=float(rates[c])))
+            continue
+        (desc,) = _descending(scores[:, c])
+        k = _valid_cuts(desc)
+        best = int(k[int(np.argmin(np.abs(k - rates[c] * n)))])
+        cuts.append(ClassCut(cut_threshold(desc, best), best, n, target_rate=float(rates[c])))
+    return cuts
