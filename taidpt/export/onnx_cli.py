@@ -1,7 +1,7 @@
 """Export a trained TaI-DPT run (or the dense zero-shot baseline) to one ONNX graph.
 
-    python -m export.onnx --model-dir RUN --output MODEL.onnx [--fp16] [--image-size N] [--opset 17]
-                          [--batch-sizes 1,3] [--load-epoch E] [KEY VALUE ...]
+    python -m export.onnx --model-dir RUN --output MODEL.onnx [--precision fp32|fp16|int8] [--image-size N] [--opset 17]
+                          [--batch-sizes 1,3] [--load-epoch E] [--open-vocabulary] [KEY VALUE ...]
     python -m export.onnx --trainer ZeroshotCLIPDense --config-file configs/trainers/ZeroshotCLIPDense/rn50.yaml \\
                           --dataset-config-file configs/datasets/voc2007.yaml --output zs.onnx
 
@@ -10,10 +10,22 @@ The graph is the :class:`taidpt.networks.model.ImageScorer` the evaluation runs:
 ``local_logits``, each ``[N, C]``, with a dynamic batch axis (:mod:`taidpt.export.tracing`).
 Preprocessing, class names and provenance go into ``metadata_props`` (:mod:`taidpt.serve.metadata`).
 
+Precision (``--precision``; ``--fp16`` is ``--precision fp16``): the fp32 graph is always traced and
+checked first; fp16 (float16 encoder) and int8 (static QDQ int8 encoder, activation ranges from
+``--calibration-images``, :mod:`taidpt.export.quantize`) are made from it and must pass a gate before
+they are written (:mod:`taidpt.export.reduced`, :mod:`taidpt.export.gate`). With
+``--gate-root DATA --gate-dataset-config-file YAML`` the merged mAP on that labelled set may drop by at
+most ``--max-map-drop`` points (0.5) from fp32's; without one, the outputs must agree with fp32's on
+images relative to the logits' range (``--max-relative-diff``, ``--min-top-k-agreement``), never by an
+absolute difference. A refused file is not written: one line says why, with both numbers, and the
+command exits 1. The precision goes into the metadata.
+
 Before reporting success the command checks the file with ``onnx.checker`` and runs it in
 onnxruntime (CPU) against PyTorch on preprocessed images at several batch sizes, printing the max
-abs difference of each output; it exits 1 when that exceeds the tolerance (1e-4 fp32, 1e-2 fp16)
-(:mod:`taidpt.export.parity`). Installed, the same command is ``taidpt-export``.
+abs difference of each output; for fp32 it exits 1 when that exceeds 1e-4 (``--tolerance``)
+(:mod:`taidpt.export.parity`). ``--open-vocabulary`` also writes the text model, the open image graph
+and the BPE vocabulary beside it and checks them (:mod:`taidpt.export.open_vocab`). Installed, the same
+command is ``taidpt-export``.
 """
 
 from __future__ import annotations
@@ -21,18 +33,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from taidpt.export.parity import FP16_TOL, FP32_TOL, check_onnx, measure_parity, parity_inputs, torch_reference
-from taidpt.export.precision import convert_to_fp16
+import numpy as np
+
+from taidpt.export.parity import FP32_TOL, check_onnx, measure_parity, parity_inputs, torch_reference
+from taidpt.export.errors import ExportError
+from taidpt.export.open_vocab import companion_names, export_open_vocabulary, open_vocabulary_metadata
+from taidpt.export.gate import DEFAULT_MAX_MAP_DROP, DEFAULT_LIMITS
+from taidpt.export.reduced import (CALIBRATION_COUNT, GATE_IMAGES, GateSetup, GateVerdict, agreement_limits,
+                                   image_batch, publish, refusal, resolve_precision, run_gate, write_reduced)
 from taidpt.engine.run import Run
 from taidpt.export.scorer_loading import load_scorer
 from taidpt.methods import get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
-from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, read_onnx_metadata
+from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, PRECISIONS, ModelMetadata, read_onnx_metadata
 from taidpt.utils.commands import prog_name
 
 
@@ -54,7 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model-dir", default="", help="train.py output directory (config.yaml + prompt_learner/)")
     p.add_argument("--output", required=True, help="the .onnx file to write")
-    p.add_argument("--fp16", action="store_true", help="write a float16 variant (float32 input/outputs)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (default), fp16 (float16 encoder) or int8 (static int8 encoder; needs --calibration-images)")
+    p.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
+    p.add_argument("--calibration-images", default="",
+                   help="int8: image folder/list/glob like the deployment's, for the activation ranges")
+    p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT,
+                   help=f"int8: use at most this many calibration images, evenly spaced ({CALIBRATION_COUNT})")
+    p.add_argument("--gate-root", default="", help="fp16/int8 gate: root of a labelled set (DATASET.ROOT)")
+    p.add_argument("--gate-dataset-config-file", default="",
+                   help="fp16/int8 gate: dataset yaml of the labelled set (its test split is scored, as export.evaluate)")
+    p.add_argument("--max-map-drop", type=float, default=DEFAULT_MAX_MAP_DROP,
+                   help=f"fp16/int8 with a labelled set: refuse to write when merged mAP drops by more points "
+                        f"({DEFAULT_MAX_MAP_DROP:g})")
+    p.add_argument("--max-relative-diff", type=float, default=None,
+                   help="fp16/int8 without a labelled set: max |reduced - fp32| / range of the fp32 logits "
+                        f"({', '.join(f'{k} {v.max_relative_diff:g}' for k, v in DEFAULT_LIMITS.items())})")
+    p.add_argument("--min-top-k-agreement", type=float, default=None,
+                   help="fp16/int8 without a labelled set: min share of top-k classes agreeing with fp32 "
+                        f"({', '.join(f'{k} {v.min_top_k_agreement:g}' for k, v in DEFAULT_LIMITS.items())})")
     p.add_argument("--image-size", type=int, default=None, help="square input size (default: the run's INPUT.SIZE)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 3], help="batch sizes of the parity check (1,3)")
@@ -64,13 +102,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", action="append", default=[], help="extra yaml merged over the run's config")
     p.add_argument("--dataset-config-file", default="", help="dataset yaml (class names for the zero-shot model)")
     p.add_argument("--classes", default="", help="class list name or file (zero-shot; must match a trained run)")
-    p.add_argument("--tolerance", type=float, default=None, help=f"max abs difference allowed ({FP32_TOL:g} fp32, {FP16_TOL:g} fp16)")
+    p.add_argument("--open-vocabulary", action="store_true",
+                   help="also write M.text.onnx (class names -> embeddings), M.open.onnx (images + embeddings -> scores) "
+                        "and M.bpe.txt.gz, so that any class list can be scored (runs with generic contexts)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help=f"fp32 parity: max abs difference from PyTorch allowed ({FP32_TOL:g})")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
 
 
 def _print(msg: str = "") -> None:
     print(msg, flush=True)
+
+
+@dataclass(frozen=True)
+class PrecisionInputs:
+    """What the precision ladder needs from the command line, checked before torch is loaded."""
+
+    precision: str
+    parity_paths: list[str]
+    calibration_paths: list[str]
+    gate_cfg: Any  # the labelled set's config, or None
+
+
+def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
+    """Resolve --precision/--fp16, list the parity and calibration images, read the gate set's config.
+
+    Raises ValueError (InputError), OSError or KeyError with a message fit for one line.
+    """
+    from taidpt.serve.infer import collect_images
+
+    precision = resolve_precision(args.precision, args.fp16)
+    if precision == "int8" and not args.calibration_images:
+        raise ValueError("--precision int8 needs --calibration-images DIR|LIST (a few hundred images like the "
+                         "deployment's, to set the activation ranges)")
+    if args.calibration_count < 1:
+        raise ValueError(f"--calibration-count must be at least 1, got {args.calibration_count}")
+    if args.gate_root and not args.gate_dataset_config_file:
+        raise ValueError("--gate-root needs --gate-dataset-config-file (the labelled set's dataset yaml)")
+    parity = collect_images(args.parity_images) if args.parity_images else []
+    calibration = collect_images(args.calibration_images) if args.calibration_images else []
+    gate_cfg = None
+    if args.gate_dataset_config_file and precision != "fp32":
+        from taidpt.export.evaluate import load_eval_config
+
+        if not Path(args.gate_dataset_config_file).is_file():
+            raise FileNotFoundError(f"--gate-dataset-config-file {args.gate_dataset_config_file}: no such file")
+        gate_cfg = load_eval_config(args.gate_dataset_config_file, [], args.gate_root, [])
+    return PrecisionInputs(precision, parity, calibration, gate_cfg)
+
+
+def reduce_and_gate(args: argparse.Namespace, inputs: PrecisionInputs, meta: ModelMetadata, fp32_path: Path,
+                    staged: Path, images: np.ndarray, reference: dict) -> GateVerdict:
+    """Make the fp16/int8 file from the checked fp32 one, print its parity table and gate line, and
+    move it to ``--output`` only when the gate passes."""
+    precision = inputs.precision
+    calibration = None
+    if precision == "int8":
+        calibration = image_batch(meta, inputs.calibration_paths, args.calibration_count)
+    _print(write_reduced(fp32_path, staged, precision, calibration))
+    _print(measure_parity(staged, images, reference, None, precision).table())
+    gate_images = image_batch(meta, inputs.parity_paths or inputs.calibration_paths, GATE_IMAGES)
+    batch = min(64, int(inputs.gate_cfg.DATALOADER.TEST.BATCH_SIZE)) if inputs.gate_cfg is not None else 32
+    setup = GateSetup(gate_images, inputs.gate_cfg, args.max_map_drop,
+                      agreement_limits(precision, args.max_relative_diff, args.min_top_k_agreement), batch)
+    verdict = run_gate(fp32_path, staged, precision, setup)
+    _print(verdict.line())
+    if verdict.ok:
+        publish(staged, Path(args.output))
+    return verdict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [c for c in [args.dataset_config_file, *args.config_file] if c]
     # Cheap checks first: loading torch and CLIP takes seconds.
     early = None
+    try:
+        inputs = precision_inputs(args)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+    if inputs.precision == "fp32" and (args.gate_dataset_config_file or args.calibration_images):
+        _print("note: --gate-*/--calibration-* are for --precision fp16/int8; ignored for fp32")
     try:
         if args.model_dir:
             Run(args.model_dir)
@@ -104,24 +211,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return 2
     meta = loaded.metadata
+    if args.open_vocabulary:
+        try:
+            meta = open_vocabulary_metadata(loaded, out)
+        except ExportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     h, w = meta.image_size
     _print(f"{meta.trainer} {meta.backbone} ({meta.weights} weights), {meta.num_classes} classes, "
            f"{h}x{w} px{', ' + meta.checkpoint if meta.checkpoint else ''}")
     for note in loaded.notes:
         _print(f"note: {note}")
 
-    paths: list[str] = []
-    if args.parity_images:
-        from taidpt.serve.infer import collect_images
-
-        paths = collect_images(args.parity_images)
-    images = parity_inputs(meta, max(args.batch_sizes), paths)
+    images = parity_inputs(meta, max(args.batch_sizes), inputs.parity_paths)
     reference = torch_reference(loaded.scorer, images, args.batch_sizes)  # also fills the positional cache
 
-    fp32_tol = FP32_TOL if args.tolerance is None or args.fp16 else args.tolerance
-    fp16_tol = FP16_TOL if args.tolerance is None else args.tolerance
+    fp32_tol = FP32_TOL if args.tolerance is None else args.tolerance
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".export-", dir=out.parent) if args.fp16 else None
+    tmp_dir = tempfile.mkdtemp(prefix=".export-", dir=out.parent) if inputs.precision != "fp32" else None
     fp32_path = Path(tmp_dir) / "fp32.onnx" if tmp_dir else out
     try:
         export_scorer(loaded.scorer, fp32_path, meta, opset=args.opset)
@@ -129,10 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = measure_parity(fp32_path, images, reference, fp32_tol, "fp32")
         _print(report.table())
         final = report
-        if args.fp16 and report.ok:
-            convert_to_fp16(fp32_path, out)
-            check_onnx(out)
-            final = measure_parity(out, images, reference, fp16_tol, "fp16")
+        if tmp_dir and report.ok:
+            verdict = reduce_and_gate(args, inputs, meta, fp32_path, Path(tmp_dir) / out.name, images, reference)
+            if not verdict.ok:
+                print(f"error: {refusal(verdict, out)}", file=sys.stderr)
+                return 1
+        if args.open_vocabulary and final.ok:
+            final = export_open_vocabulary(loaded, out, images, opset=args.opset, batch_sizes=args.batch_sizes)
             _print(final.table())
     except Exception as exc:  # noqa: BLE001 - report one line, keep the traceback behind TAIDPT_DEBUG
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -142,9 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         if tmp_dir:
-            for f in Path(tmp_dir).iterdir():
-                f.unlink()
-            os.rmdir(tmp_dir)
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     if not final.ok:
         where = "no file was written"
         if out.is_file():
@@ -158,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     size_mb = sum(f.stat().st_size for f in out.parent.glob(out.name + "*") if f.is_file()) / 1e6
     _print(f"wrote {out} ({size_mb:.1f} MB, opset {written.opset}, {written.precision}): "
            f"{INPUT_NAME} float32 [N,3,{h},{w}] -> {', '.join(OUTPUT_NAMES)} float32 [N,{meta.num_classes}]")
+    if args.open_vocabulary:
+        _print(f"wrote {', '.join(companion_names(out).values())} beside it: any class list, e.g. "
+               f"python -m export.infer --model {out} --images DIR --output predictions.json --classes \"cat,dog\"")
     _print(f"next: python -m export.infer --model {out} --images DIR --output predictions.json")
     return 0
 

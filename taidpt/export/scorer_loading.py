@@ -21,6 +21,8 @@ class LoadedScorer:
     scorer: Any  # taidpt.networks.model.ImageScorer (typed loosely so this module imports without torch)
     metadata: ModelMetadata
     notes: list[str] = field(default_factory=list)
+    trained: Any = None  # the taidpt.engine.run.TrainedModel it came from (open-vocabulary export re-embeds names)
+    cfg: Any = None  # the configuration it was built from
 
 
 def load_scorer(
@@ -83,4 +85,4 @@ def load_scorer(
         checkpoint=f"{trained.checkpoint.name} (epoch {trained.epoch})" if trained.checkpoint is not None else "",
         dataset=str(cfg.DATASET.NAME),
     )
-    return LoadedScorer(scorer, meta, trained.notes)
+    return LoadedScorer(scorer, meta, trained.notes, trained, cfg)

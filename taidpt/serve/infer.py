@@ -2,6 +2,7 @@
 
     python -m export.infer --model MODEL.onnx|MODEL.plan --images DIR|LIST.txt|GLOB \\
         --output OUT.json|OUT.csv [--batch-size 32] [--threshold T | --top-k K] [--providers P ...]
+        [--classes "cat,dog,zebra" | --class-list FILE]   (any class list: an --open-vocabulary export)
 
 Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (resize the shorter
 side, centre crop, normalise; sizes and statistics read from the model's metadata), batched, and
@@ -50,6 +51,7 @@ from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
 from taidpt.serve.decision import Decision, DecisionError, decide, for_model  # noqa: F401 - decide re-exported
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, json_row
+from taidpt.serve.open_vocab import OpenVocabModel, parse_class_names
 from taidpt.serve.runtime import ModelLoadError, Runner, open_model
 from taidpt.utils.commands import prog_name
 
@@ -230,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python -m export.infer"),
                                 description="Score images with an exported TaI-DPT model (ONNX or TensorRT engine).")
     p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")
+    p.add_argument("--classes", default=None,
+                   help='score these class names instead of the trained ones, e.g. "cat,dog,zebra" (a model exported '
+                        'with --open-vocabulary)')
+    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
     p.add_argument("--images", required=True, help="a folder (recursive), a .txt list of paths, or a glob")
     p.add_argument("--output", required=True, help="OUT.json or OUT.csv")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
@@ -257,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_writable(out)
         remove_stale_temps(out.parent, target=out.name)
-        model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
+        names = parse_class_names(args.classes, args.class_list)
+        model = (open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size) if names is None
+                 else OpenVocabModel(args.model, names, args.providers, threads=args.threads, max_batch=args.batch_size))
         if fmt == ".csv":
             csv_header(model.metadata.classnames)
         paths = collect_images(args.images)

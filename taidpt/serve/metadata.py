@@ -26,7 +26,13 @@ from taidpt.images.preprocess import PreprocessConfig
 PREFIX = "taidpt."
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "global_logits", "local_logits")
+# Open-vocabulary exports: the text model maps prompt token ids to the class embeddings that the open image
+# graph takes as inputs beside the images (taidpt.export.open_vocab, taidpt.serve.open_vocab).
+TOKEN_IDS_NAME = "token_ids"
+EMBEDDING_NAMES = ("text_global", "text_local")
 SIDECAR_SUFFIX = ".json"
+# Precisions an export can have: fp32 (traced), fp16 (float16 encoder), int8 (static QDQ int8 encoder).
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class MetadataError(ValueError):
@@ -57,6 +63,11 @@ _KINDS: dict[str, str] = {
     "opset": "json_int",
     "thresholds": "json_dict",
     "calibration": "str",
+    "text_model": "str",
+    "open_model": "str",
+    "bpe_vocab": "str",
+    "prompt_template": "str",
+    "context_length": "json_int",
 }
 
 # Keys a model must carry; the rest have defaults so older or hand-made files still load.
@@ -71,7 +82,11 @@ class ModelMetadata:
     side to ``max(image_size)`` and centre-crops, exactly as evaluation does. ``threshold`` is the
     score threshold evaluation used for CP/CR/CF1 (``TEST.THRESHOLD``). ``thresholds`` are the per-class
     decision thresholds on the merged logit that ``python -m export.calibrate`` stores (``calibration``
-    says how they were chosen); serving labels by them (:mod:`taidpt.serve.decision`).
+    says how they were chosen); serving labels by them (:mod:`taidpt.serve.decision`). An open-vocabulary
+    export (``--open-vocabulary``) names its text model, open image graph and BPE vocabulary files
+    (``text_model``, ``open_model``, ``bpe_vocab``: file names beside the model), the prompt each class
+    name is put into (``prompt_template``, ``{}`` for the name) and the text context length; empty
+    and 0 otherwise.
     """
 
     classnames: tuple[str, ...]
@@ -96,6 +111,11 @@ class ModelMetadata:
     opset: int = 0
     thresholds: tuple[tuple[str, float], ...] = ()
     calibration: str = ""
+    text_model: str = ""
+    open_model: str = ""
+    bpe_vocab: str = ""
+    prompt_template: str = ""
+    context_length: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classnames", tuple(str(c) for c in self.classnames))
@@ -109,8 +129,8 @@ class ModelMetadata:
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise MetadataError(f"image_size must be (height, width) > 0, got {self.image_size}")
         object.__setattr__(self, "thresholds", _threshold_pairs(self.thresholds, self.classnames))
-        if self.precision not in ("fp32", "fp16"):
-            raise MetadataError(f"precision must be fp32 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise MetadataError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.preprocess_config()  # validates mean/std/interpolation
 
     @property
