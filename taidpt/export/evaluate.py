@@ -4,10 +4,13 @@
         --dataset-config-file configs/datasets/voc2007.yaml [--config-file ...] [--output-dir DIR] [KEY VALUE ...]
 
 The test set is read with the same readers as ``train.py`` (``taidpt.images.registry``; keys such as
-``DATASET.CLASS_LIST`` and ``DATASET.VOC_DIFFICULT`` mean the same), images are preprocessed with the
-model's own metadata (identical to evaluation), and the global/local/merged mAP, CF1 and OF1 come
-from ``taidpt.evaluation.metrics.evaluate_multilabel``: the numbers are directly comparable with the
-``results.json`` of ``train.py --eval-only``. Prints the table and writes ``results.json``.
+``DATASET.VOC_DIFFICULT`` mean the same). The classes are the model's own, from its metadata: the
+label columns are read for those names, or matched by name or by the dataset's class list
+(:func:`model_test_set`), so a run trained on a custom class list needs no ``DATASET.CLASS_LIST``
+here. Images are preprocessed with the model's own metadata (identical to evaluation), and the
+global/local/merged mAP, CF1 and OF1 come from ``taidpt.evaluation.metrics.evaluate_multilabel``: the
+numbers are directly comparable with the ``results.json`` of ``train.py --eval-only``. Prints the
+table and writes ``results.json``.
 
 No torch is imported.
 """
@@ -56,20 +59,52 @@ def _input_mismatch(cfg: Any, meta: Any) -> list[str]:
     return out
 
 
+def model_test_set(cfg: Any, classnames: Sequence[str]) -> Any:
+    """The test set of ``cfg.DATASET`` with one label column per class of the model, in its order.
+
+    Readers that label by class name (VOC layout, CSV) read the model's names directly; for the
+    others (COCO, NUS-WIDE) the columns are matched by name, or, when the dataset's class list
+    (``DATASET.CLASS_LIST`` or the built-in one) is exactly the model's, by position (that list names
+    the columns, as in training). Anything else is a ValueError naming the classes that have no column.
+    """
+    from taidpt.captions.classes import ClassList, load_class_list
+    from taidpt.images.readers.common import ImageSet
+    from taidpt.images.registry import get_spec
+
+    names = tuple(str(c) for c in classnames)
+    spec = get_spec(cfg.DATASET.NAME)
+    try:
+        image_set = spec.read_test(cfg, ClassList.from_names("model", names))
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"reading {spec.name} for the model's {len(names)} classes ({', '.join(names[:4])}"
+                        f"{'...' if len(names) > 4 else ''}): {exc}") from None
+    have = tuple(image_set.classnames)
+    if have == names:
+        return image_set
+    column = {n: i for i, n in enumerate(have)}
+    listed = cfg.DATASET.CLASS_LIST or spec.class_list
+    if all(n in column for n in names):
+        order = [column[n] for n in names]
+    elif listed and len(have) == len(names) and tuple(load_class_list(os.path.expanduser(listed)).names) == names:
+        order = list(range(len(names)))
+    else:
+        missing = [n for n in names if n not in column]
+        raise ValueError(f"the {spec.name} test set has no label column for {len(missing)} of the model's "
+                         f"{len(names)} classes ({', '.join(missing[:4])}{'...' if len(missing) > 4 else ''}); it "
+                         f"labels {len(have)}: {', '.join(have[:4])}{'...' if len(have) > 4 else ''}")
+    return ImageSet(image_set.paths, image_set.targets[:, order], names, image_set.name, image_set.missing,
+                    image_set.csv_labels)
+
+
 def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int = 4, progress: bool = True,
                    threshold: float | None = None) -> dict[str, Any]:
     """Score the test set of ``cfg.DATASET`` with ``model`` and return ``evaluate_multilabel``'s dict
-    plus the skipped/missing images and a description of the model and protocol."""
-    from taidpt.images.registry import load_test_set
+    plus the skipped/missing images and a description of the model and protocol. The classes are the
+    model's (:func:`model_test_set`)."""
     from taidpt.evaluation.metrics import evaluate_multilabel
 
     meta = model.metadata
-    image_set, classes = load_test_set(cfg)
-    if tuple(classes.names) != tuple(meta.classnames):
-        raise ValueError(
-            f"{model.path} was exported for {meta.num_classes} classes ({', '.join(meta.classnames[:4])}...) but the "
-            f"dataset config gives {len(classes)} ({', '.join(classes.names[:4])}...): pass the run's "
-            f"DATASET.CLASS_LIST")
+    image_set = model_test_set(cfg, meta.classnames)
 
     def report(path: str, reason: str) -> None:
         logging.getLogger("taidpt").warning("skipping image %s: %s", path, reason)
@@ -107,7 +142,7 @@ def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int =
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python -m export.evaluate"),
                                 description="mAP of an exported TaI-DPT model on a dataset (same readers and metrics as train.py).",
-                                epilog="Trailing KEY VALUE pairs override config keys, e.g. DATASET.CLASS_LIST my_classes.txt.")
+                                epilog="Trailing KEY VALUE pairs override config keys, e.g. DATASET.VOC_DIFFICULT ignore.")
     p.add_argument("--model", required=True, help="MODEL.onnx or MODEL.plan")
     p.add_argument("--root", default="", help="dataset root (DATASET.ROOT)")
     p.add_argument("--dataset-config-file", required=True, help="e.g. configs/datasets/voc2007.yaml")

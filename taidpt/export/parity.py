@@ -1,8 +1,11 @@
 """Checking an export: ``onnx.checker``, and onnxruntime against PyTorch on preprocessed images.
 
 The images are real files or synthetic photo-like ones, put through the model's own preprocessing,
-at several batch sizes; the report holds the max abs difference of each output. The tolerances are
-1e-4 for fp32 and 1e-2 for fp16.
+at several batch sizes; the report holds the max abs difference of each output. For the fp32 file
+this is the exporter's correctness check, with an absolute tolerance of 1e-4 (tracing is exact up to
+float rounding). A reduced-precision file (fp16, int8) gets the same table for information only: an
+absolute difference means nothing without the scale of the logits, so what decides there is the gate
+of :mod:`taidpt.export.gate` (mAP on a labelled set, else agreement relative to the logits' range).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from taidpt.serve.metadata import OUTPUT_NAMES, ModelMetadata
 from taidpt.utils.seeding import synthetic_images_rng
 
 FP32_TOL = 1e-4
-FP16_TOL = 1e-2
 
 
 def check_onnx(path: str | os.PathLike) -> None:
@@ -70,11 +72,14 @@ def parity_inputs(metadata: ModelMetadata, n: int, image_paths: Sequence[str] = 
 
 @dataclass
 class ParityReport:
-    """Max abs difference per output and batch size between onnxruntime and PyTorch."""
+    """Max abs difference per output and batch size between onnxruntime and PyTorch.
+
+    ``tolerance`` None: the table is informational (a reduced-precision file, judged by its gate).
+    """
 
     precision: str
     provider: str
-    tolerance: float
+    tolerance: float | None
     rows: dict[int, dict[str, float]]
     reference_max: dict[str, float]
 
@@ -84,7 +89,7 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
-        return all(v <= self.tolerance for v in self.worst.values())
+        return self.tolerance is None or all(v <= self.tolerance for v in self.worst.values())
 
     def table(self) -> str:
         head = f"{'batch':>5}  " + "  ".join(f"{o:>14}" for o in OUTPUT_NAMES)
@@ -94,8 +99,10 @@ class ParityReport:
         lines.append(f"{'max':>5}  " + "  ".join(f"{v:>14.3e}" for v in self.worst.values()))
         lines.append(f"{'|ref|':>5}  " + "  ".join(f"{self.reference_max[o]:>14.3e}" for o in OUTPUT_NAMES)
                      + "   (largest |PyTorch output|, for scale)")
-        verdict = "OK" if self.ok else "FAILED"
-        lines.append(f"tolerance {self.tolerance:g}: {verdict}")
+        if self.tolerance is None:
+            lines.append(f"({self.precision}: for information; the gate below decides)")
+        else:
+            lines.append(f"tolerance {self.tolerance:g}: {'OK' if self.ok else 'FAILED'}")
         return "\n".join(lines)
 
 
@@ -112,7 +119,7 @@ def torch_reference(scorer: Any, images: np.ndarray, batch_sizes: Sequence[int])
 
 
 def measure_parity(onnx_path: str | os.PathLike, images: np.ndarray, reference: dict[int, dict[str, np.ndarray]],
-                   tolerance: float, precision: str, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ParityReport:
+                   tolerance: float | None, precision: str, providers: Sequence[str] = ("CPUExecutionProvider",)) -> ParityReport:
     """Run the ONNX file in onnxruntime on the reference's batches and compare every output."""
     from taidpt.serve.runtime import OnnxModel
 

@@ -47,8 +47,9 @@ def _is_half_region(node: Any) -> bool:
     return node.name.startswith(ENCODER_SCOPE)
 
 
-def _fold_initializer_identities(graph: Any) -> None:
-    """Drop ``Identity(initializer)`` nodes (the exporter's shared-weight aliases), rewiring consumers."""
+def fold_initializer_identities(graph: Any) -> None:
+    """Drop ``Identity(initializer)`` nodes (the exporter's shared-weight aliases), rewiring consumers,
+    so that every consumer of a weight reads the initializer itself (fp16 and int8 conversion alike)."""
     inits = {t.name for t in graph.initializer}
     outputs = {o.name for o in graph.output}
     alias: dict[str, str] = {}
@@ -82,7 +83,7 @@ def convert_to_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
     model = onnx.load(str(src))
     graph = model.graph
-    _fold_initializer_identities(graph)
+    fold_initializer_identities(graph)
     inferred = onnx.shape_inference.infer_shapes(model)
     elem = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input,
                                                              *inferred.graph.output)}
