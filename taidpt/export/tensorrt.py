@@ -11,9 +11,13 @@ writes just that file for an engine built elsewhere (e.g. by hand with trtexec).
 Precision. TensorRT 10 builds fp16 engines from an fp32 ONNX with ``BuilderFlag.FP16`` /
 ``trtexec --fp16`` (weak typing). TensorRT 11 (the ``tensorrt-cu13`` 11.4 wheels) removed weak typing:
 networks are strongly typed and the precision comes from the ONNX file itself, and ``--fp16`` no
-longer exists in trtexec. So with TensorRT >= 11, ``--fp16`` here first writes ``MODEL.fp16.onnx``
-(the same conversion as ``python -m export.onnx --fp16``: float16 encoder, float32 input, outputs and
-scoring head) and builds from that; both trtexec variants are printed.
+longer exists in trtexec. So with TensorRT >= 11, ``--fp16`` here builds from an fp16 ONNX file
+(float16 encoder, float32 input, outputs and scoring head): ``MODEL.fp16.onnx`` when
+``python -m export.onnx --precision fp16`` already wrote and gated it for this same model (its
+metadata equals MODEL.onnx's but for the precision), which is then used as it is and never
+rewritten; otherwise the same conversion is made here and gated the same way (agreement with the
+fp32 file relative to the logits' range), into ``MODEL.fp16.onnx`` when that name is free, else into
+``MODEL.trt-fp16.onnx``. Both trtexec variants are printed.
 
 Without TensorRT or a GPU the command still prints the trtexec commands, says why it cannot build,
 and exits 3.
@@ -61,10 +65,28 @@ class Profile:
         return tuple((b, 3, height, width) for b in (self.min_batch, self.opt_batch, self.max_batch))  # type: ignore[return-value]
 
 
-def fp16_onnx_path(onnx_path: str | os.PathLike) -> Path:
+def fp16_onnx_path(onnx_path: str | os.PathLike, tag: str = "fp16") -> Path:
     """``model.onnx`` -> ``model.fp16.onnx`` (the strongly typed fp16 input for TensorRT >= 11)."""
     p = Path(onnx_path)
-    return p.with_name(p.stem + ".fp16" + p.suffix)
+    return p.with_name(f"{p.stem}.{tag}{p.suffix}")
+
+
+def fp16_source(onnx_path: str | os.PathLike, metadata: ModelMetadata) -> tuple[Path, bool]:
+    """Where the fp16 ONNX for TensorRT >= 11 comes from: ``(path, reuse)``.
+
+    ``MODEL.fp16.onnx`` is reused when it is an fp16 export of this same model (export.onnx wrote
+    it only after its gate passed); a file of that name that is anything else is left alone, and
+    the conversion goes to ``MODEL.trt-fp16.onnx`` instead.
+    """
+    candidate = fp16_onnx_path(onnx_path)
+    if not candidate.exists():
+        return candidate, False
+    try:
+        other = read_onnx_metadata(candidate)
+    except MetadataError:
+        return fp16_onnx_path(onnx_path, "trt-fp16"), False
+    same = other.precision == "fp16" and other.replace(precision=metadata.precision) == metadata
+    return (candidate, True) if same else (fp16_onnx_path(onnx_path, "trt-fp16"), False)
 
 
 def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, metadata: ModelMetadata,
@@ -144,20 +166,19 @@ def verify_engine(engine_path: Path, onnx_path: Path, n: int = 3) -> dict[str, f
     return {k: float(np.max(np.abs(got[k].astype(np.float64) - ref[k]))) for k in ref}
 
 
-def write_fp16_onnx(onnx_path: Path, fp16_path: Path, n: int = 3) -> dict[str, float]:
-    """Convert an fp32 export to fp16, check it, and return its max abs difference from the fp32 file
-    per output on onnxruntime CPU (synthetic preprocessed images)."""
-    from taidpt.export.parity import check_onnx, parity_inputs
-    from taidpt.export.precision import convert_to_fp16
-    from taidpt.serve.runtime import OnnxModel
+def write_fp16_onnx(onnx_path: Path, fp16_path: Path, metadata: ModelMetadata) -> str:
+    """Convert an fp32 export to fp16 at ``fp16_path``, check it and gate it as export.onnx does
+    without a labelled set (agreement with the fp32 file on synthetic images); returns the gate's
+    line, or raises RuntimeError with it (and removes the file) when the gate fails."""
+    from taidpt.export.gate import agreement_gate
+    from taidpt.export.reduced import GATE_IMAGES, image_batch, write_reduced
 
-    convert_to_fp16(onnx_path, fp16_path)
-    check_onnx(fp16_path)
-    ref_model = OnnxModel(onnx_path, ["CPUExecutionProvider"])
-    images = parity_inputs(ref_model.metadata, n)
-    ref = ref_model.run(images)
-    got = OnnxModel(fp16_path, ["CPUExecutionProvider"]).run(images)
-    return {k: float(np.max(np.abs(got[k].astype(np.float64) - ref[k]))) for k in ref}
+    write_reduced(onnx_path, fp16_path, "fp16")
+    verdict = agreement_gate(onnx_path, fp16_path, image_batch(metadata, [], GATE_IMAGES), "fp16")
+    if not verdict.ok:
+        fp16_path.unlink()
+        raise RuntimeError(verdict.line())
+    return verdict.line()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,24 +215,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         import tensorrt as trt
 
         major = int(trt.__version__.split(".")[0])
+    if meta.precision == "int8":
+        print(f"error: {onnx_path} is an int8 export for onnxruntime (uint8 activations, which TensorRT's symmetric "
+              f"int8 does not take); build the engine from the fp32 or fp16 export", file=sys.stderr)
+        return 2
     fp16 = args.fp16 or meta.precision == "fp16"
     needs_fp16_onnx = args.fp16 and meta.precision == "fp32" and major >= 11
-    source = fp16_onnx_path(onnx_path) if needs_fp16_onnx else onnx_path
+    fp16_file, reuse = fp16_source(onnx_path, meta) if args.fp16 and meta.precision == "fp32" else (onnx_path, True)
+    source = fp16_file if needs_fp16_onnx else onnx_path
     built_meta = meta.replace(precision="fp16" if fp16 else meta.precision)
     extra = dict(timing_cache=args.timing_cache, workspace_gb=args.workspace_gb)
 
-    if needs_fp16_onnx and not args.metadata_only:
+    if needs_fp16_onnx and reuse:
+        print(f"using {source}: the fp16 export of this model that export.onnx wrote and gated (not rewritten)")
+    elif needs_fp16_onnx and not args.metadata_only:
         # TensorRT >= 11 takes its precision from the file: write the fp16 ONNX now, so that the
         # printed trtexec command works as it stands (also on another machine).
         try:
-            diffs = write_fp16_onnx(onnx_path, source)
+            line = write_fp16_onnx(onnx_path, source, meta)
         except Exception as exc:  # noqa: BLE001 - one line
             print(f"error: writing {source} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
-        print(f"wrote {source} (fp16 encoder, fp32 input/outputs and scoring head); vs {onnx_path.name} on "
-              f"onnxruntime CPU, max abs difference: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    cmd11 = trtexec_command(fp16_onnx_path(onnx_path) if args.fp16 and meta.precision == "fp32" else onnx_path,
-                            engine_path, meta, profile, fp16_flag=False, **extra)
+        print(f"wrote {source} (fp16 encoder, fp32 input/outputs and scoring head); {line}")
+    cmd11 = trtexec_command(fp16_file, engine_path, meta, profile, fp16_flag=False, **extra)
     cmd10 = trtexec_command(onnx_path, engine_path, meta, profile, fp16_flag=fp16 and meta.precision == "fp32", **extra)
     if meta.precision == "fp16":
         cmd10 += " --stronglyTyped"
