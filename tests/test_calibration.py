@@ -167,6 +167,21 @@ def test_store_rewrites_metadata_only_and_atomically(model_path, tmp_path):
     assert read_onnx_metadata(model).threshold_map == {"dog": 0.5, "car": -1.0}  # the source is left alone
 
 
+def test_store_into_an_engine_rewrites_its_sidecar(model_path, tmp_path):
+    """A TensorRT engine holds no metadata: its .plan.json sidecar gets the thresholds, build facts kept."""
+    from taidpt.serve.metadata import read_sidecar, write_sidecar
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"not a real engine")
+    write_sidecar(engine, read_onnx_metadata(model_path), {"profile": {"max": [8, 3, 64, 64]}})
+    assert store_thresholds(engine, {"boat": 0.25}, "by hand") == engine
+    meta, facts = read_sidecar(engine)
+    assert meta.threshold_map == {"boat": 0.25} and facts == {"profile": {"max": [8, 3, 64, 64]}}
+    assert engine.read_bytes() == b"not a real engine"
+    with pytest.raises(MetadataError, match="leave --output out"):
+        store_thresholds(engine, {"boat": 0.25}, "by hand", tmp_path / "other.plan")
+
+
 # ----------------------------------------------------------------------------- the command
 def test_labelled_calibration_is_f1_optimal_on_the_split(model_path, dataset, tmp_path, capsys):
     root, _ = dataset
