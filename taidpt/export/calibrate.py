@@ -18,7 +18,8 @@ The labelled split is refused when it is the split the test numbers are reported
 (:func:`taidpt.export.calibration_data.labelled_split`). The label-free way uses no label at all:
 the target rates are the frequencies of the classes among the run's caption sentences (templates
 left out), the method's own text-as-image assumption. Prints a per-class table; ``--report`` also
-writes it as JSON. No torch is imported.
+writes it as JSON. The labelled way imports no torch; the label-free way opens the run folder through
+:class:`taidpt.engine.run.Run`, the one reader of runs, which needs torch installed.
 """
 
 from __future__ import annotations
