@@ -208,6 +208,19 @@ def test_labelled_calibration_is_f1_optimal_on_the_split(model_path, dataset, tm
     assert json.loads(report.read_text())["thresholds"] == pytest.approx(meta.threshold_map)
 
 
+def test_labelled_calibration_runs_without_torch(model_path, dataset, tmp_path):
+    import subprocess
+
+    root, _ = dataset
+    code = ("import sys; sys.modules['torch'] = None; from taidpt.export.calibrate import main; rc = main(sys.argv[1:]); "
+            "print('TORCH', sys.modules.get('torch')); sys.exit(rc)")
+    args = labelled_args(model_path, root, "trainval", "--output", str(tmp_path / "c.onnx"))
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TORCH None" in proc.stdout and len(read_onnx_metadata(tmp_path / "c.onnx").threshold_map) == len(CLASSES)
+
+
 @pytest.mark.parametrize("case", ["test_split", "explicit_test_split", "same_images"])
 def test_labelled_calibration_refuses_the_test_split(case, model_path, dataset, tmp_path, capsys):
     root, _ = dataset
