@@ -15,9 +15,9 @@ of the demo world, all disjoint:
 The fp32, fp16 and int8 files are written by ``python -m export.onnx`` itself (subprocesses, as a
 user runs them) and scored on the test set by ``python -m export.evaluate``'s code; beside the
 default int8 recipe (``tower`` scope, min-max ranges) the alternatives of
-:func:`taidpt.export.quantize.convert_to_int8` are measured the same way, and fp16 and int8 are
-exported once more without the labelled set, to show what the agreement gate measures (max abs
-difference over the fp32 logits' range, top-k agreement, on the calibration images). Prints one
+:func:`taidpt.export.quantize.convert_to_int8` are measured the same way. For every reduced file the
+table also gives what the agreement gate (used when no labelled set is given) measures on the first
+32 calibration images: max abs difference over the fp32 logits' range, and top-k agreement. Prints one
 markdown table with the machine, date and command.
 """
 
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from taidpt.export.evaluate import load_eval_config
     from taidpt.export.quantize import convert_to_int8
-    from taidpt.export.reduced import image_batch
+    from taidpt.export.gate import agreement_gate
+    from taidpt.export.reduced import GATE_IMAGES, image_batch
     from taidpt.serve.infer import collect_images
     from taidpt.serve.metadata import read_onnx_metadata
 
@@ -101,20 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         gate = ["--gate-root", str(tmp / "gate"), "--gate-dataset-config-file", DEMO_YAML]
         calib = ["--calibration-images", str(calib_dir)]
         variants = [("fp32", "-", []), ("fp16", "-", ["--precision", "fp16", *gate]),
-                    ("int8", "tower, minmax (default)", ["--precision", "int8", *calib, *gate]),
-                    ("fp16", "- (no labelled set)", ["--precision", "fp16", *calib]),
-                    ("int8", "tower, minmax (no labelled set)", ["--precision", "int8", *calib])]
-        for i, (name, recipe, extra) in enumerate(variants):
-            out = tmp / (f"m.{name}.onnx" if i < 3 else f"m.{name}-agreement.onnx")
-            verdict = export(run, out, extra)
-            rows.append((name, recipe, out, verdict))
+                    ("int8", "tower, minmax (default)", ["--precision", "int8", *calib, *gate])]
+        for name, recipe, extra in variants:
+            out = tmp / f"m.{name}.onnx"
+            rows.append((name, recipe, out, export(run, out, extra)))
         fp32 = tmp / "m.fp32.onnx"
-        calibration = image_batch(read_onnx_metadata(fp32), collect_images(str(calib_dir)), args.calibration)
+        meta = read_onnx_metadata(fp32)
+        calib_paths = collect_images(str(calib_dir))
+        calibration = image_batch(meta, calib_paths, args.calibration)
         for scope, method in (("weights", "minmax"), ("tower", "percentile"), ("tower", "entropy")):
             out = tmp / f"m.int8-{scope}-{method}.onnx"
             convert_to_int8(fp32, out, calibration, scope=scope, method=method)
             rows.append(("int8", f"{scope}, {method}", out, "(API, not gated)"))
-        results = [(name, recipe, out.stat().st_size / 1e6, test_map(out, test_cfg), verdict)
+        # What the agreement gate (no labelled set) sees: the first images of the calibration list.
+        agree_images = image_batch(meta, calib_paths, GATE_IMAGES)
+        results = [(name, recipe, out.stat().st_size / 1e6, test_map(out, test_cfg), verdict,
+                    agreement_gate(fp32, out, agree_images, name) if name != "fp32" else None)
                    for name, recipe, out, verdict in rows]
 
     ref = results[0][3]["mAP"]["merged"]
@@ -126,13 +129,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(argv if argv is not None else sys.argv[1:])}".rstrip() + ".")
     print(f"Test set: the demo's {results[0][3]['n_images']} test images ({demo / 'data'}); calibration: {args.calibration} "
           f"images (seed {CALIBRATION_SEED}); gate set: {args.gate} labelled images (seed {GATE_SEED}).\n")
-    print("| precision | int8 recipe | file (MB) | test mAP merged | global | local | drop vs fp32 | export gate |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
-    for name, recipe, size, res, verdict in results:
+    print("| precision | int8 recipe | file (MB) | test mAP merged | global | local | drop vs fp32 | export gate "
+          "(gate set) | agreement on calibration images: max abs diff / fp32 range (scores, global, local), top-k |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for name, recipe, size, res, verdict, agree in results:
         m = res["mAP"]
         gate_text = re.sub(r"^gate \S+ ", "", verdict)
+        agree_text = "-" if agree is None else (
+            ", ".join(f"{v:.1%}" for v in agree.relative.values()) + f"; top-{agree.k} {agree.top_k:.1%}; "
+            + ("passes" if agree.ok else "fails") + f" the {name} limits ({agree.limits.max_relative_diff:.0%}, "
+            f"{agree.limits.min_top_k_agreement:.0%})")
         print(f"| {name} | {recipe} | {size:.2f} | {m['merged']:.2f} | {m['global']:.2f} | {m['local']:.2f} | "
-              f"{ref - m['merged']:+.2f} | {gate_text} |")
+              f"{ref - m['merged']:+.2f} | {gate_text} | {agree_text} |")
     if trained is not None:
         print(f"\nThe run's own evaluation (PyTorch, runs/{args.run}/results.json): merged mAP {trained:.2f}.")
     print(f"\n(total {time.time() - t_start:.0f} s)")

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_export import rn_export, run, trained_run  # noqa: E402,F401 - fixtures
 
-from taidpt.export.gate import AgreementLimits, measure_agreement, top_k_agreement  # noqa: E402
+from taidpt.export.gate import DEFAULT_LIMITS, AgreementLimits, measure_agreement, top_k_agreement  # noqa: E402
 from taidpt.export.parity import parity_inputs  # noqa: E402
 from taidpt.export.precision import convert_to_fp16  # noqa: E402
 from taidpt.serve.metadata import OUTPUT_NAMES, read_onnx_metadata  # noqa: E402
@@ -83,7 +83,7 @@ def test_int8_export_is_qdq_in_the_encoder_only_and_agrees_with_fp32(tiny):
     # On images like the calibration ones (the fixture's), the scores agree with fp32 within the int8 gate.
     paths = sorted(str(p) for p in images.iterdir())
     batch = parity_inputs(meta, len(paths), paths)
-    agreement = measure_agreement(outputs(fp32, batch), outputs(int8, batch), "int8", AgreementLimits(0.05, 0.9))
+    agreement = measure_agreement(outputs(fp32, batch), outputs(int8, batch), "int8", DEFAULT_LIMITS["int8"])
     assert agreement.ok, agreement.line()
     assert agreement.worst_relative > 0  # really computed in int8
 
@@ -143,7 +143,7 @@ def test_map_gate_passes_within_the_allowed_drop_and_measures_the_task(tiny, tmp
 def test_agreement_gate_is_relative_to_the_logit_scale():
     rng = np.random.default_rng(0)
     base = rng.standard_normal((40, 10))
-    limits = AgreementLimits(0.05, 0.9)
+    limits = DEFAULT_LIMITS["int8"]
 
     # Logits on a scale of ~1000 with noise of 0.5: an absolute 1e-2 rule would refuse a faithful model.
     big = {o: 1000 * base for o in OUTPUT_NAMES}

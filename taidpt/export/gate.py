@@ -37,8 +37,12 @@ class AgreementLimits:
     min_top_k_agreement: float
 
 
-# fp16 rounds a little (measured ~1e-3 of the range); int8 more (measured 1-4 %, docs/performance.md).
-DEFAULT_LIMITS = {"fp16": AgreementLimits(0.01, 0.95), "int8": AgreementLimits(0.05, 0.9)}
+# Measured (bench/precision_map.py, bench/inference_speed.py; docs/performance.md): fp16 differs by ~0.1 %
+# of the range; int8 files that lose no mAP differ by 2-9 % of the range at their worst image and class
+# (the max is an outlier statistic: a recipe with a smaller max lost more mAP), with top-3 agreement
+# 98-100 %. The limits sit above that, so that they catch broken conversions (outputs off by a large
+# part of their range, classes re-ranked) rather than grade faithful ones; grading is the mAP gate's job.
+DEFAULT_LIMITS = {"fp16": AgreementLimits(0.01, 0.95), "int8": AgreementLimits(0.15, 0.9)}
 
 
 def top_k_for(num_classes: int) -> int:
