@@ -25,6 +25,7 @@ from test_export import CLASSES, make_meta, rn_export, run, trained_run  # noqa:
 
 from taidpt.engine.config import get_cfg_default  # noqa: E402
 from taidpt.engine.run import TrainedModel  # noqa: E402
+from taidpt.export.errors import ExportError  # noqa: E402
 from taidpt.export.open_vocab import (  # noqa: E402
     OPEN_VOCAB_TOL,
     PROBE_CLASSES,
@@ -201,6 +202,8 @@ def test_class_specific_contexts_are_refused(tiny_rn):
     assert "'middle' is not supported" in open_vocabulary_refusal(method, cfg, method.build_model(cfg, tiny_rn, CLASSES))
     method, cfg = _cfg("ZeroshotCLIPDense")
     assert open_vocabulary_refusal(method, cfg, method.build_model(cfg, tiny_rn, CLASSES)) is None
+    with pytest.raises(ExportError, match="fp32 and fp16 exports, not int8"):
+        open_vocabulary_metadata(None, "m.onnx", "int8")
 
 
 def test_cli_refuses_before_writing(trained_run, tmp_path, monkeypatch, capsys):

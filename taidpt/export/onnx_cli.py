@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = loaded.metadata
     if args.open_vocabulary:
         try:
-            meta = open_vocabulary_metadata(loaded, out)
+            meta = open_vocabulary_metadata(loaded, out, inputs.precision)
         except ExportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

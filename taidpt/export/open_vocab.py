@@ -66,12 +66,15 @@ def _vocab_file() -> str:
     return default_bpe()
 
 
-def open_vocabulary_metadata(loaded: Any, out: str | os.PathLike) -> ModelMetadata:
+def open_vocabulary_metadata(loaded: Any, out: str | os.PathLike, precision: str = "fp32") -> ModelMetadata:
     """``M.onnx``'s metadata naming the open-vocabulary files; :class:`ExportError` (one line) when the
-    run cannot embed new names or the serving tokenizer does not reproduce its training prompts."""
+    run cannot embed new names, the serving tokenizer does not reproduce its training prompts, or
+    ``precision`` is int8 (the open graph would need its own calibration with embedding inputs)."""
     from taidpt.export.open_vocab_graphs import open_vocabulary_refusal, prompt_template, trained_prompt_ids
     from taidpt.serve.tokenizer import ClipTokenizer
 
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"--open-vocabulary is available for fp32 and fp16 exports, not {precision}")
     trained = loaded.trained
     reason = open_vocabulary_refusal(trained.method, loaded.cfg, trained.model)
     if reason:
