@@ -8,6 +8,9 @@ metadata from :mod:`taidpt.serve.metadata`, and never the other way round.
 * :mod:`taidpt.export.tracing` -- ``torch.onnx.export`` of the scorer (fp32, dynamic batch);
 * :mod:`taidpt.export.onnx_files` -- saving ONNX files (external data over 2 GB) and their metadata;
 * :mod:`taidpt.export.precision` -- the fp16 variant (float16 encoder, float32 interface and head);
+* :mod:`taidpt.export.quantize` -- the int8 variant (static QDQ int8 encoder, calibrated on images);
+* :mod:`taidpt.export.reduced`, :mod:`taidpt.export.gate` -- the precision ladder: a reduced file is
+  written only when it passes its gate (mAP on a labelled set, else agreement relative to the logits);
 * :mod:`taidpt.export.parity` -- ``onnx.checker`` and onnxruntime vs PyTorch comparison;
 * :mod:`taidpt.export.onnx_cli` -- ``python -m export.onnx`` / ``taidpt-export``;
 * :mod:`taidpt.export.tensorrt` -- ``python -m export.tensorrt``: a TensorRT engine and its sidecar;
