@@ -256,3 +256,24 @@ def test_model_test_set_matches_columns_by_name_or_says_which_class_is_missing(t
     np.testing.assert_array_equal(cat_first.targets, both.targets[:, [1, 0]])
     with pytest.raises(FileNotFoundError, match=r"for the model's 2 classes \(dog, zebra\).*'zebra'"):
         model_test_set(cfg, ["dog", "zebra"])
+
+
+@pytest.mark.parametrize("case", ["missing_split", "open_vocabulary", "root_without_yaml"])
+def test_gate_and_precision_usage_errors_are_one_line(tiny, tmp_path, capsys, case):
+    base, data, _, images = tiny
+    out = tmp_path / "m.onnx"
+    args = ["--model-dir", str(base / "run"), "--output", str(out), "--precision", "int8",
+            "--calibration-images", str(images)]
+    if case == "missing_split":  # the fixture has no val split: found when the gate reads it
+        args += [*gate_args(data), "--gate-split", "val"]
+        want_rc, expect = 1, "split list 'val'"
+    elif case == "open_vocabulary":
+        args += ["--open-vocabulary"]
+        want_rc, expect = 2, "--open-vocabulary makes fp32 or fp16"
+    else:
+        args += ["--gate-root", str(data)]
+        want_rc, expect = 2, "need --gate-dataset-config-file"
+    rc, _, err = export(args, capsys)
+    lines = err.strip().splitlines()
+    assert rc == want_rc and len(lines) == 1 and expect in lines[0], err
+    assert list(tmp_path.iterdir()) == []

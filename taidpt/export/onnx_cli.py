@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"int8: use at most this many calibration images, evenly spaced ({CALIBRATION_COUNT})")
     p.add_argument("--gate-root", default="", help="fp16/int8 gate: root of a labelled set (DATASET.ROOT)")
     p.add_argument("--gate-dataset-config-file", default="",
-                   help="fp16/int8 gate: dataset yaml of the labelled set (its test split is scored, as export.evaluate)")
+                   help="fp16/int8 gate: dataset yaml of the labelled set (scored as export.evaluate scores its test split)")
+    p.add_argument("--gate-split", default="",
+                   help="fp16/int8 gate: the split to score instead of the test split (DATASET.TEST_SPLIT), e.g. val")
     p.add_argument("--max-map-drop", type=float, default=DEFAULT_MAX_MAP_DROP,
                    help=f"fp16/int8 with a labelled set: refuse to write when merged mAP drops by more points "
                         f"({DEFAULT_MAX_MAP_DROP:g})")
@@ -138,8 +140,10 @@ def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
                          "deployment's, to set the activation ranges)")
     if args.calibration_count < 1:
         raise ValueError(f"--calibration-count must be at least 1, got {args.calibration_count}")
-    if args.gate_root and not args.gate_dataset_config_file:
-        raise ValueError("--gate-root needs --gate-dataset-config-file (the labelled set's dataset yaml)")
+    if (args.gate_root or args.gate_split) and not args.gate_dataset_config_file:
+        raise ValueError("--gate-root/--gate-split need --gate-dataset-config-file (the labelled set's dataset yaml)")
+    if precision == "int8" and args.open_vocabulary:
+        raise ValueError("--open-vocabulary makes fp32 or fp16 companion graphs only; export int8 without it")
     parity = collect_images(args.parity_images) if args.parity_images else []
     calibration = collect_images(args.calibration_images) if args.calibration_images else []
     gate_cfg = None
@@ -148,7 +152,8 @@ def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
 
         if not Path(args.gate_dataset_config_file).is_file():
             raise FileNotFoundError(f"--gate-dataset-config-file {args.gate_dataset_config_file}: no such file")
-        gate_cfg = load_eval_config(args.gate_dataset_config_file, [], args.gate_root, [])
+        split = ["DATASET.TEST_SPLIT", args.gate_split] if args.gate_split else []
+        gate_cfg = load_eval_config(args.gate_dataset_config_file, [], args.gate_root, split)
     return PrecisionInputs(precision, parity, calibration, gate_cfg)
 
 
