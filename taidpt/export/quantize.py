@@ -18,9 +18,10 @@ Which nodes run in int8 (``scope``):
   float after each);
 
 and never: the attention products of two activations (``q @ k``, ``softmax @ v`` in the attention
-pool or a ViT block: their ranges change with every image), Softmax, LayerNorm, and the whole scoring head after the
-encoder (L2 normalisation, the cosine similarity with the class embeddings, the spatial softmax
-and the merge), which stays float32 like the input and outputs. Measured in ``docs/performance.md``.
+pool or a ViT block, where both operands would carry activation rounding), Softmax, LayerNorm, and
+the whole scoring head after the encoder (L2 normalisation, the cosine similarity with the class
+embeddings, the spatial softmax and the merge), which stays float32 like the input and outputs.
+Measured in ``docs/performance.md`` (``bench/precision_map.py``, ``bench/inference_speed.py``).
 """
 
 from __future__ import annotations
