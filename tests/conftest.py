@@ -57,3 +57,41 @@ def tiny_rn_openai_file(tmp_path_factory, tiny_rn):
     path = tmp_path_factory.mktemp("weights") / "tiny_rn_openai.pt"
     torch.save(openai_state_dict(tiny_rn), path)
     return path
+
+
+# ----------------------------------------------------------------------------- train.py runs shared by test files
+@pytest.fixture(scope="session")
+def shared_voc(tmp_path_factory):
+    """The VOC-format fixture every CLI test reads (never written to: copy it to change it)."""
+    from cli_support import write_voc_fixture
+
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_fixture(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_root(shared_voc):
+    """The shared VOC fixture (a test module may define its own ``voc_root`` instead)."""
+    return shared_voc
+
+
+class FinishedRun:
+    """A finished run: its folder, the arguments that made it (``args``, without ``--output-dir``), its process."""
+
+    def __init__(self, path: Path, args: list[str], proc) -> None:
+        self.path, self.args, self.proc = path, args, proc
+
+
+@pytest.fixture(scope="session")
+def finished_run(shared_voc, tiny_rn_openai_file, tmp_path_factory):
+    """One finished 2-epoch TaI-DPT run (core engine) on the shared fixture, for every test that only
+    needs "a finished run". Read-only: a test that writes into a run folder works on a copy
+    (``cli_support.copy_run``)."""
+    from cli_support import common, run_train
+
+    tmp = tmp_path_factory.mktemp("finished")
+    out = tmp / "run"
+    args = ["--engine", "core", "--trainer", "TaIDPT", *common(shared_voc, tiny_rn_openai_file), "OPTIM.MAX_EPOCH", "2"]
+    proc = run_train(["--output-dir", str(out), *args], tmp)
+    return FinishedRun(out, args, proc)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from dassl_support import dassl_status, require_dassl
-from test_train_cli import CLASSES, common, voc_root, write_voc_fixture  # noqa: F401 - voc_root is a fixture
+from test_train_cli import CLASSES, common, write_voc_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_TRAINERS = ("TaIDPT", "ZeroshotCLIPDense")
@@ -48,7 +48,7 @@ def _drop_taidpt_handlers():
         logger.removeHandler(handler)
 
 
-# voc_root (the VOC fixture) and common (the tiny-CLIP test configuration) come from test_train_cli.
+# voc_root (the VOC fixture) comes from conftest, common (the tiny-CLIP test configuration) from test_train_cli.
 
 
 def run_train(args: list[str], cache: Path, expect_ok: bool = True,
