@@ -54,14 +54,15 @@ def main(argv: list[str] | None = None, plugin: PluginProbe | None = None) -> in
         note = ("running taidpt's core runner (--engine core)" if not distributed
                 else "running taidpt's core runner (the Dassl path is single-process)")
 
-    from taidpt.engine.distributed_runner import run
-    from taidpt.engine.runner import RunOptions
-
     try:
         cfg = setup_cfg(get_cfg_default(), args)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    # The model code (open_clip, torchvision) loads only once the configuration is known to be good.
+    from taidpt.engine.distributed_runner import run
+    from taidpt.engine.runner import RunOptions
+
     options = RunOptions(eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,
                          no_train=args.no_train, progress=not args.no_progress, note=note)
     try:
