@@ -116,8 +116,14 @@ def test_classes_are_registered_once_under_free_names(dassl):
     from dassl.engine import TRAINER_REGISTRY
     from dassl.evaluation import EVALUATOR_REGISTRY
 
-    for name in OUR_TRAINERS:
-        assert TRAINER_REGISTRY.get(name) is getattr(tr_mod, name)
+    from taidpt.methods import get_method, method_names
+
+    for name in method_names():  # one Dassl trainer per registered method, made from the registry
+        trainer = TRAINER_REGISTRY.get(name)
+        base = tr_mod.PromptTuningTrainer if get_method(name).trains_on else tr_mod.FrozenModelTrainer
+        assert trainer.__name__ == name and trainer.kind == name and issubclass(trainer, base)
+    assert set(OUR_TRAINERS) <= set(method_names())
+    assert tr_mod.register_methods() == []  # importing twice registers nothing twice
     for name in OUR_DATASETS:
         assert DATASET_REGISTRY.get(name) is getattr(ds_mod, name)
     assert EVALUATOR_REGISTRY.get("MultiLabelEvaluator").__module__.endswith("trainers.evaluator")
@@ -125,11 +131,11 @@ def test_classes_are_registered_once_under_free_names(dassl):
     assert "Classification" in EVALUATOR_REGISTRY.registered_names()
     assert {"Vanilla", "FixMatch"} <= set(TRAINER_REGISTRY.registered_names())
     assert "ZeroshotCLIP" not in TRAINER_REGISTRY.registered_names()
-    assert "CoreBackedTrainer" not in TRAINER_REGISTRY.registered_names()
+    assert not {"CoreBackedTrainer", "PromptTuningTrainer", "FrozenModelTrainer"} & set(TRAINER_REGISTRY.registered_names())
     assert "MultiLabelTestSet" not in DATASET_REGISTRY.registered_names()
     # A second registration (the module imported under another path) is refused by Dassl.
     with pytest.raises(KeyError):
-        TRAINER_REGISTRY.register(tr_mod.TaIDPT)
+        TRAINER_REGISTRY.register(TRAINER_REGISTRY.get("TaIDPT"))
 
 
 @pytest.mark.dassl
