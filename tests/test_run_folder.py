@@ -106,15 +106,25 @@ def test_help_lists_every_trainer():
     assert all(name in " ".join(out.split()) for name in method_names())
 
 
-def test_loader_workers_capped_at_the_cpu_count(caplog):
-    from taidpt.images.loaders import capped_workers
+def test_loader_workers_capped_at_the_cpu_count(monkeypatch):
+    from taidpt.images import loaders
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    with caplog.at_level(logging.INFO, logger="taidpt"):
-        logging.getLogger("taidpt").propagate = True
-        try:
-            assert capped_workers(cpus + 7) == cpus and capped_workers(cpus + 7) == cpus
-        finally:
-            logging.getLogger("taidpt").propagate = False
-    assert capped_workers(0) == 0
-    assert sum("NUM_WORKERS" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(loaders, "_capped_noted", set())  # other tests may have said it already
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("taidpt"), Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert loaders.capped_workers(cpus + 7) == cpus and loaders.capped_workers(cpus + 7) == cpus
+        assert loaders.capped_workers(0) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert sum("NUM_WORKERS" in m for m in messages) == 1
