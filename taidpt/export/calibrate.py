@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from taidpt.export.threshold_store import store_thresholds
 from taidpt.export.thresholds import ClassCut, f1_optimal, rate_matching
 from taidpt.serve.infer import InputError, collect_images, predict
 from taidpt.serve.metadata import MetadataError
-from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
 from taidpt.utils.atomic import OutputPathError, atomic_write_json, check_writable
 from taidpt.utils.commands import prog_name
 
@@ -128,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="", help="write the calibrated model here (default: rewrite --model)")
     p.add_argument("--report", default="", help="also write the per-class table as JSON")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers, best first")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    add_runtime_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p

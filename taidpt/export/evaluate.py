@@ -31,7 +31,7 @@ from taidpt.utils.atomic import atomic_write_json
 from taidpt.serve.infer import predict
 from taidpt.serve.metadata import MetadataError
 from taidpt.images.preprocess import input_size
-from taidpt.serve.runtime import ModelLoadError, open_model
+from taidpt.serve.runtime import ModelLoadError, add_runtime_arguments, open_model
 from taidpt.utils.commands import prog_name
 
 
@@ -150,9 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="", help="where results.json goes (default: <model>_eval/ beside the model)")
     p.add_argument("--batch-size", type=int, default=None, help="images per call (default DATALOADER.TEST.BATCH_SIZE)")
     p.add_argument("--threshold", type=float, default=None, help="CP/CR/CF1 threshold (default: the model's)")
-    p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers, best first")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    add_runtime_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p

@@ -49,7 +49,7 @@ from taidpt.serve.decision import Decision, DecisionError, for_model
 from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, list_lines, read_list
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row
-from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
 from taidpt.utils.commands import prog_name
 
 SHOWN_ERRORS = 10
@@ -237,8 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="labels = classes with merged logit >= T, for every class (default: the model's stored "
                            "per-class thresholds, top-3 for a class without one)")
     rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
-    p.add_argument("--providers", nargs="+", default=None, help="onnxruntime execution providers, best first")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    add_runtime_arguments(p, workers=False)
     p.add_argument("--all-outputs", action="store_true", help="also write global and local logits (JSONL)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

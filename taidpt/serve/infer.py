@@ -52,7 +52,7 @@ from taidpt.serve.decision import Decision, DecisionError, decide, for_model  # 
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, json_row
 from taidpt.serve.open_vocab import OpenVocabModel, parse_class_names
-from taidpt.serve.runtime import ModelLoadError, Runner, open_model
+from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
 from taidpt.utils.commands import prog_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -244,10 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="labels = classes with merged logit >= T, for every class (default: the model's stored "
                            "per-class thresholds, top-3 for a class without one)")
     rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
-    p.add_argument("--providers", nargs="+", default=None,
-                   help="onnxruntime execution providers, best first (default: TensorRT, CUDA, CPU as available)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    add_runtime_arguments(p)
     p.add_argument("--all-outputs", action="store_true", help="also write global and local logits (JSON)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

@@ -48,6 +48,16 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+def add_runtime_arguments(parser: Any, *, workers: bool = True) -> None:
+    """The flags every command that runs an exported model shares: execution providers,
+    onnxruntime threads and (given ``workers``) image-decoding threads."""
+    parser.add_argument("--providers", nargs="+", default=None,
+                        help="onnxruntime execution providers, best first (default: TensorRT, CUDA, CPU as available)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    if workers:
+        parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+
+
 def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
     """The onnxruntime providers to use, best first.
 
