@@ -93,7 +93,7 @@ def measure_run(run_dir: Path, data: Path, out: Path, limit: int | None) -> dict
     from taidpt.export.thresholds import f1_optimal
     from taidpt.images.registry import load_test_set
     from taidpt.serve.decision import for_model, resolve
-    from taidpt.serve.infer import predict
+    from taidpt.serve.predictor import score_images
     from taidpt.serve.metadata import read_onnx_metadata
     from taidpt.serve.runtime import open_model
 
@@ -111,7 +111,7 @@ def measure_run(run_dir: Path, data: Path, out: Path, limit: int | None) -> dict
     test_set, _ = load_test_set(Run(run_dir).config())
     runner = open_model(model)
     names = list(runner.metadata.classnames)
-    preds = predict(runner, test_set.paths[:limit], batch_size=100, progress=False)
+    preds = score_images(runner, test_set.paths[:limit], batch_size=100, progress=False)
     runner.close()
     targets = test_set.targets[np.asarray(preds.indices, dtype=np.int64)]
     rules = {

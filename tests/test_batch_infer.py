@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import taidpt.serve.batch_infer
+import taidpt.serve.predictor
 from taidpt.serve.batch_infer import image_source, main, run_batches, walk_images
 from taidpt.serve.decision import for_model, resolve
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
@@ -215,7 +216,7 @@ def test_output_under_a_regular_file_fails_before_the_model_is_opened(exported, 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was opened although the output cannot be written")
 
-    monkeypatch.setattr(taidpt.serve.batch_infer, "open_model", no_model)
+    monkeypatch.setattr(taidpt.serve.predictor, "open_model", no_model)
     out = tmp_path / "somefile.txt" / "out.jsonl"
     assert cli(["--model", str(model_path), "--images", str(photo_dir), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

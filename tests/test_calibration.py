@@ -25,7 +25,7 @@ from taidpt.networks.model import TaIDPTModel
 from taidpt.serve.batch_infer import main as batch_main
 from taidpt.serve.decision import resolve, sigmoid
 from taidpt.serve.infer import main as infer_main
-from taidpt.serve.infer import predict
+from taidpt.serve.predictor import score_images
 from taidpt.serve.metadata import MetadataError, ModelMetadata, read_onnx_metadata
 from taidpt.serve.runtime import open_model
 from taidpt.serve.triton import write_repository
@@ -198,7 +198,7 @@ def test_labelled_calibration_is_f1_optimal_on_the_split(model_path, dataset, tm
 
     split = read_voc2007(root, "trainval", classnames=CLASSES)
     runner = open_model(out)
-    scores = predict(runner, split.paths, progress=False).scores
+    scores = score_images(runner, split.paths, progress=False).scores
     runner.close()
     for j, c in enumerate(CLASSES):
         y = split.targets[:, j]
@@ -298,7 +298,7 @@ def served(model_path, tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(images / f"im{i}.png")
     model = copy_model(model_path, folder)
     runner = open_model(model)
-    logits = predict(runner, sorted(str(p) for p in images.iterdir()), batch_size=1, progress=False).scores
+    logits = score_images(runner, sorted(str(p) for p in images.iterdir()), batch_size=1, progress=False).scores
     runner.close()
     thresholds = {c: float(np.median(logits[:, j])) for j, c in enumerate(CLASSES) if c != "person"}
     thresholds["dog"] = float(logits[2, 0])  # image im2 sits exactly on the dog threshold

@@ -100,7 +100,7 @@ def test_dualcoop_trains_on_partial_labels_and_writes_its_predictions(dual_run):
 
 def test_dualcoop_run_exports_to_onnx_with_its_learned_scales(dual_run, tmp_path):
     """The exported graph scores the test images as the run's own test step did (predictions.npz)."""
-    from taidpt.serve.infer import predict
+    from taidpt.serve.predictor import score_images
     from taidpt.serve.metadata import read_onnx_metadata
     from taidpt.serve.runtime import open_model
 
@@ -116,7 +116,7 @@ def test_dualcoop_run_exports_to_onnx_with_its_learned_scales(dual_run, tmp_path
     assert meta.spatial_scale == pytest.approx(scales["spatial_scale"], abs=1e-5)
     with np.load(run / "predictions.npz", allow_pickle=False) as pred:
         paths, expected = [str(p) for p in pred["paths"]], {k: pred[k] for k in ("scores", "global", "local")}
-    got = predict(open_model(model, ["CPUExecutionProvider"]), paths, batch_size=5, workers=1, progress=False)
+    got = score_images(open_model(model, ["CPUExecutionProvider"]), paths, batch_size=5, workers=1, progress=False)
     assert got.paths == paths and not got.skipped
     for key, out in (("scores", got.scores), ("global", got.global_logits), ("local", got.local_logits)):
         assert np.max(np.abs(out - expected[key])) < 1e-4, key

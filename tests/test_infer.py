@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 import taidpt.serve.infer
+import taidpt.serve.predictor
 from taidpt.export.tracing import export_scorer
 from taidpt.serve.infer import collect_images, decide, main
 from taidpt.serve.metadata import ModelMetadata
@@ -348,8 +349,8 @@ def test_unwritable_output_fails_before_scoring(case, exported, image_dir, tmp_p
             pytest.skip("root writes into read-only folders")
         (tmp_path / "ro").mkdir(mode=0o555)
         out, expect = tmp_path / "ro" / "sub" / "out.csv", "is not writable"
-    monkeypatch.setattr(taidpt.serve.infer, "open_model", _no_model)
-    monkeypatch.setattr(taidpt.serve.infer, "predict", _no_model)
+    monkeypatch.setattr(taidpt.serve.predictor, "open_model", _no_model)
+    monkeypatch.setattr(taidpt.serve.predictor, "score_images", _no_model)
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
@@ -357,15 +358,15 @@ def test_unwritable_output_fails_before_scoring(case, exported, image_dir, tmp_p
 
 def test_csv_class_clash_fails_before_scoring(exported, image_dir, tmp_path, monkeypatch, capsys):
     _, model = exported
-    real_open = taidpt.serve.infer.open_model
+    real_open = taidpt.serve.predictor.open_model
 
     def open_with_a_labels_class(*args, **kwargs):
         runner = real_open(*args, **kwargs)
         runner.metadata = dataclasses.replace(runner.metadata, classnames=("labels", *CLASSES[1:]))
         return runner
 
-    monkeypatch.setattr(taidpt.serve.infer, "open_model", open_with_a_labels_class)
-    monkeypatch.setattr(taidpt.serve.infer, "predict", _no_model)
+    monkeypatch.setattr(taidpt.serve.predictor, "open_model", open_with_a_labels_class)
+    monkeypatch.setattr(taidpt.serve.predictor, "score_images", _no_model)
     assert main(["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "o.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "clash with the CSV's own columns" in err[0], err

@@ -261,3 +261,68 @@ def test_open_graphs_of_each_method(trainer, node, precision, tiny_rn, tmp_path)
     if trainer == "CoOpMultiLabel":  # the local branch reuses the global context
         np.testing.assert_array_equal(served.text_global, served.text_local)
     served.close()
+
+
+# ----------------------------------------------------------------------------- Predictor.from_run
+def test_predictor_from_run_matches_the_export_for_trained_and_new_classes(open_export, trained_run):
+    from taidpt.export.predictor import Predictor
+    from taidpt.serve.predictor import Predictor as ServingPredictor
+
+    images = sorted((trained_run[1] / "VOCdevkit" / "VOC2007" / "JPEGImages").iterdir())[:5]
+    new = ["zebra", "dog", "hair drier"]
+    with Predictor.from_run(trained_run[0] / "run", device="cpu") as torch_side, \
+            ServingPredictor.from_onnx(open_export[0]) as onnx_side:
+        assert torch_side.provider.startswith("PyTorch") and torch_side.classnames == tuple(TRAINED)
+        for classes in (None, new, list(reversed(TRAINED))):
+            ours, theirs = torch_side.predict(images, classes), onnx_side.predict(images, classes)
+            for a, b in zip(ours, theirs):
+                assert list(a.scores) == list(b.scores) == list(classes or TRAINED)
+                assert max(abs(a.scores[c] - b.scores[c]) for c in a.scores) <= 4 * OPEN_VOCAB_TOL
+                assert a.labels == b.labels  # neither has stored thresholds: top-3 on the same logits
+        zebra = np.array([r.scores["zebra"] for r in torch_side.predict(images, new)])
+        dog = np.array([r.scores["dog"] for r in torch_side.predict(images, new)])
+        assert np.abs(zebra - dog).max() > 1e-3  # a new name is really embedded, not a copy of another
+
+
+def test_predictor_from_run_refuses_new_names_for_class_specific_contexts(trained_run, monkeypatch):
+    from taidpt.export.predictor import Predictor
+
+    monkeypatch.setattr(get_method("TaIDPT"), "generic_contexts", classmethod(lambda cls, cfg: False))
+    with Predictor.from_run(trained_run[0] / "run", device="cpu") as p:
+        assert len(p.predict(np.zeros((20, 20, 3), np.uint8)).scores) == len(TRAINED)  # its own classes still work
+        with pytest.raises(OpenVocabError, match="^classes: this TaIDPT run learned class-specific contexts"):
+            p.predict(np.zeros((20, 20, 3), np.uint8), classes=["zebra"])
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        Predictor.from_run(trained_run[0] / "nope")
+
+
+def test_the_readme_python_example_runs(open_export, trained_run, capsys):
+    """The README's Predictor example, run as written on this run and its open-vocabulary export."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Predictor" in b)
+    image = sorted((trained_run[1] / "VOCdevkit" / "VOC2007" / "JPEGImages").iterdir())[0]
+    code = (block.replace("taidpt_coco.onnx", str(open_export[0])).replace("photos/beach.jpg", str(image))
+            .replace("output/coco2014/TaIDPT/rn50_coco2014/seed1", str(trained_run[0] / "run")))
+    assert code.count(str(image)) == 3 and str(trained_run[0]) in code
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and "surfboard" in printed[1] and "kite" in printed[1]
+    assert scope["result"].labels and set(scope["result"].scores) == set(TRAINED)
+
+
+def test_batch_infer_scores_a_class_list_like_infer(open_export, trained_run, tmp_path):
+    from taidpt.serve.batch_infer import main as batch_main
+    from taidpt.serve.infer import main as infer_main
+
+    images = str(trained_run[1] / "VOCdevkit" / "VOC2007" / "JPEGImages")
+    args = ["--model", str(open_export[0]), "--images", images, "--no-progress", "--classes", "zebra,dog"]
+    assert infer_main([*args, "--output", str(tmp_path / "a.json")]) == 0
+    assert batch_main([*args, "--output", str(tmp_path / "b.jsonl")]) == 0
+    one = {r["path"]: r["scores"] for r in json.loads((tmp_path / "a.json").read_text())["images"]}
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert len(rows) == len(one) == 12
+    for row in rows:
+        assert list(row["scores"]) == ["zebra", "dog"] and row["scores"] == pytest.approx(one[row["path"]], abs=1e-6)

@@ -14,7 +14,18 @@ metadata from :mod:`taidpt.serve.metadata`, and never the other way round.
 * :mod:`taidpt.export.parity` -- ``onnx.checker`` and onnxruntime vs PyTorch comparison;
 * :mod:`taidpt.export.onnx_cli` -- ``python -m export.onnx`` / ``taidpt-export``;
 * :mod:`taidpt.export.tensorrt` -- ``python -m export.tensorrt``: a TensorRT engine and its sidecar;
+* :mod:`taidpt.export.predictor` -- ``Predictor.from_run(RUN)``: the Python API on a run's PyTorch
+  model (also importable as ``taidpt.export.Predictor``; ``from_onnx`` too);
 * :mod:`taidpt.export.evaluate` -- ``python -m export.evaluate`` / ``taidpt-evaluate``: mAP of an export.
 
 This package root imports nothing, so that importing one module does not pull torch in.
 """
+
+
+def __getattr__(name: str):
+    """``taidpt.export.Predictor``, imported on first use."""
+    if name == "Predictor":
+        from taidpt.export.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

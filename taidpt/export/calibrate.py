@@ -37,7 +37,8 @@ import numpy as np
 from taidpt.export.calibration_data import CalibrationDataError, caption_frequencies, labelled_split
 from taidpt.export.threshold_store import store_thresholds
 from taidpt.export.thresholds import ClassCut, f1_optimal, rate_matching
-from taidpt.serve.infer import InputError, collect_images, predict
+from taidpt.serve.infer import InputError, collect_images
+from taidpt.serve.predictor import score_images
 from taidpt.serve.metadata import MetadataError
 from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
 from taidpt.utils.atomic import OutputPathError, atomic_write_json, check_writable
@@ -80,7 +81,7 @@ def _score(model: Runner, paths: Sequence[str], batch_size: int, workers: int, p
     def report(path: str, reason: str) -> None:
         logging.getLogger("taidpt").warning("skipping image %s: %s", path, reason)
 
-    preds = predict(model, paths, batch_size=batch_size, workers=workers, progress=progress, on_skip=report)
+    preds = score_images(model, paths, batch_size=batch_size, workers=workers, progress=progress, on_skip=report)
     if not preds.paths:
         raise RuntimeError(f"none of the {len(paths)} calibration images could be read")
     return preds

@@ -28,7 +28,7 @@ import numpy as np
 
 from taidpt.utils.atomic import atomic_write_json
 
-from taidpt.serve.infer import predict
+from taidpt.serve.predictor import score_images
 from taidpt.serve.metadata import MetadataError
 from taidpt.images.preprocess import input_size
 from taidpt.serve.runtime import ModelLoadError, add_runtime_arguments, open_model
@@ -109,7 +109,7 @@ def evaluate_model(model: Any, cfg: Any, *, batch_size: int = 32, workers: int =
     def report(path: str, reason: str) -> None:
         logging.getLogger("taidpt").warning("skipping image %s: %s", path, reason)
 
-    preds = predict(model, image_set.paths, batch_size=batch_size, workers=workers, progress=progress,
+    preds = score_images(model, image_set.paths, batch_size=batch_size, workers=workers, progress=progress,
                     on_skip=report)
     if not preds.paths:
         raise RuntimeError(f"no image of {image_set.name} could be read ({len(preds.skipped)} skipped)")

@@ -29,6 +29,7 @@ __all__ = [
     "load_rgb",
     "preprocess",
     "resize_shorter",
+    "to_rgb",
     "to_normalized_array",
 ]
 
@@ -225,6 +226,20 @@ def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """A decoded image in RGB mode, converted as :func:`load_rgb` converts files (alpha dropped,
+    16/32-bit grey scaled to 8 bits); always a new image, independent of ``im``'s file."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return _sixteen_bit_to_rgb(im)
+    with warnings.catch_warnings():
+        # "Palette images with Transparency expressed in bytes should be converted to
+        # RGBA": harmless here (alpha is dropped either way) and noisy over a dataset.
+        warnings.filterwarnings("ignore", message="Palette images with Transparency")
+        rgb = im.convert("RGB")
+    rgb.load()
+    return rgb
+
+
 def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Image:
     """Open an image file and return it fully decoded in RGB mode.
 
@@ -248,15 +263,7 @@ def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Ima
             im.load()
             if exif_transpose:
                 im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I;16") or im.mode == "I":
-                return _sixteen_bit_to_rgb(im)
-            with warnings.catch_warnings():
-                # "Palette images with Transparency expressed in bytes should be converted to
-                # RGBA": harmless here (alpha is dropped either way) and noisy over a dataset.
-                warnings.filterwarnings("ignore", message="Palette images with Transparency")
-                rgb = im.convert("RGB")
-            rgb.load()
-            return rgb
+            return to_rgb(im)
     except ImageLoadError:
         raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...

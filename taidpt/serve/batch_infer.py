@@ -2,6 +2,7 @@
 
     python -m export.batch_infer --model MODEL.onnx|MODEL.plan --images DIR|LIST.txt|GLOB \\
         --output OUT.jsonl|OUT.csv [--workers 4] [--batch-size 32] [--prefetch 8] [--threshold T | --top-k K]
+        [--classes "cat,dog,zebra" | --class-list FILE]   (any class list: an --open-vocabulary export)
 
 * Input is streamed: a folder is walked lazily with ``os.scandir`` (filesystem order, recursive), a
   list file is read line by line, a glob is expanded with ``glob.iglob``; the list of paths is never
@@ -17,6 +18,8 @@
 * The output location is checked, and a list file's encoding read through, before any image is scored.
 * An unreadable image (missing, empty, truncated, not an image) becomes a row with its ``error``
   and the run goes on; the first few are also printed.
+* The model and its decision rule are opened as :class:`taidpt.serve.predictor.Predictor` opens them
+  (one path with ``export.infer`` and the Python API), ``--classes`` included.
 * Labels follow :mod:`taidpt.serve.decision`: the model's stored per-class thresholds (top-k for a
   class without one), or ``--threshold`` / ``--top-k``; each row carries the logits, their
   ``confidence`` and its ``decision``.
@@ -45,11 +48,13 @@ from taidpt.utils.atomic import OutputPathError, check_writable
 from taidpt.utils.pathtext import escape_path
 from taidpt.images.preprocess import PreprocessConfig
 
-from taidpt.serve.decision import Decision, DecisionError, for_model
-from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, _load, list_lines, read_list
+from taidpt.serve.decision import Decision, DecisionError
+from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, list_lines, read_list
 from taidpt.serve.metadata import MetadataError
+from taidpt.serve.open_vocab import parse_class_names
+from taidpt.serve.predictor import Predictor, load_image
 from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row
-from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
+from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments
 from taidpt.utils.commands import prog_name
 
 SHOWN_ERRORS = 10
@@ -115,7 +120,7 @@ class BatchStats:
 
 
 def _decode(paths: list[str], cfg: PreprocessConfig) -> list[np.ndarray | str]:
-    return [_load(p, cfg) for p in paths]
+    return [load_image(p, cfg) for p in paths]
 
 
 class _Producer(threading.Thread):
@@ -228,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")
     p.add_argument("--images", required=True, help="a folder (walked recursively), a .txt list of paths, or a glob")
     p.add_argument("--output", required=True, help="OUT.jsonl or OUT.csv (appended to; existing rows are skipped)")
+    p.add_argument("--classes", default=None,
+                   help='score these class names instead of the trained ones, e.g. "cat,dog,zebra" (a model exported '
+                        'with --open-vocabulary)')
+    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding threads")
     p.add_argument("--prefetch", type=int, default=None,
@@ -248,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log = ResultLog(Path(args.output), [], args.all_outputs)  # format checks before the model loads
         check_writable(log.path, append=True)
-        model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
-        meta = model.metadata
-        decision = for_model(meta, threshold=args.threshold, top_k=args.top_k)
+        predictor = Predictor.from_onnx(args.model, classes=parse_class_names(args.classes, args.class_list),
+                                        providers=args.providers, threads=args.threads, threshold=args.threshold,
+                                        top_k=args.top_k, batch_size=args.batch_size)
+        model, decision, meta = predictor.runner, predictor.decision, predictor.metadata
         log = ResultLog(Path(args.output), meta.classnames, args.all_outputs)
         source, total = image_source(args.images)
         done, dropped = log.read_done()
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        model.close()
+        predictor.close()
     resumed = len(done)
     print(f"{log.path}: {stats.scored} image(s) scored ({stats.rate:.1f} img/s), {stats.failed} unreadable, "
           f"{resumed} already done", file=sys.stderr)

@@ -36,9 +36,6 @@ import glob
 import io
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -46,13 +43,12 @@ import numpy as np
 
 from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
 from taidpt.utils.pathtext import escape_path, unescape_path
-from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb
-
-from taidpt.serve.decision import Decision, DecisionError, decide, for_model  # noqa: F401 - decide re-exported
+from taidpt.serve.decision import Decision, DecisionError, decide  # noqa: F401 - decide re-exported
 from taidpt.serve.metadata import MetadataError
+from taidpt.serve.open_vocab import parse_class_names
+from taidpt.serve.predictor import Predictions, Predictor
 from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, json_row
-from taidpt.serve.open_vocab import OpenVocabModel, parse_class_names
-from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments, open_model
+from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments
 from taidpt.utils.commands import prog_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -115,71 +111,6 @@ def collect_images(spec: str) -> list[str]:
     if not matches:
         raise InputError(f"{spec}: not a folder, a list file (.txt) or a glob that matches any file")
     return matches
-
-
-def _load(path: str, cfg: PreprocessConfig) -> np.ndarray | str:
-    """The preprocessed image, or the reason it cannot be read."""
-    try:
-        return cfg(load_rgb(path, exif_transpose=cfg.exif_transpose))
-    except ImageLoadError as exc:
-        return exc.reason
-    except Exception as exc:  # noqa: BLE001 - e.g. a decompression-bomb check; reported, not fatal
-        return f"{type(exc).__name__}: {exc}"
-
-
-@dataclass
-class Predictions:
-    """Outputs for the images that loaded (rows in input order) and the ones that did not."""
-
-    paths: list[str]
-    scores: np.ndarray  # [N, C] merged scores
-    global_logits: np.ndarray
-    local_logits: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    seconds: float = 0.0
-    indices: list[int] = field(default_factory=list)  # position in the input list of each scored row
-
-
-def predict(model: Runner, paths: Sequence[str], *, batch_size: int = 32, workers: int = 4,
-            progress: bool = True, on_skip=None) -> Predictions:
-    """Preprocess and score ``paths`` in batches; unreadable images go to ``skipped``.
-
-    Decoding and resizing run in a thread pool (PIL releases the GIL), so they overlap across the
-    images of a batch.
-    """
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    cfg = model.metadata.preprocess_config()
-    kept: list[str] = []
-    kept_idx: list[int] = []
-    outs: dict[str, list[np.ndarray]] = {"scores": [], "global_logits": [], "local_logits": []}
-    skipped: list[tuple[str, str]] = []
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(paths), unit="img", desc="scoring", disable=not progress, file=sys.stderr) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = list(paths[start:start + batch_size])
-            arrays = []
-            for offset, (p, item) in enumerate(zip(chunk, pool.map(lambda q: _load(q, cfg), chunk))):
-                if isinstance(item, str):
-                    skipped.append((p, item))
-                    if on_skip is not None:
-                        on_skip(p, item)
-                else:
-                    kept.append(p)
-                    kept_idx.append(start + offset)
-                    arrays.append(item)
-            if arrays:
-                result = model.run(np.stack(arrays))
-                for k in outs:
-                    outs[k].append(result[k])
-            bar.update(len(chunk))
-    c = model.metadata.num_classes
-    cat = {k: (np.concatenate(v) if v else np.zeros((0, c), np.float32)) for k, v in outs.items()}
-    return Predictions(kept, cat["scores"], cat["global_logits"], cat["local_logits"], skipped,
-                       time.perf_counter() - t0, kept_idx)
 
 
 def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) -> dict:
@@ -261,20 +192,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable(out)
         remove_stale_temps(out.parent, target=out.name)
         names = parse_class_names(args.classes, args.class_list)
-        model = (open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size) if names is None
-                 else OpenVocabModel(args.model, names, args.providers, threads=args.threads, max_batch=args.batch_size))
-        if fmt == ".csv":
-            csv_header(model.metadata.classnames)
-        paths = collect_images(args.images)
-    except (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError) as exc:
+        predictor = Predictor.from_onnx(args.model, classes=names, providers=args.providers, threads=args.threads,
+                                        threshold=args.threshold, top_k=args.top_k, batch_size=args.batch_size,
+                                        workers=args.workers)
+    except (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError, DecisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    meta = model.metadata
+    model, rule, meta = predictor.runner, predictor.decision, predictor.metadata
     try:
-        rule = for_model(meta, threshold=args.threshold, top_k=args.top_k)
-    except DecisionError as exc:
+        if fmt == ".csv":
+            csv_header(meta.classnames)
+        paths = collect_images(args.images)
+    except (InputError, ResultLogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        model.close()
+        predictor.close()
         return 2
     print(f"{model.path.name}: {meta.trainer} {meta.backbone} ({meta.precision}), {meta.num_classes} classes, "
           f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {len(paths)} image(s); "
@@ -284,8 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
 
     try:
-        preds = predict(model, paths, batch_size=args.batch_size, workers=args.workers,
-                        progress=not args.no_progress, on_skip=report)
+        preds, rule = predictor.score(paths, progress=not args.no_progress, on_skip=report)
         labels = rule.labels(preds.scores)
         if fmt == ".json":
             write_json(out, model, rule, preds, labels, len(paths), args.all_outputs)
@@ -295,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        model.close()
+        predictor.close()
     rate = len(preds.paths) / preds.seconds if preds.seconds > 0 else float("nan")
     print(f"wrote {escape_path(out)}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), "
           f"{len(preds.skipped)} skipped", file=sys.stderr)

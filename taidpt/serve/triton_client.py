@@ -30,7 +30,8 @@ from taidpt.utils.pathtext import escape_path
 
 from taidpt.serve.batch_infer import image_source
 from taidpt.serve.decision import Decision, DecisionError, for_model
-from taidpt.serve.infer import InputError, _load
+from taidpt.serve.infer import InputError
+from taidpt.serve.predictor import load_image
 from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata
 from taidpt.serve.result_log import json_row
 from taidpt.utils.commands import prog_name
@@ -69,7 +70,7 @@ def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths
     decision = decision or for_model(meta)
     it = iter(paths)
     while chunk := list(itertools.islice(it, batch_size)):
-        loaded = [_load(p, cfg) for p in chunk]
+        loaded = [load_image(p, cfg) for p in chunk]
         good = [i for i, x in enumerate(loaded) if not isinstance(x, str)]
         results = [{"path": escape_path(p), "error": escape_path(x)} if isinstance(x, str) else {}
                    for p, x in zip(chunk, loaded)]
