@@ -326,3 +326,54 @@ def test_batch_infer_scores_a_class_list_like_infer(open_export, trained_run, tm
     assert len(rows) == len(one) == 12
     for row in rows:
         assert list(row["scores"]) == ["zebra", "dog"] and row["scores"] == pytest.approx(one[row["path"]], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- Triton: the text model as a second model
+def test_triton_repository_serves_any_class_list(open_export, rn_export, trained_run, tmp_path, monkeypatch, capsys):
+    import types
+
+    from test_triton import assert_parses_as_triton_model_config, fake_tritonclient
+
+    from taidpt.serve import pbtxt
+    from taidpt.serve.infer import main as infer_main
+    from taidpt.serve.triton import main as triton_main
+    from taidpt.serve.triton_client import main as client_main
+
+    model, repo = open_export[0], tmp_path / "repo"
+    assert triton_main(["--onnx", str(model), "--repository", str(repo), "--open-vocabulary"]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == ["taidpt", "taidpt_open", "taidpt_text"]
+    assert triton_main(["--onnx", str(model), "--repository", str(repo), "--open-vocabulary", "--check"]) == 0
+    for folder in repo.iterdir():
+        config = pbtxt.parse((folder / "config.pbtxt").read_text())
+        assert pbtxt.one(config, "model_warmup")  # every model is warmed up at load
+        assert_parses_as_triton_model_config(folder)
+    text = pbtxt.parse((repo / "taidpt_text" / "config.pbtxt").read_text())
+    assert pbtxt.one(text, "max_batch_size") == 0 and text["input"][0]["dims"] == [-1, 77]
+    assert (repo / "taidpt_text" / "bpe.txt.gz").read_bytes() == model.with_name("m.bpe.txt.gz").read_bytes()
+
+    fake = fake_tritonclient(*repo.iterdir())
+    monkeypatch.setitem(sys.modules, "tritonclient", types.ModuleType("tritonclient"))
+    monkeypatch.setitem(sys.modules, "tritonclient.http", fake)
+    images = str(trained_run[1] / "VOCdevkit" / "VOC2007" / "JPEGImages")
+    capsys.readouterr()
+    assert client_main(["--images", images, "--classes", "zebra,dog", "--vocab", str(repo / "taidpt_text" / "bpe.txt.gz"),
+                        "--batch-size", "5"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r[0] for r in fake.requests} == {"taidpt_text", "taidpt_open"}
+    assert sum(r[0] == "taidpt_text" for r in fake.requests) == 1  # the class list is embedded once
+    assert infer_main(["--model", str(model), "--images", images, "--output", str(tmp_path / "ref.json"),
+                       "--no-progress", "--classes", "zebra,dog"]) == 0
+    ref = {r["path"]: r for r in json.loads((tmp_path / "ref.json").read_text())["images"]}
+    assert len(rows) == len(ref) == 12
+    for row in rows:
+        assert list(row["scores"]) == ["zebra", "dog"] and row["labels"] == ref[row["path"]]["labels"]
+        assert row["scores"] == pytest.approx(ref[row["path"]]["scores"], abs=1e-5)
+
+    # one-line refusals: a closed export, and --classes without the vocabulary
+    closed = tmp_path / "closed"
+    capsys.readouterr()
+    assert triton_main(["--onnx", str(rn_export[2]), "--repository", str(closed), "--open-vocabulary"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exported without --open-vocabulary" in err[0] and not closed.exists()
+    assert client_main(["--images", images, "--classes", "zebra"]) == 2
+    assert "need --vocab" in capsys.readouterr().err

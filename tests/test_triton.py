@@ -58,7 +58,55 @@ def test_onnxruntime_repository_matches_the_onnx_file(exported, tmp_path):
     assert (folder / "1" / "model.onnx").read_bytes() == model_path.read_bytes()
     params = {p["key"][0]: pbtxt.one(p["value"][0], "string_value") for p in config["parameters"]}
     assert json.loads(params["taidpt.classnames"]) == CLASSES and json.loads(params["taidpt.threshold"]) == 0.05
+    warm = pbtxt.one(config, "model_warmup")
+    assert pbtxt.one(warm, "batch_size") == 1
+    feed = pbtxt.one(warm, "inputs")
+    assert pbtxt.one(feed, "key") == "images"
+    assert feed["value"][0]["dims"] == [3, 64, 64]
+    assert pbtxt.one(feed["value"][0], "zero_data") is True
     assert check_repository(folder, model_path) == []
+    assert_parses_as_triton_model_config(folder)
+
+
+def test_warmup_can_be_left_out_and_is_checked(exported, tmp_path, capsys):
+    _, model_path = exported
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path / "repo"), "--no-warmup"]) == 0
+    folder = tmp_path / "repo" / "taidpt"
+    assert "model_warmup" not in parse_config(folder)
+    write_repository(model_path, tmp_path / "repo")
+    text = (folder / "config.pbtxt").read_text()
+    assert 'key: "images"' in text
+    (folder / "config.pbtxt").write_text(text.replace('key: "images"', 'key: "pixels"'))
+    assert main(["--onnx", str(model_path), "--repository", str(tmp_path / "repo"), "--check"]) == 1
+    assert "model_warmup 'zeros' feeds ['pixels']" in capsys.readouterr().err
+
+
+def assert_parses_as_triton_model_config(folder: Path) -> None:
+    """Parse config.pbtxt with Triton's own ModelConfig schema (tritonclient[grpc]) when it is installed."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((folder / "config.pbtxt").read_text(), config)
+    assert config.name == folder.name and config.input and config.output
+
+
+def test_config_parses_with_tritons_schema(exported, tmp_path):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                        reason="Triton's ModelConfig schema ships with tritonclient[grpc] (the [triton] extra)")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    _, model_path = exported
+    folder = write_repository(model_path, tmp_path / "repo", max_batch=8, preferred=[4])
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((folder / "config.pbtxt").read_text(), config)
+    assert config.max_batch_size == 8 and list(config.dynamic_batching.preferred_batch_size) == [4]
+    warm = config.model_warmup[0]
+    assert warm.batch_size == 1 and list(warm.inputs["images"].dims) == [3, 64, 64] and warm.inputs["images"].zero_data
+    assert config.parameters["taidpt.classnames"].string_value == json.dumps(CLASSES)
 
 
 def test_check_finds_a_tampered_repository(exported, tmp_path, capsys):
@@ -155,11 +203,12 @@ def test_pbtxt_round_trip_and_errors():
 
 
 # ----------------------------------------------------------------------------- the client
-def fake_tritonclient(folder: Path) -> types.ModuleType:
-    """A stand-in for ``tritonclient.http`` serving the repository's model.onnx with onnxruntime and
+def fake_tritonclient(*folders: Path) -> types.ModuleType:
+    """A stand-in for ``tritonclient.http`` serving each model folder's model.onnx with onnxruntime and
     its config's parameters as Triton's HTTP endpoint returns them."""
-    config = parse_config(folder)
-    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    configs = {f.name: parse_config(f) for f in folders}
+    sessions = {f.name: ort.InferenceSession(str(f / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+                for f in folders}
     requests: list[tuple] = []
 
     class InferInput:
@@ -167,7 +216,8 @@ def fake_tritonclient(folder: Path) -> types.ModuleType:
             self.name, self.shape, self.datatype = name, shape, datatype
 
         def set_data_from_numpy(self, array):
-            assert list(array.shape) == self.shape and array.dtype == np.float32
+            assert list(array.shape) == self.shape
+            assert array.dtype == {"FP32": np.float32, "INT64": np.int64}[self.datatype]
             self.array = array
 
     class InferRequestedOutput:
@@ -186,16 +236,16 @@ def fake_tritonclient(folder: Path) -> types.ModuleType:
             self.url = url
 
         def is_model_ready(self, model):
-            return model == pbtxt.one(config, "name")
+            return model in configs and model == pbtxt.one(configs[model], "name")
 
         def get_model_config(self, model):
             return {"name": model, "parameters": {p["key"][0]: {"string_value": pbtxt.one(p["value"][0], "string_value")}
-                                                  for p in config["parameters"]}}
+                                                  for p in configs[model]["parameters"]}}
 
         def infer(self, model, inputs, outputs):
             requests.append((model, [i.name for i in inputs], inputs[0].shape))
             names = [o.name for o in outputs]
-            return Reply(dict(zip(names, session.run(names, {i.name: i.array for i in inputs}))))
+            return Reply(dict(zip(names, sessions[model].run(names, {i.name: i.array for i in inputs}))))
 
     module = types.ModuleType("tritonclient.http")
     module.InferInput, module.InferRequestedOutput = InferInput, InferRequestedOutput

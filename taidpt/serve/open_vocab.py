@@ -106,6 +106,11 @@ def _session(path: Path, providers: Sequence[Any], threads: int) -> Any:
         raise OpenVocabError(f"{path}: onnxruntime cannot load it ({first})") from None
 
 
+def prompts_for(template: str, classnames: Sequence[str]) -> list[str]:
+    """Each name in the prompt template, underscores as spaces (as the training prompts were written)."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
+
+
 class TextEmbedder:
     """Class names -> (global, local) class embeddings ``[C, D]`` float32 through the exported text model."""
 
@@ -121,8 +126,8 @@ class TextEmbedder:
             raise OpenVocabError(f"{text_model}: expected the input {TOKEN_IDS_NAME!r}, found {names}")
 
     def prompts(self, classnames: Sequence[str]) -> list[str]:
-        """Each name in the prompt template, underscores as spaces (as the training prompts were written)."""
-        return [self.template.format(name.replace("_", " ")) for name in classnames]
+        """Each name in the prompt template (:func:`prompts_for`)."""
+        return prompts_for(self.template, classnames)
 
     def token_ids(self, classnames: Sequence[str]) -> np.ndarray:
         """Prompt token ids int64 ``[C, context_length]``."""

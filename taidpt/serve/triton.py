@@ -2,7 +2,8 @@
 
     python -m export.triton --onnx MODEL.onnx --repository DIR [--name taidpt] \\
         [--backend onnxruntime|tensorrt [--engine MODEL.plan]] [--max-batch 64] [--preferred-batch 8,16] \\
-        [--instances 1] [--instance-kind auto|gpu|cpu] [--queue-delay-us 100] [--version 1] [--check]
+        [--instances 1] [--instance-kind auto|gpu|cpu] [--queue-delay-us 100] [--version 1] [--no-warmup]
+        [--open-vocabulary] [--check]
 
 writes::
 
@@ -10,6 +11,16 @@ writes::
                                 inputs/outputs (names, data types, dims) read from the ONNX file
     DIR/<name>/labels.txt       the class names, one per line (label_filename of every output)
     DIR/<name>/1/model.onnx     (or model.plan: the TensorRT engine given with --engine)
+
+and with ``--open-vocabulary`` (an ONNX file exported with ``--open-vocabulary``) two more models, so
+that a client scores any class list: ``DIR/<name>_text`` (``M.text.onnx``: ``token_ids`` -> class
+embeddings; the BPE vocabulary is copied beside its config as ``bpe.txt.gz``) and ``DIR/<name>_open``
+(``M.open.onnx``: images + embeddings -> scores). Their embeddings have no batch axis, so they are
+written with ``max_batch_size: 0`` (full shapes, dynamic class count).
+
+Every model gets a ``model_warmup`` entry (all-zero inputs, batch 1), so Triton runs each instance
+once at load time (onnxruntime's graph preparation, TensorRT's context setup) instead of during the
+first client request; ``--no-warmup`` leaves it out.
 
 The model name is its folder in the repository, so it must be one plain folder name: letters,
 digits, ``_``, ``-`` and ``.``, starting with a letter, digit or ``_`` (so never ``.``, ``..``, a
@@ -41,6 +52,7 @@ from typing import Any, Sequence
 
 from taidpt.serve import pbtxt
 from taidpt.serve.metadata import MetadataError, ModelMetadata, read_onnx_metadata, read_sidecar
+from taidpt.serve.open_vocab import OpenVocabError, companion_files
 from taidpt.utils.commands import prog_name
 
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
@@ -48,6 +60,8 @@ MODEL_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "config.pbtxt"
+VOCAB_FILE = "bpe.txt.gz"
+OPEN_SUFFIXES = {"text": "_text", "open": "_open"}  # --open-vocabulary: <name>_text, <name>_open
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -129,9 +143,21 @@ def config_dims(spec: TensorSpec, max_batch: int) -> list[int]:
     return list(spec.shape[1:])
 
 
+def warmup(inputs: Sequence[TensorSpec], max_batch: int) -> list[dict[str, Any]]:
+    """``model_warmup``: one request of all-zero inputs, batch 1 (a dynamic axis other than the batch
+    one, e.g. the class count of the open graph, is 1 as well)."""
+    entry: dict[str, Any] = {"name": "zeros", "batch_size": 1 if max_batch > 0 else 0}
+    entry["inputs"] = pbtxt.Repeated(
+        {"key": s.name, "value": {"data_type": pbtxt.Enum(s.data_type),
+                                  "dims": [d if d > 0 else 1 for d in config_dims(s, max_batch)], "zero_data": True}}
+        for s in inputs)
+    return [entry]
+
+
 def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  meta: ModelMetadata, *, max_batch: int = 64, preferred: Sequence[int] = (8, 16),
-                 instances: int = 1, instance_kind: str = "auto", queue_delay_us: int = 100) -> dict[str, Any]:
+                 instances: int = 1, instance_kind: str = "auto", queue_delay_us: int = 100,
+                 warm_up: bool = True, labels: bool = True) -> dict[str, Any]:
     """The ``ModelConfig`` of the repository, as a dict for :func:`taidpt.serve.pbtxt.render`."""
     if backend not in PLATFORMS:
         raise TritonExportError(f"--backend must be one of {', '.join(PLATFORMS)}, got {backend!r}")
@@ -147,7 +173,7 @@ def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs:
         "input": [{"name": s.name, "data_type": pbtxt.Enum(s.data_type), "dims": config_dims(s, max_batch)}
                   for s in inputs],
         "output": [{"name": s.name, "data_type": pbtxt.Enum(s.data_type), "dims": config_dims(s, max_batch),
-                    "label_filename": LABELS_FILE} for s in outputs],
+                    **({"label_filename": LABELS_FILE} if labels else {})} for s in outputs],
     }
     if max_batch > 0:
         batching: dict[str, Any] = {"max_queue_delay_microseconds": int(queue_delay_us)}
@@ -160,17 +186,65 @@ def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs:
             raise TritonExportError(f"--instance-kind must be auto, gpu or cpu, got {instance_kind!r}")
         group["kind"] = pbtxt.Enum(KINDS[instance_kind])
     config["instance_group"] = [group]
+    if warm_up:
+        config["model_warmup"] = warmup(inputs, max_batch)
     config["parameters"] = pbtxt.Repeated({"key": k, "value": {"string_value": v}} for k, v in meta.to_props().items())
     return config
 
 
+def _copy_onnx(onnx_path: Path, version_dir: Path) -> None:
+    """``onnx_path`` as ``version_dir/model.onnx``, with the external weight files it names."""
+    shutil.copyfile(onnx_path, version_dir / MODEL_FILES["onnxruntime"])
+    for rel in external_data_files(onnx_path):
+        target = version_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(onnx_path.parent / rel, target)
+
+
+def open_vocabulary_files(onnx_path: Path) -> dict[str, Path]:
+    """``{"text", "open", "bpe"}`` -> the open-vocabulary files of an export (one-line error without them)."""
+    try:
+        return companion_files(onnx_path, read_onnx_metadata(onnx_path))
+    except OpenVocabError as exc:
+        raise TritonExportError(str(exc).replace("to use --classes or --class-list", "to write its open-vocabulary models")) from None
+
+
+def _write_open_models(onnx_path: Path, repository: Path, name: str, version: int, *, instances: int,
+                       instance_kind: str, warm_up: bool) -> list[Path]:
+    """``<name>_text`` and ``<name>_open`` (onnxruntime, ``max_batch_size: 0``); returns their folders."""
+    files = open_vocabulary_files(onnx_path)
+    folders = []
+    for key, suffix in OPEN_SUFFIXES.items():
+        model_name = name + suffix
+        check_model_name(model_name)
+        inputs, outputs = onnx_signature(files[key])
+        config = model_config(model_name, "onnxruntime", inputs, outputs, read_onnx_metadata(files[key]), max_batch=0,
+                              preferred=(), instances=instances, instance_kind=instance_kind, warm_up=warm_up,
+                              labels=False)
+        folder = repository / model_name
+        (folder / str(int(version))).mkdir(parents=True, exist_ok=True)
+        _copy_onnx(files[key], folder / str(int(version)))
+        if key == "text":
+            shutil.copyfile(files["bpe"], folder / VOCAB_FILE)
+        header = f"# written by python -m export.triton from {files[key].name} (open vocabulary, {key})\n"
+        (folder / CONFIG_FILE).write_text(header + pbtxt.render(config), encoding="utf-8")
+        folders.append(folder)
+    return folders
+
+
 def write_repository(onnx_path: Path, repository: Path, *, name: str = "taidpt", backend: str = "onnxruntime",
-                     engine: Path | None = None, version: int = 1, **config_options: Any) -> Path:
-    """Write ``repository/<name>`` for the model; returns the model folder."""
+                     engine: Path | None = None, version: int = 1, open_vocabulary: bool = False,
+                     **config_options: Any) -> Path:
+    """Write ``repository/<name>`` for the model (and with ``open_vocabulary`` ``<name>_text`` and
+    ``<name>_open``); returns the model folder."""
     check_model_name(name)
     check_version(version)
     if not onnx_path.is_file():
         raise TritonExportError(f"{onnx_path}: no such ONNX file")
+    if open_vocabulary:
+        for suffix in OPEN_SUFFIXES.values():
+            check_model_name(name + suffix)
+        open_vocabulary_files(onnx_path)  # refused before anything is written
     if backend == "tensorrt":
         if engine is None or not engine.is_file():
             raise TritonExportError("--backend tensorrt needs --engine MODEL.plan (build it with python -m "
@@ -186,16 +260,16 @@ def write_repository(onnx_path: Path, repository: Path, *, name: str = "taidpt",
     version_dir = folder / str(int(version))
     version_dir.mkdir(parents=True, exist_ok=True)
     if backend == "onnxruntime":
-        shutil.copyfile(onnx_path, version_dir / MODEL_FILES[backend])
-        for rel in external_data_files(onnx_path):
-            target = version_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(onnx_path.parent / rel, target)
+        _copy_onnx(onnx_path, version_dir)
     else:
         shutil.copyfile(engine, version_dir / MODEL_FILES[backend])  # type: ignore[arg-type]
     (folder / LABELS_FILE).write_text("".join(c + "\n" for c in meta.classnames), encoding="utf-8")
     header = f"# written by python -m export.triton from {onnx_path.name} ({backend})\n"
     (folder / CONFIG_FILE).write_text(header + pbtxt.render(config), encoding="utf-8")
+    if open_vocabulary:
+        _write_open_models(onnx_path, repository, name, version, instances=int(config_options.get("instances", 1)),
+                           instance_kind=str(config_options.get("instance_kind", "auto")),
+                           warm_up=bool(config_options.get("warm_up", True)))
     return folder
 
 
@@ -242,9 +316,31 @@ def check_repository(folder: Path, onnx_path: Path) -> list[str]:
                 labels = (folder / label_file).read_text(encoding="utf-8").splitlines()
                 if labels != list(meta.classnames):
                     problems.append(f"{label_file} does not list the model's {meta.num_classes} classes in order")
+    for entry in config.get("model_warmup", []):
+        names = sorted(pbtxt.one(i, "key") for i in entry.get("inputs", []))
+        if names != sorted(s.name for s in inputs):
+            problems.append(f"model_warmup {pbtxt.one(entry, 'name')!r} feeds {names}, not the ONNX file's inputs")
     params = {p["key"][0]: pbtxt.one(pbtxt.one(p, "value"), "string_value") for p in config.get("parameters", [])}
     if params and ModelMetadata.from_props(params, folder / CONFIG_FILE) != meta:
         problems.append("the taidpt parameters differ from the ONNX file's metadata")
+    return problems
+
+
+def check_open_models(repository: Path, name: str, onnx_path: Path) -> list[str]:
+    """:func:`check_repository` for ``<name>_text`` and ``<name>_open`` against the export's companion files."""
+    files = open_vocabulary_files(onnx_path)
+    problems = []
+    for key, suffix in OPEN_SUFFIXES.items():
+        folder = repository / (name + suffix)
+        if not (folder / CONFIG_FILE).is_file():
+            problems.append(f"{folder / CONFIG_FILE}: no such file")
+            continue
+        problems += [f"{folder.name}: {p}" for p in check_repository(folder, files[key])]
+    if (repository / (name + OPEN_SUFFIXES["text"]) / VOCAB_FILE).is_file():
+        if (repository / (name + OPEN_SUFFIXES["text"]) / VOCAB_FILE).read_bytes() != files["bpe"].read_bytes():
+            problems.append(f"{name}{OPEN_SUFFIXES['text']}/{VOCAB_FILE} differs from {files['bpe'].name}")
+    else:
+        problems.append(f"{name}{OPEN_SUFFIXES['text']}/{VOCAB_FILE} is missing")
     return problems
 
 
@@ -271,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-kind", choices=["auto", *KINDS], default=None,
                    help="where instances run (default: auto for onnxruntime, gpu for tensorrt)")
     p.add_argument("--version", type=int, default=1, help="version folder (default 1)")
+    p.add_argument("--no-warmup", action="store_true", help="leave out the model_warmup request (all-zero inputs)")
+    p.add_argument("--open-vocabulary", action="store_true",
+                   help="also write <name>_text and <name>_open from an --open-vocabulary export, so that a client "
+                        "can score any class list")
     p.add_argument("--check", action="store_true", help="only compare an existing repository with the ONNX file")
     return p
 
@@ -285,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (folder / CONFIG_FILE).is_file():
                 raise TritonExportError(f"{folder / CONFIG_FILE}: no such file")
             problems = check_repository(folder, onnx_path)
+            if args.open_vocabulary:
+                problems += check_open_models(repository, args.name, onnx_path)
             for problem in problems:
                 print(f"mismatch: {problem}", file=sys.stderr)
             print(f"{folder}: {'consistent with' if not problems else 'DIFFERS from'} {onnx_path}", file=sys.stderr)
@@ -293,15 +395,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_repository(onnx_path, repository, name=args.name, backend=args.backend,
                          engine=Path(args.engine) if args.engine else None, version=args.version,
                          max_batch=args.max_batch, preferred=args.preferred_batch, instances=args.instances,
-                         instance_kind=kind, queue_delay_us=args.queue_delay_us)
+                         instance_kind=kind, queue_delay_us=args.queue_delay_us, warm_up=not args.no_warmup,
+                         open_vocabulary=args.open_vocabulary)
         problems = check_repository(folder, onnx_path)
+        if args.open_vocabulary:
+            problems += check_open_models(repository, args.name, onnx_path)
     except (TritonExportError, MetadataError, pbtxt.PbtxtError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if problems:
         print(f"error: the written repository does not read back: {problems[0]}", file=sys.stderr)
         return 1
-    print(f"wrote {folder}/{CONFIG_FILE}, {LABELS_FILE} and {args.version}/{MODEL_FILES[args.backend]}\n"
+    also = (f"; open vocabulary: {args.name}{OPEN_SUFFIXES['text']}/ and {args.name}{OPEN_SUFFIXES['open']}/ "
+            f"(query with --classes)" if args.open_vocabulary else "")
+    print(f"wrote {folder}/{CONFIG_FILE}, {LABELS_FILE} and {args.version}/{MODEL_FILES[args.backend]}{also}\n"
           f"serve it with:  tritonserver --model-repository {repository}\n"
           f"query it with:  python -m export.triton_client --url localhost:8000 --model {args.name} --images DIR",
           file=sys.stderr)

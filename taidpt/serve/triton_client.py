@@ -2,6 +2,8 @@
 
     tritonserver --model-repository DIR            # DIR written by python -m export.triton
     python -m export.triton_client --url localhost:8000 --model taidpt --images photos/ [--protocol grpc]
+    # any class list (a repository written with --open-vocabulary; the vocabulary is the export's M.bpe.txt.gz)
+    python -m export.triton_client --model taidpt --images photos/ --classes "cat,zebra" --vocab M.bpe.txt.gz
 
 The client reads the model's preprocessing (image size, mean/std, interpolation), class names and
 stored per-class thresholds from the ``taidpt.*`` parameters that ``python -m export.triton`` put into
@@ -11,6 +13,11 @@ image, the rows of ``python -m export.batch_infer``: ``{"path", "scores": {class
 "confidence": {class: c or null}, "labels", "decision"}`` (or ``"error"``), labels decided by
 :mod:`taidpt.serve.decision` (``--threshold`` / ``--top-k`` override); paths are escaped as the other
 export tools write them (:mod:`taidpt.utils.pathtext`).
+With ``--classes`` / ``--class-list`` the names are put into the prompt template (the
+``<model>_text`` model's parameters), tokenized here (:mod:`taidpt.serve.tokenizer`, with the
+export's BPE vocabulary: ``--vocab``, copied into ``<model>_text/`` as ``bpe.txt.gz``), embedded once
+by ``<model>_text``, and every batch is scored by ``<model>_open`` with those embeddings; stored
+thresholds apply to the names that have one, top-k decides the others.
 ``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
 
 This module must not import torch.
@@ -32,7 +39,8 @@ from taidpt.serve.batch_infer import image_source
 from taidpt.serve.decision import Decision, DecisionError, for_model
 from taidpt.serve.infer import InputError
 from taidpt.serve.predictor import load_image
-from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata
+from taidpt.serve.metadata import EMBEDDING_NAMES, INPUT_NAME, TOKEN_IDS_NAME, MetadataError, ModelMetadata
+from taidpt.serve.open_vocab import OpenVocabError, parse_class_names, prompts_for
 from taidpt.serve.result_log import json_row
 from taidpt.utils.commands import prog_name
 
@@ -63,11 +71,41 @@ def served_metadata(client: Any, model: str, protocol: str) -> ModelMetadata:
     return ModelMetadata.from_props(params, f"{model} (Triton)")
 
 
+def _tensor(module: Any, name: str, array: np.ndarray, datatype: str) -> Any:
+    request = module.InferInput(name, list(array.shape), datatype)
+    request.set_data_from_numpy(array)
+    return request
+
+
+def embed_classes(client: Any, module: Any, model: str, protocol: str, classnames: Sequence[str],
+                  vocab: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (global, local) embeddings ``[C, D]`` of ``classnames`` from the served ``<model>_text``."""
+    from taidpt.serve.tokenizer import ClipTokenizer, TokenizerError
+
+    text_model = model + "_text"
+    if not client.is_model_ready(text_model):
+        raise TritonClientError(f"model {text_model!r} is not ready: --classes needs a repository written with "
+                                f"python -m export.triton --open-vocabulary")
+    meta = served_metadata(client, text_model, protocol)
+    try:
+        ids = ClipTokenizer(vocab)(prompts_for(meta.prompt_template, classnames), meta.context_length)
+    except TokenizerError as exc:
+        raise TritonClientError(str(exc)) from None
+    reply = client.infer(text_model, inputs=[_tensor(module, TOKEN_IDS_NAME, ids.astype(np.int64), "INT64")],
+                         outputs=[module.InferRequestedOutput(n) for n in EMBEDDING_NAMES])
+    g, loc = (np.asarray(reply.as_numpy(n), dtype=np.float32) for n in EMBEDDING_NAMES)
+    return g, loc
+
+
 def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths: Iterable[str], *,
-                batch_size: int = 8, decision: Decision | None = None) -> Iterable[dict]:
-    """One result dict per path, in order (paths and errors escaped); batches of readable images go to the server."""
+                batch_size: int = 8, decision: Decision | None = None,
+                embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> Iterable[dict]:
+    """One result dict per path, in order (paths and errors escaped); batches of readable images go to the server
+    (to ``<model>_open`` with ``embeddings``, the class embeddings of :func:`embed_classes`)."""
     cfg = meta.preprocess_config()
     decision = decision or for_model(meta)
+    target = model if embeddings is None else model + "_open"
+    extra = [] if embeddings is None else [_tensor(module, n, e, "FP32") for n, e in zip(EMBEDDING_NAMES, embeddings)]
     it = iter(paths)
     while chunk := list(itertools.islice(it, batch_size)):
         loaded = [load_image(p, cfg) for p in chunk]
@@ -76,9 +114,8 @@ def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths
                    for p, x in zip(chunk, loaded)]
         if good:
             batch = np.stack([loaded[i] for i in good]).astype(np.float32)
-            request = module.InferInput(INPUT_NAME, list(batch.shape), "FP32")
-            request.set_data_from_numpy(batch)
-            reply = client.infer(model, inputs=[request], outputs=[module.InferRequestedOutput("scores")])
+            reply = client.infer(target, inputs=[_tensor(module, INPUT_NAME, batch, "FP32"), *extra],
+                                 outputs=[module.InferRequestedOutput("scores")])
             scores = reply.as_numpy("scores")
             labels = decision.labels(scores)
             for j, i in enumerate(good):
@@ -94,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="taidpt", help="model name in the repository")
     p.add_argument("--images", required=True, help="a folder, a .txt list of paths, or a glob")
     p.add_argument("--batch-size", type=int, default=8, help="images per request")
+    p.add_argument("--classes", default=None, help='score these class names, e.g. "cat,dog,zebra" (a repository '
+                                                   'written with --open-vocabulary)')
+    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
+    p.add_argument("--vocab", default=None, help="the export's BPE vocabulary (M.bpe.txt.gz, also in <model>_text/ in "
+                                                 "the repository); needed with --classes / --class-list")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, default=None,
                       help="labels = classes with merged logit >= T, for every class (default: the thresholds stored "
@@ -110,13 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not client.is_model_ready(args.model):
             raise TritonClientError(f"model {args.model!r} is not ready on {args.url}")
         meta = served_metadata(client, args.model, args.protocol)
-        decision = for_model(meta, threshold=args.threshold, top_k=args.top_k)
+        names = parse_class_names(args.classes, args.class_list)
+        embeddings = None
+        if names is not None:
+            if not args.vocab:
+                raise TritonClientError("--classes and --class-list need --vocab M.bpe.txt.gz (the export's BPE "
+                                        "vocabulary, also written into the repository's <model>_text/ folder)")
+            embeddings = embed_classes(client, module, args.model, args.protocol, names, args.vocab)
+        decision = for_model(meta, classnames=names, threshold=args.threshold, top_k=args.top_k)
         paths, _ = image_source(args.images)
         print(f"{args.model} on {args.url}: labels: {decision.text()}", file=sys.stderr)
         for row in score_paths(client, module, args.model, meta, paths, batch_size=args.batch_size,
-                               decision=decision):
+                               decision=decision, embeddings=embeddings):
             print(json.dumps(row))
-    except (TritonClientError, MetadataError, InputError, DecisionError) as exc:
+    except (TritonClientError, MetadataError, InputError, DecisionError, OpenVocabError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException and connection errors
