@@ -43,20 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_name  # noqa: E402
+
 DEMO_DATASET_YAML = ROOT / "configs" / "datasets" / "demo.yaml"
 N_TRAINVAL = 1000
 QUICK_IMAGES = 300
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def command(args: list[str]) -> None:

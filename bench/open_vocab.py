@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.inference_speed import cpu_name  # noqa: E402
+from bench.machine import cpu_name  # noqa: E402
 
 SPLITS = (("circle", "star", "heart", "hexagon"), ("square", "cross", "moon", "semicircle"),
           ("triangle", "ring", "diamond", "arrow"))

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.inference_speed import cpu_features, cpu_name  # noqa: E402
+from bench.machine import cpu_features, cpu_name  # noqa: E402
 
 DEMO_YAML = "configs/datasets/demo.yaml"
 CALIBRATION_SEED, GATE_SEED = 11, 12

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from inference_speed import cpu_name  # noqa: E402 - bench/ is on the path from here on
+from machine import cpu_name  # noqa: E402 - bench/ is on the path from here on
 
 TRAIN_CONFIGS = (("1 x 1", 1, 1), ("1 x 2", 1, 2), ("2 x 1", 2, 1))
 

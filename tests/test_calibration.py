@@ -19,9 +19,6 @@ from taidpt.demo.voc_writer import write_caption_file, write_voc_dataset
 from taidpt.export.calibrate import main as calibrate_main
 from taidpt.export.threshold_store import store_thresholds
 from taidpt.export.thresholds import f1_optimal, rate_matching
-from taidpt.export.tracing import export_scorer
-from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD
-from taidpt.networks.model import TaIDPTModel
 from taidpt.serve.batch_infer import main as batch_main
 from taidpt.serve.decision import resolve, sigmoid
 from taidpt.serve.infer import main as infer_main
@@ -30,6 +27,7 @@ from taidpt.serve.metadata import MetadataError, ModelMetadata, read_onnx_metada
 from taidpt.serve.runtime import open_model
 from taidpt.serve.triton import write_repository
 from taidpt.serve.triton_client import main as client_main
+from export_support import export_tiny_taidpt
 from test_triton import fake_tritonclient, parse_config
 
 CLASSES = ["dog", "cat", "car", "boat", "person"]
@@ -40,15 +38,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model_path(tiny_rn, tmp_path_factory):
     """A TinyRN TaI-DPT scorer with random contexts, exported uncalibrated."""
-    torch.manual_seed(5)
-    model = TaIDPTModel(tiny_rn, CLASSES)
-    with torch.no_grad():
-        model.prompt_learner.ctx.normal_(0, 0.5)
-        model.prompt_learner.ctx_double.normal_(0, 0.5)
-    meta = ModelMetadata(classnames=tuple(CLASSES), image_size=(SIZE, SIZE), mean=CLIP_MEAN, std=CLIP_STD,
-                         interpolation="bicubic", merge_rate=0.5, backbone="TinyRN", trainer="TaIDPT",
-                         weights="random", taidpt_version="test")
-    return export_scorer(model.eval().image_scorer().eval(), tmp_path_factory.mktemp("model") / "tiny.onnx", meta)
+    return export_tiny_taidpt(tiny_rn, CLASSES, tmp_path_factory.mktemp("model") / "tiny.onnx", seed=5, size=SIZE)[1]
 
 
 @pytest.fixture(scope="module")

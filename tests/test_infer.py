@@ -21,12 +21,11 @@ from PIL import Image
 
 import taidpt.serve.infer
 import taidpt.serve.predictor
-from taidpt.export.tracing import export_scorer
+from export_support import export_tiny_taidpt
 from taidpt.serve.infer import collect_images, decide, main
 from taidpt.serve.metadata import ModelMetadata
-from taidpt.networks.model import TaIDPTModel
 from taidpt.utils.pathtext import unescape_path
-from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD, load_rgb, preprocess
+from taidpt.images.preprocess import load_rgb, preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["dog", "cat", "car", "traffic light", "potted_plant", "person"]
@@ -36,17 +35,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def exported(tiny_rn, tmp_path_factory):
     """A TinyRN TaI-DPT scorer with random contexts, exported to ONNX with a non-default threshold."""
-    torch.manual_seed(3)
-    model = TaIDPTModel(tiny_rn, CLASSES)
-    with torch.no_grad():
-        model.prompt_learner.ctx.normal_(0, 0.5)
-        model.prompt_learner.ctx_double.normal_(0, 0.5)
-    scorer = model.eval().image_scorer().eval()
-    meta = ModelMetadata(classnames=tuple(CLASSES), image_size=(SIZE, SIZE), mean=CLIP_MEAN, std=CLIP_STD,
-                         interpolation="bicubic", merge_rate=0.5, backbone="TinyRN", trainer="TaIDPT",
-                         weights="random", taidpt_version="test", threshold=0.05)
-    path = export_scorer(scorer, tmp_path_factory.mktemp("model") / "tiny.onnx", meta)
-    return scorer, path
+    return export_tiny_taidpt(tiny_rn, CLASSES, tmp_path_factory.mktemp("model") / "tiny.onnx", seed=3, size=SIZE,
+                              threshold=0.05)
 
 
 @pytest.fixture(scope="module")
