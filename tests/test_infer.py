@@ -23,7 +23,6 @@ import taidpt.serve.infer
 import taidpt.serve.predictor
 from export_support import export_tiny_taidpt
 from taidpt.serve.infer import collect_images, decide, main
-from taidpt.serve.metadata import ModelMetadata
 from taidpt.utils.pathtext import unescape_path
 from taidpt.images.preprocess import load_rgb, preprocess
 
