@@ -97,8 +97,9 @@ def _run_locked(cfg, args: argparse.Namespace) -> int:
 
     from trainers.taidpt import enable_taidpt_logging
     from taidpt.clip.loader import ClipLoadError
+    from taidpt.utils.seeding import is_seeded
 
-    if cfg.SEED >= 0:
+    if is_seeded(cfg.SEED):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
