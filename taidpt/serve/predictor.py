@@ -153,14 +153,25 @@ class Prediction:
 
 
 class Predictor:
-    """A deployed model with its decision rule (see the module docstring)."""
+    """A deployed model with its decision rule (see the module docstring).
+
+    ``runner`` scores preprocessed batches; ``threshold`` / ``top_k`` override the stored thresholds
+    for every class; ``open_classes`` opens a runner for another class list (None: only the
+    runner's own classes); ``batch_size`` images go to the runner at once, decoded by ``workers``
+    threads. A rule that cannot apply (e.g. ``top_k`` above the class count) raises
+    :class:`taidpt.serve.decision.DecisionError` and closes ``runner``.
+    """
 
     def __init__(self, runner: Runner, *, threshold: float | None = None, top_k: int | None = None,
                  open_classes: Callable[[list[str]], Runner] | None = None, batch_size: int = 32,
                  workers: int | None = None) -> None:
         self.runner = runner
         self._rule = {"threshold": threshold, "top_k": top_k}
-        self.decision: Decision = for_model(runner.metadata, **self._rule)
+        try:
+            self.decision: Decision = for_model(runner.metadata, **self._rule)
+        except Exception:
+            runner.close()
+            raise
         self._open_classes = open_classes
         self._class_lists: dict[tuple[str, ...], tuple[Runner, Decision]] = {}
         self.batch_size = int(batch_size)
