@@ -384,3 +384,35 @@ def test_decision_rule_edges():
     assert resolve(["a", "b"]).rule == "top_k"
     with pytest.raises(ValueError, match="--top-k must be between 1 and 2"):
         resolve(["a", "b"], top_k=3)
+
+
+def test_export_given_target_images_ships_label_free_thresholds(dataset, tmp_path, capsys):
+    """export.onnx --label-free-thresholds: one command from a run to a model whose stored thresholds equal
+    export.calibrate's on the same unlabelled images."""
+    from taidpt.export.onnx_cli import main as export_main
+
+    root, _ = dataset
+    run = write_run(tmp_path / "run", root)
+    images = str(root / "VOCdevkit" / "VOC2007" / "JPEGImages")
+    common = ["--model-dir", str(run), "--trainer", "ZeroshotCLIPDense", "--batch-sizes", "1",
+              "MODEL.BACKBONE.NAME", "TinyRN", "MODEL.BACKBONE.PRETRAINED", "", "SEED", "1",
+              "INPUT.SIZE", "(64, 64)"]
+    shipped, plain = tmp_path / "shipped.onnx", tmp_path / "plain.onnx"
+    assert export_main(["--output", str(shipped), "--calibration-images", images, "--label-free-thresholds",
+                        *common]) == 0
+    assert "thresholds for 4 of 5 classes stored in" in capsys.readouterr().out
+    assert export_main(["--output", str(plain), *common]) == 0
+    assert read_onnx_metadata(plain).threshold_map == {}
+    assert calibrate_main(["--model", str(plain), "--unlabelled-images", images, "--model-dir", str(run),
+                           "--no-progress"]) == 0
+    got, want = read_onnx_metadata(shipped), read_onnx_metadata(plain)
+    assert got.calibration.startswith("label-free") and got.calibration == want.calibration
+    assert set(got.threshold_map) == {"dog", "cat", "car", "boat"}
+    assert got.threshold_map == pytest.approx(want.threshold_map, abs=1e-6)
+
+    # Without target images (or without a run) the flag is refused before anything is written.
+    capsys.readouterr()
+    assert export_main(["--output", str(tmp_path / "x.onnx"), "--label-free-thresholds", *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--label-free-thresholds needs --calibration-images" in err[0]
+    assert not (tmp_path / "x.onnx").exists()

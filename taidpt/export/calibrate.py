@@ -110,6 +110,22 @@ def calibrate_label_free(model: Runner, cfg: Any, paths: Sequence[str], *, batch
     return Calibration(names, cuts, text, len(preds.paths), len(preds.skipped))
 
 
+def store_label_free(model_path: str | Path, run_dir: str, paths: Sequence[str], opts: Sequence[str] = (), *,
+                     batch_size: int = 32, workers: int = 4, progress: bool = False) -> Calibration:
+    """Label-free thresholds for an exported model from unlabelled ``paths`` and the run's captions,
+    stored in the model file (what ``python -m export.onnx --label-free-thresholds`` does after writing it)."""
+    from taidpt.engine.run import Run
+
+    cfg = Run(run_dir).config(opts=list(opts))
+    model = open_model(model_path, max_batch=batch_size)
+    try:
+        result = calibrate_label_free(model, cfg, paths, batch_size=batch_size, workers=workers, progress=progress)
+    finally:
+        model.close()
+    store_thresholds(model_path, result.thresholds(), result.description)
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python -m export.calibrate"),
                                 description="Store per-class decision thresholds in an exported TaI-DPT model.",

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
     p.add_argument("--calibration-images", default="",
                    help="int8: image folder/list/glob like the deployment's, for the activation ranges")
+    p.add_argument("--label-free-thresholds", action="store_true",
+                   help="also store per-class decision thresholds chosen without labels: each class predicted on as "
+                        "many --calibration-images as the run's captions name it (needs --model-dir; any precision)")
     p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT,
                    help=f"int8: use at most this many calibration images, evenly spaced ({CALIBRATION_COUNT})")
     p.add_argument("--gate-root", default="", help="fp16/int8 gate: root of a labelled set (DATASET.ROOT)")
@@ -142,6 +145,9 @@ def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
         raise ValueError(f"--calibration-count must be at least 1, got {args.calibration_count}")
     if (args.gate_root or args.gate_split) and not args.gate_dataset_config_file:
         raise ValueError("--gate-root/--gate-split need --gate-dataset-config-file (the labelled set's dataset yaml)")
+    if args.label_free_thresholds and not (args.calibration_images and args.model_dir):
+        raise ValueError("--label-free-thresholds needs --calibration-images DIR|LIST (unlabelled target images) and "
+                         "--model-dir RUN (whose captions give each class's rate)")
     if precision == "int8" and args.open_vocabulary:
         raise ValueError("--open-vocabulary makes fp32 or fp16 companion graphs only; export int8 without it")
     parity = collect_images(args.parity_images) if args.parity_images else []
@@ -193,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, KeyError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
-    if inputs.precision == "fp32" and (args.gate_dataset_config_file or args.calibration_images):
-        _print("note: --gate-*/--calibration-* are for --precision fp16/int8; ignored for fp32")
+    if inputs.precision == "fp32" and (args.gate_dataset_config_file or
+                                       (args.calibration_images and not args.label_free_thresholds)):
+        _print("note: --gate-*/--calibration-* are for --precision fp16/int8 (and --label-free-thresholds); "
+               "ignored here")
     try:
         if args.model_dir:
             Run(args.model_dir)
@@ -274,6 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.open_vocabulary:
         _print(f"wrote {', '.join(companion_names(out).values())} beside it: any class list, e.g. "
                f"python -m export.infer --model {out} --images DIR --output predictions.json --classes \"cat,dog\"")
+    if args.label_free_thresholds:
+        from taidpt.export.calibrate import store_label_free
+
+        try:
+            result = store_label_free(out, args.model_dir, inputs.calibration_paths, args.opts)
+        except Exception as exc:  # noqa: BLE001 - the model stays written; one line says what is missing
+            msg = str(exc.args[0] if exc.args else exc).splitlines()[0]
+            print(f"error: label-free thresholds failed ({msg}); {out} was written without them: calibrate it with "
+                  f"python -m export.calibrate", file=sys.stderr)
+            return 1
+        _print(f"{result.description}\n{result.table()}\nthresholds for {len(result.thresholds())} of "
+               f"{len(result.classnames)} classes stored in {out}")
     _print(f"next: python -m export.infer --model {out} --images DIR --output predictions.json")
     return 0
 
