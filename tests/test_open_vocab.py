@@ -377,3 +377,29 @@ def test_triton_repository_serves_any_class_list(open_export, rn_export, trained
     assert len(err) == 1 and "exported without --open-vocabulary" in err[0] and not closed.exists()
     assert client_main(["--images", images, "--classes", "zebra"]) == 2
     assert "need --vocab" in capsys.readouterr().err
+
+
+def test_predictor_from_run_takes_the_thresholds_of_a_calibrated_export(open_export, trained_run, tmp_path):
+    import shutil
+
+    from taidpt.export.predictor import Predictor
+    from taidpt.export.threshold_store import store_thresholds
+    from taidpt.serve.predictor import Predictor as ServingPredictor
+
+    model = tmp_path / "m.onnx"
+    for f in open_export[0].parent.iterdir():
+        shutil.copyfile(f, tmp_path / f.name)
+    images = sorted((trained_run[1] / "VOCdevkit" / "VOC2007" / "JPEGImages").iterdir())
+    with ServingPredictor.from_onnx(model) as p:
+        scores = np.array([[r.scores[c] for c in TRAINED] for r in p.predict(images)])
+    cuts = {c: float(np.median(scores[:, i])) for i, c in enumerate(TRAINED[:2])}  # "car" left to top-k
+    store_thresholds(model, cuts, "test thresholds")
+    with Predictor.from_run(trained_run[0] / "run", device="cpu", thresholds=model) as torch_side, \
+            ServingPredictor.from_onnx(model) as onnx_side:
+        assert torch_side.decision.text().startswith("stored per-class thresholds (test thresholds (from m.onnx))")
+        ours, theirs = torch_side.predict(images), onnx_side.predict(images)
+        assert [r.labels for r in ours] == [r.labels for r in theirs]
+        assert len({len(r.labels) for r in ours}) > 1  # thresholds, not a fixed top-k
+        assert ours[0].confidence["car"] is None and ours[0].confidence["dog"] is not None
+        kept = torch_side.predict(images[:2], classes=["dog", "zebra"])  # a new list keeps the names it shares
+        assert kept[0].confidence["dog"] is not None and kept[0].confidence["zebra"] is None

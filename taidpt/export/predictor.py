@@ -9,15 +9,16 @@ The same :class:`taidpt.serve.predictor.Predictor` as the ONNX one (``from_onnx`
 over :class:`TorchRunner`: the run read through :class:`taidpt.engine.run.Run` (config, class names,
 checkpoint) as ``python -m export.onnx`` reads it, its frozen scorer on CUDA when available, images
 preprocessed from the same metadata an export would carry. ``classes`` re-embeds other class names
-with the run's learned contexts (refused, in one line, for class-specific contexts); an export's
-stored thresholds do not exist here, so labels are top-k unless ``threshold`` is given.
+with the run's learned contexts (refused, in one line, for class-specific contexts). A run folder
+holds no calibrated thresholds: labels are top-k unless ``thresholds`` (e.g. the calibrated export
+of the same run) or ``threshold`` / ``top_k`` are given.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -25,6 +26,24 @@ from taidpt.export.scorer_loading import LoadedScorer, load_scorer
 from taidpt.serve.metadata import OUTPUT_NAMES
 from taidpt.serve.open_vocab import OpenVocabError
 from taidpt.serve.predictor import Predictor as ServingPredictor
+
+
+ThresholdSource = Union[Mapping[str, float], str, os.PathLike, None]
+
+
+def read_thresholds(source: ThresholdSource) -> tuple[dict[str, float], str]:
+    """``(class -> threshold, description)`` from a mapping, or from the metadata of an exported model
+    (``M.onnx``, or an engine's sidecar) calibrated with ``python -m export.calibrate``."""
+    if source is None:
+        return {}, ""
+    if isinstance(source, Mapping):
+        return {str(c): float(t) for c, t in source.items()}, "given thresholds"
+    from taidpt.serve.metadata import read_onnx_metadata, read_sidecar
+    from taidpt.serve.runtime import ENGINE_SUFFIXES
+
+    path = Path(source)
+    meta = read_sidecar(path)[0] if path.suffix.lower() in ENGINE_SUFFIXES else read_onnx_metadata(path)
+    return dict(meta.threshold_map), f"{meta.calibration or 'stored thresholds'} (from {path.name})"
 
 
 def default_device() -> str:
@@ -39,7 +58,7 @@ class TorchRunner:
     as an exported model), scoring ``classnames`` (the run's own when None)."""
 
     def __init__(self, loaded: LoadedScorer, path: str | os.PathLike, classnames: Sequence[str] | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, thresholds: ThresholdSource = None) -> None:
         import copy
 
         import torch
@@ -47,12 +66,16 @@ class TorchRunner:
         self.path = Path(path)
         self.device = torch.device(device or default_device())
         scorer = loaded.scorer
+        stored, source = read_thresholds(thresholds)
         self.metadata = loaded.metadata
         if classnames is not None and tuple(classnames) != tuple(loaded.metadata.classnames):
             text_global, text_local = self._embed(loaded, list(classnames))
             scorer = copy.copy(scorer)  # a shallow copy shares the encoder; only the class embeddings differ
             scorer._buffers = dict(scorer._buffers, text_global=text_global, text_local=text_local)
-            self.metadata = loaded.metadata.replace(classnames=tuple(classnames), thresholds={})
+            self.metadata = loaded.metadata.replace(classnames=tuple(classnames))
+        names = set(self.metadata.classnames)
+        self.metadata = self.metadata.replace(thresholds={c: t for c, t in stored.items() if c in names},
+                                              calibration=source)
         self.scorer = scorer.to(self.device).eval()
         self.provider = f"PyTorch {torch.__version__} ({self.device})"
 
@@ -83,20 +106,23 @@ class Predictor(ServingPredictor):
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, classes: Sequence[str] | None = None, epoch: int | None = None,
-                 device: str | None = None, threshold: float | None = None, top_k: int | None = None,
-                 batch_size: int = 32, workers: int | None = None, opts: Sequence[str] = ()) -> "Predictor":
+                 device: str | None = None, thresholds: ThresholdSource = None, threshold: float | None = None,
+                 top_k: int | None = None, batch_size: int = 32, workers: int | None = None,
+                 opts: Sequence[str] = ()) -> "Predictor":
         """A training run's model in PyTorch (``device``: CUDA when available, else CPU).
 
-        ``epoch`` picks a checkpoint (default: best, else last); ``opts`` are ``KEY VALUE`` config
-        overrides (e.g. ``MODEL.BACKBONE.PRETRAINED``). Errors are one line: ``FileNotFoundError`` for
-        a folder that is not a run, ``ValueError`` for its config, :class:`OpenVocabError` for
-        ``classes`` a run with class-specific contexts cannot embed.
+        ``epoch`` picks a checkpoint (default: best, else last); ``thresholds`` are per-class
+        thresholds (a mapping, or a calibrated export of this run whose stored ones to use: labels
+        then match that export's); ``opts`` are ``KEY VALUE`` config overrides (e.g.
+        ``MODEL.BACKBONE.PRETRAINED``). Errors are one line: ``FileNotFoundError`` for a folder that
+        is not a run, ``ValueError`` for its config, :class:`OpenVocabError` for ``classes`` a run
+        with class-specific contexts cannot embed.
         """
         loaded = load_scorer(os.fspath(run_dir), opts=opts, load_epoch=epoch)
 
-        def open_classes(names: list[str]) -> TorchRunner:
-            return TorchRunner(loaded, run_dir, names, device)
+        def open_classes(names: list[str] | None) -> TorchRunner:
+            return TorchRunner(loaded, run_dir, names, device, thresholds)
 
-        runner = open_classes(list(classes)) if classes is not None else TorchRunner(loaded, run_dir, None, device)
+        runner = open_classes(list(classes) if classes is not None else None)
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes, batch_size=batch_size,
                    workers=workers)
