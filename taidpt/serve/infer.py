@@ -4,7 +4,8 @@
         --output OUT.json|OUT.csv [--batch-size 32] [--threshold T | --top-k K] [--providers P ...]
         [--classes "cat,dog,zebra" | --class-list FILE]   (any class list: an --open-vocabulary export)
 
-Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (resize the shorter
+The model, its decision rule and the batched scoring are :class:`taidpt.serve.predictor.Predictor`'s
+(the Python API; one code path). Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (resize the shorter
 side, centre crop, normalise; sizes and statistics read from the model's metadata), batched, and
 run with onnxruntime (best execution provider first: TensorRT, CUDA, CPU) or with a serialized
 TensorRT engine. An image that cannot be read is reported with its path and reason, skipped, and
