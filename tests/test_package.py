@@ -151,3 +151,9 @@ def test_declared_dependencies_cover_every_import(installed):
         elif not dists & declared:
             missing.append(f"{name} (imported by {sorted(files)[0]}): {sorted(dists)} not declared in pyproject.toml")
     assert not missing, missing
+
+
+def test_the_readme_names_every_console_script():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [s for s in console_scripts() if f"`{s}`" not in readme]
+    assert not missing, f"README.md does not name {missing}"
