@@ -206,7 +206,8 @@ def open_vocabulary_files(onnx_path: Path) -> dict[str, Path]:
     try:
         return companion_files(onnx_path, read_onnx_metadata(onnx_path))
     except OpenVocabError as exc:
-        raise TritonExportError(str(exc).replace("to use --classes or --class-list", "to write its open-vocabulary models")) from None
+        message = str(exc).replace("to use --classes or --class-list", "to write its open-vocabulary models")
+        raise TritonExportError(message) from None
 
 
 def _write_open_models(onnx_path: Path, repository: Path, name: str, version: int, *, instances: int,
