@@ -87,9 +87,18 @@ def common(root: Path, weights: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- running train.py
+def worker_threads() -> int:
+    """Torch/OpenMP threads for a test (in process or a subprocess it starts): 2, the machines the
+    suite was sized on, shared out among pytest-xdist workers (1 each on 2 cores), so that the
+    measured demo running beside them keeps its cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, min(2, (os.cpu_count() or 1) // max(1, workers)))
+
+
 def train_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a test run: offline hub, caches under ``tmp_path``, 2 OpenMP threads."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
+    """The environment of a test run: offline hub, caches under ``tmp_path``, :func:`worker_threads` threads."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "OMP_NUM_THREADS": str(worker_threads())}
 
 
 def run_train(args: Sequence[str], tmp_path: Path, expect_ok: bool = True, cwd: Path | None = None,

@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The measured demo (its CLIP pretrained from a cold cache) is the longest test by far: it is collected
 # first, so that with pytest-xdist (pyproject's addopts: -n auto --dist loadfile) one worker starts it
-# at once while the others run the rest of the suite.
+# at once while the others run the rest of the suite (with their torch threads shared out:
+# cli_support.worker_threads).
 LONGEST_FIRST = ("test_demo_experiment.py::test_full_demo_orders_methods_as_measured",)
 
 
@@ -26,17 +27,13 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.nodeid.rsplit("/", 1)[-1] not in LONGEST_FIRST)  # stable otherwise
 
 
-def torch_threads() -> int:
-    """In-process torch threads: 2 (the machines the suite was sized on), shared out among xdist workers."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    return max(1, min(2, (os.cpu_count() or 1) // max(1, workers)))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads():
     import torch
 
-    torch.set_num_threads(torch_threads())
+    from cli_support import worker_threads
+
+    torch.set_num_threads(worker_threads())
     yield
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_support import worker_threads
 from dassl_support import dassl_status, require_dassl
 from test_train_cli import CLASSES, common, write_voc_fixture
 
@@ -53,7 +54,8 @@ def _drop_taidpt_handlers():
 
 def run_train(args: list[str], cache: Path, expect_ok: bool = True,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": "2",
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(cache),
+                "OMP_NUM_THREADS": str(worker_threads()),
                 **(env or {})}
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=full_env, capture_output=True,
                           text=True, timeout=600)
@@ -409,7 +411,7 @@ def test_drop_in_use_from_a_coop_checkout(dassl, dassl_run, voc_root, tiny_rn_op
     (coop / "train.py").write_text(script.replace(call_after, call_after + "    extend_taidpt_cfg(cfg)\n"))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "2"}
+           "OMP_NUM_THREADS": str(worker_threads())}
     args = [a for a in common(voc_root, tiny_rn_openai_file) if a != "--no-progress"]
     out = tmp_path / "out" / "TaIDPT" / "seed1"
 

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cli_support import worker_threads
 from taidpt.serve.metadata import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -187,7 +188,7 @@ def test_fp16_variant_parity_and_types(rn_export, tmp_path):
 
 # ----------------------------------------------------------------------------- CLIs
 def run(args: list[str], env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", **(env_extra or {})}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(worker_threads()), **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

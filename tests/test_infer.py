@@ -21,6 +21,7 @@ from PIL import Image
 
 import taidpt.serve.infer
 import taidpt.serve.predictor
+from cli_support import worker_threads
 from export_support import export_tiny_taidpt
 from taidpt.serve.infer import collect_images, decide, main
 from taidpt.utils.pathtext import unescape_path
@@ -96,7 +97,7 @@ def run_cli(args: list[str], block_torch: bool = False) -> subprocess.CompletedP
     code = (prelude + "from taidpt.serve.infer import main; rc = main(sys.argv[1:]); "
             "bad = [m for m in ('torch', 'torchvision', 'open_clip', 'taidpt.networks.model', 'taidpt.engine.runner', 'taidpt.export.tracing') "
             "if sys.modules.get(m) is not None]; print('HEAVY-MODULES', bad, file=sys.stderr); sys.exit(rc)")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(worker_threads())}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
 
