@@ -104,9 +104,9 @@ def export(out: Path, source: Sequence[str], opts: Sequence[str], threads: int) 
 def held_out_ap(runner: Any, test: Any, columns: Sequence[int]) -> dict[str, dict[str, float]]:
     """Per-class AP (percent) of ``runner`` on the test images, per branch, for the given score columns."""
     from taidpt.evaluation.metrics import per_class_ap
-    from taidpt.serve.infer import predict
+    from taidpt.serve.predictor import score_images
 
-    preds = predict(runner, test.paths, batch_size=250, workers=2, progress=False)
+    preds = score_images(runner, test.paths, batch_size=250, workers=2, progress=False)
     if preds.skipped:
         sys.exit(f"error: {len(preds.skipped)} test images could not be read, e.g. {preds.skipped[0]}")
     arrays = {"merged": preds.scores, "global": preds.global_logits, "local": preds.local_logits}
