@@ -81,28 +81,27 @@ def test_warmup_can_be_left_out_and_is_checked(exported, tmp_path, capsys):
     assert "model_warmup 'zeros' feeds ['pixels']" in capsys.readouterr().err
 
 
-def assert_parses_as_triton_model_config(folder: Path) -> None:
-    """Parse config.pbtxt with Triton's own ModelConfig schema (tritonclient[grpc]) when it is installed."""
+def parse_with_tritons_schema(folder: Path):
+    """config.pbtxt parsed into Triton's own ModelConfig (tritonclient[grpc]), or None when that is not installed."""
     try:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError:
-        return
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
-    assert config.name == folder.name and config.input and config.output
+        return None
+    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def assert_parses_as_triton_model_config(folder: Path) -> None:
+    """Parse config.pbtxt with Triton's own ModelConfig schema when it is installed."""
+    config = parse_with_tritons_schema(folder)
+    assert config is None or (config.name == folder.name and config.input and config.output)
 
 
 def test_config_parses_with_tritons_schema(exported, tmp_path):
     pytest.importorskip("tritonclient.grpc.model_config_pb2",
                         reason="Triton's ModelConfig schema ships with tritonclient[grpc] (the [triton] extra)")
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
     _, model_path = exported
-    folder = write_repository(model_path, tmp_path / "repo", max_batch=8, preferred=[4])
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
+    config = parse_with_tritons_schema(write_repository(model_path, tmp_path / "repo", max_batch=8, preferred=[4]))
     assert config.max_batch_size == 8 and list(config.dynamic_batching.preferred_batch_size) == [4]
     warm = config.model_warmup[0]
     assert warm.batch_size == 1 and list(warm.inputs["images"].dims) == [3, 64, 64] and warm.inputs["images"].zero_data

@@ -55,10 +55,11 @@ def default_device() -> str:
 
 class TorchRunner:
     """A run's frozen PyTorch scorer as a :class:`taidpt.serve.runtime.Runner` (same inputs and outputs
-    as an exported model), scoring ``classnames`` (the run's own when None)."""
+    as an exported model), scoring ``classnames`` (the run's own when None), with ``thresholds``
+    (:func:`read_thresholds`'s pair) for the names it shares."""
 
     def __init__(self, loaded: LoadedScorer, path: str | os.PathLike, classnames: Sequence[str] | None = None,
-                 device: str | None = None, thresholds: ThresholdSource = None) -> None:
+                 device: str | None = None, thresholds: tuple[Mapping[str, float], str] = ({}, "")) -> None:
         import copy
 
         import torch
@@ -66,7 +67,7 @@ class TorchRunner:
         self.path = Path(path)
         self.device = torch.device(device or default_device())
         scorer = loaded.scorer
-        stored, source = read_thresholds(thresholds)
+        stored, source = thresholds
         self.metadata = loaded.metadata
         if classnames is not None and tuple(classnames) != tuple(loaded.metadata.classnames):
             text_global, text_local = self._embed(loaded, list(classnames))
@@ -119,9 +120,10 @@ class Predictor(ServingPredictor):
         with class-specific contexts cannot embed.
         """
         loaded = load_scorer(os.fspath(run_dir), opts=opts, load_epoch=epoch)
+        stored = read_thresholds(thresholds)  # read once; each class list keeps the names it shares
 
         def open_classes(names: list[str] | None) -> TorchRunner:
-            return TorchRunner(loaded, run_dir, names, device, thresholds)
+            return TorchRunner(loaded, run_dir, names, device, stored)
 
         runner = open_classes(list(classes) if classes is not None else None)
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes, batch_size=batch_size,

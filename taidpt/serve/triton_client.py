@@ -93,8 +93,7 @@ def embed_classes(client: Any, module: Any, model: str, protocol: str, classname
         raise TritonClientError(str(exc)) from None
     reply = client.infer(text_model, inputs=[_tensor(module, TOKEN_IDS_NAME, ids.astype(np.int64), "INT64")],
                          outputs=[module.InferRequestedOutput(n) for n in EMBEDDING_NAMES])
-    g, loc = (np.asarray(reply.as_numpy(n), dtype=np.float32) for n in EMBEDDING_NAMES)
-    return g, loc
+    return tuple(np.asarray(reply.as_numpy(n), dtype=np.float32) for n in EMBEDDING_NAMES)  # type: ignore[return-value]
 
 
 def score_paths(client: Any, module: Any, model: str, meta: ModelMetadata, paths: Iterable[str], *,
