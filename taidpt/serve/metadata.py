@@ -68,6 +68,10 @@ _KINDS: dict[str, str] = {
     "bpe_vocab": "str",
     "prompt_template": "str",
     "context_length": "json_int",
+    "export_id": "str",
+    "bpe_sha256": "str",
+    "calibration_images": "json_int",
+    "calibration_support": "json_dict",
 }
 
 # Keys a model must carry; the rest have defaults so older or hand-made files still load.
@@ -116,6 +120,10 @@ class ModelMetadata:
     bpe_vocab: str = ""
     prompt_template: str = ""
     context_length: int = 0
+    export_id: str = ""
+    bpe_sha256: str = ""
+    calibration_images: int = 0
+    calibration_support: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classnames", tuple(str(c) for c in self.classnames))
@@ -129,6 +137,9 @@ class ModelMetadata:
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise MetadataError(f"image_size must be (height, width) > 0, got {self.image_size}")
         object.__setattr__(self, "thresholds", _threshold_pairs(self.thresholds, self.classnames))
+        support = self.calibration_support
+        support = support.items() if isinstance(support, Mapping) else support
+        object.__setattr__(self, "calibration_support", tuple((str(c), int(n)) for c, n in support))
         if self.precision not in PRECISIONS:
             raise MetadataError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.preprocess_config()  # validates mean/std/interpolation
