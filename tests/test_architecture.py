@@ -216,3 +216,31 @@ def test_every_taidpt_name_imported_anywhere_exists():
                 except ImportError:
                     missing.append(f"{path.relative_to(ROOT)}:{line}: {module} has no {name}")
     assert not missing, "\n".join(missing)
+
+
+def _weighted_mixes(source: str) -> list[int]:
+    """Lines of ``w * a + (1 - w) * b`` style expressions: a product with a ``1 - x`` factor, added to another."""
+    import ast
+
+    def one_minus(node: ast.AST) -> bool:
+        return (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and isinstance(node.left, ast.Constant)
+                and node.left.value in (1, 1.0))
+
+    def weighted(node: ast.AST) -> bool:
+        return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and (one_minus(node.left) or one_minus(node.right))
+
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and (weighted(node.left) or weighted(node.right))]
+
+
+def test_one_merge_function():
+    """The merged score (and any other weighted mix) is computed by taidpt.networks.merge alone."""
+    assert _weighted_mixes("s = w * g + (1 - w) * loc\n") == [1]  # the rule sees a mix
+    assert _weighted_mixes("s = (1.0 - r) * a + r * b\n") == [1]
+    offenders = []
+    for folder in ("taidpt", "trainers", "export", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel not in ("taidpt/networks/merge.py", "taidpt/demo/rendering.py"):  # rendering: alpha compositing
+                offenders += [f"{rel}:{line}" for line in _weighted_mixes(path.read_text(encoding="utf-8"))]
+    assert not offenders, "weighted mixes outside taidpt/networks/merge.py: " + ", ".join(offenders)

@@ -21,6 +21,7 @@ from dassl.evaluation import EVALUATOR_REGISTRY, EvaluatorBase
 from taidpt.evaluation.scoring import ScoreAccumulator, ScoredSet, results_from_scores
 from taidpt.evaluation.metrics import format_coop_lines
 from taidpt.methods import get_method
+from taidpt.networks.merge import DEFAULT_MERGE_RATE
 
 HEADLINE_KEYS = ("mAP", "mAP_global", "mAP_local", "CF1", "OF1")
 
@@ -40,11 +41,11 @@ def split_output(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _merge_rate(cfg: Any) -> float:
-    """The method's merge rate (``TRAINER.<node>.MERGE_RATE``), 0.5 for a trainer taidpt does not know."""
+    """The method's merge rate (``TRAINER.<node>.MERGE_RATE``); the default for a trainer taidpt does not know."""
     try:
         return get_method(cfg.TRAINER.NAME).merge_rate(cfg)
     except (ValueError, KeyError, AttributeError):
-        return 0.5
+        return DEFAULT_MERGE_RATE
 
 
 @EVALUATOR_REGISTRY.register()

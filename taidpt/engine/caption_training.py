@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from taidpt.captions.features import CaptionFeatureStore
 from taidpt.networks.losses import double_loss
+from taidpt.networks.merge import merge_scores
 from taidpt.evaluation.metrics import mean_ap
 from taidpt.networks.model import CaptionFeatures, TaIDPTModel
 from taidpt.utils.seeding import epoch_order_generator, validation_split_rng
@@ -148,5 +149,5 @@ def caption_map(model: TaIDPTModel, encoder: CaptionBatchEncoder, rows: np.ndarr
     scores = []
     for start in range(0, len(rows), batch_size):
         z_g, z_l = model.caption_logits(encoder(rows[start : start + batch_size]), text)
-        scores.append((model.merge_rate * z_g + (1 - model.merge_rate) * z_l).float().cpu().numpy())
+        scores.append(merge_scores(z_g, z_l, model.merge_rate).float().cpu().numpy())
     return mean_ap(np.concatenate(scores), np.asarray(labels[rows], dtype=np.int8))

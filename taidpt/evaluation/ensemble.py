@@ -29,6 +29,7 @@ from taidpt.utils.atomic import atomic_savez, atomic_write_json
 from taidpt.evaluation.metrics import mean_ap, per_class_ap
 from taidpt.engine.run import Run
 from taidpt.evaluation.predictions import Predictions, load_predictions
+from taidpt.networks.merge import merge_scores
 from taidpt.utils.commands import prog_name
 
 
@@ -44,7 +45,7 @@ def combine(scores_a: np.ndarray, scores_b: np.ndarray, rate: float) -> np.ndarr
     """``(1 - rate) * minmax(a) + rate * minmax(b)``."""
     if not 0.0 <= float(rate) <= 1.0:
         raise ValueError(f"--rate must be in [0, 1], got {rate}")
-    return (1.0 - float(rate)) * min_max(scores_a) + float(rate) * min_max(scores_b)
+    return merge_scores(min_max(scores_b), min_max(scores_a), float(rate))
 
 
 def align(a: Predictions, b: Predictions) -> np.ndarray:

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from taidpt.networks.merge import merge_scores
+
 __all__ = [
     "PRF_KEYS",
     "average_precision",
@@ -287,7 +289,7 @@ def evaluate_multilabel(
         loc = np.asarray(local_logits, dtype=np.float64)
         if loc.shape != g.shape:
             raise ValueError(f"local_logits shape {loc.shape} != global_logits shape {g.shape}")
-        merged = float(merge_rate) * g + (1.0 - float(merge_rate)) * loc
+        merged = merge_scores(g, loc, float(merge_rate))
 
     excluded = {names[c]: reason for c, reason in excluded_classes(tg).items()}
     if excluded:

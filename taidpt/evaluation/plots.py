@@ -31,6 +31,7 @@ from taidpt.utils.atomic import atomic_file, check_writable
 from taidpt.evaluation.metrics import excluded_classes, per_class_ap, precision_recall_curve
 from taidpt.utils.pathtext import escape_path
 from taidpt.evaluation.predictions import PREDICTIONS_FILE, Predictions, load_predictions
+from taidpt.networks.merge import merge_scores
 from taidpt.utils.commands import prog_name
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def score_matrix(pred: Predictions, score: str) -> np.ndarray:
         return g
     if score == "local":
         return loc
-    return pred.merge_rate * g + (1.0 - pred.merge_rate) * loc
+    return merge_scores(g, loc, pred.merge_rate)
 
 
 def step_points(recall: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from taidpt.utils.atomic import atomic_savez
+from taidpt.networks.merge import merge_scores
 from taidpt.evaluation.scoring import ScoredSet
 from taidpt.images.readers.common import ImageSet
 
@@ -69,7 +70,7 @@ def save_predictions(path: Path, scored: ScoredSet, image_set: ImageSet, classna
     """Write ``path`` atomically from the scores of a test run."""
     glob = np.asarray(scored.global_logits, dtype=np.float32)
     local = glob if scored.local_logits is None else np.asarray(scored.local_logits, dtype=np.float32)
-    scores = (merge_rate * glob.astype(np.float64) + (1 - merge_rate) * local.astype(np.float64)).astype(np.float32)
+    scores = merge_scores(glob.astype(np.float64), local.astype(np.float64), merge_rate).astype(np.float32)
     atomic_savez(path, scores=scores, **{"global": glob}, local=local, targets=np.asarray(scored.targets, dtype=np.int8),
              paths=np.asarray(scored_paths(scored, image_set), dtype=str),
              classnames=np.asarray(list(classnames), dtype=str), merge_rate=np.float64(merge_rate),

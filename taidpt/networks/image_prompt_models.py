@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from taidpt.networks.model import ImageScorer, TaIDPTModel, l2_normalize
+from taidpt.networks.merge import merge_scores
 from taidpt.networks.prompts import DoublePromptLearner
 
 LOGIT_SCALE_INIT = 50.0
@@ -100,7 +101,7 @@ class DualImageScorer(ImageScorer):
         glob, dense = self.encoder(images, use_pos=self.use_pos)
         z_g, z_l = dual_logits(l2_normalize(glob), l2_normalize(dense), self.text_global, self.text_local,
                                self.scale, self.tau)
-        return self.merge_rate * z_g + (1 - self.merge_rate) * z_l, z_g, z_l
+        return merge_scores(z_g, z_l, self.merge_rate), z_g, z_l
 
 
 class DualCoOpModel(TaIDPTModel):

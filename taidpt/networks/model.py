@@ -24,6 +24,7 @@ from torch import nn
 
 from taidpt.clip.image_encoder import DenseImageEncoder, build_dense_encoder
 from taidpt.networks.prompts import DoublePromptLearner, clean_classname
+from taidpt.networks.merge import merge_scores
 from taidpt.clip.text_encoder import TextTower, eot_positions
 
 MASK_VALUE = -1e4
@@ -109,7 +110,7 @@ class ImageScorer(nn.Module):
         glob, dense = self.encoder(images, use_pos=self.use_pos)
         z_g = global_logits(l2_normalize(glob), self.text_global, self.scale)
         z_l = local_logits(l2_normalize(dense), self.text_local, self.tau, self.scale)
-        scores = self.merge_rate * z_g + (1 - self.merge_rate) * z_l
+        scores = merge_scores(z_g, z_l, self.merge_rate)
         return scores, z_g, z_l
 
 
