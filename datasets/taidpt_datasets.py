@@ -20,9 +20,10 @@ read labels as ints (``RandomClassSampler``, ``generate_fewshot_dataset``,
 ``split_dataset_by_label``, the ``Classification`` evaluator) do not apply to tensors, hence the
 ``MultiLabelEvaluator`` set in our yaml files.
 
-TaI-DPT trains on captions, not images: ``train_x`` is empty and ``val`` is None; the images are
-the ``test`` split. Dassl's ``DataManager`` asserts a non-empty training loader, so it cannot be
-built on these classes; the ``TaIDPT`` and ``ZeroshotCLIPDense`` trainers build their own loaders.
+``train_x`` is empty and ``val`` is None; the images are the ``test`` split. Dassl's ``DataManager``
+asserts a non-empty training loader, so it cannot be built on these classes: every trainer of
+``trainers/taidpt.py`` (one per registered method) gets its loaders from the core runner (captions
+for caption-trained methods, the dataset's training split for image-trained ones).
 Images the annotation lists but that are not on disk are dropped (and counted) by the core reader
 before any ``Datum`` is made, as ``Datum`` asserts that its file exists.
 """

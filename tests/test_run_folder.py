@@ -128,3 +128,48 @@ def test_loader_workers_capped_at_the_cpu_count(monkeypatch):
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert sum("NUM_WORKERS" in m for m in messages) == 1
+
+
+TORCH_BLOCKED_READ = """
+import json, sys
+sys.modules["torch"] = None
+from taidpt.engine.run import Run
+from taidpt.evaluation.predictions import load_predictions
+run = Run(sys.argv[1])
+cfg = run.config()
+out = {"trainer": cfg.TRAINER.NAME, "classes": run.classnames(cfg), "trained": run.trained,
+       "checkpoint": run.checkpoint().name, "mAP": run.results()["mAP"]["merged"],
+       "rows": len(load_predictions(run.predictions_path).paths)}
+for module in ("taidpt.evaluation.ensemble", "taidpt.evaluation.summarize", "taidpt.export.onnx_cli"):
+    __import__(module)
+print(json.dumps(out))
+"""
+
+
+def test_a_run_folder_is_read_without_torch(finished_run):
+    """Config, class names, checkpoints, results and predictions of a run, and the commands that only read
+    runs, load with torch unimportable."""
+    proc = subprocess.run([sys.executable, "-c", TORCH_BLOCKED_READ, str(finished_run.path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = json.loads((finished_run.path / "results.json").read_text())
+    assert got["trainer"] == "TaIDPT" and got["trained"] and got["mAP"] == results["mAP"]["merged"]
+    assert got["checkpoint"].startswith("model") and got["classes"] and got["rows"] > 0
+
+
+def test_train_help_needs_no_torch():
+    code = "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['train.py', '--help']; " \
+           "runpy.run_path('train.py', run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TaIDPT" in proc.stdout and "DualCoOp" in proc.stdout
+
+
+def test_docs_name_every_checkout_entry_point():
+    """docs/testing.md's layout lists each ``python -m export.X`` shim of the checkout."""
+    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    listed = re.search(r"python -m export\.\{([^}]*)\}", text).group(1)
+    names = {n.strip() for n in listed.replace("\n", " ").split(",")}
+    shims = {p.stem for p in (ROOT / "export").glob("*.py") if p.stem != "__init__"}
+    assert names == shims

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from taidpt.utils.atomic import atomic_file, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_NAME = "prompt_learner"
 BEST_FILE = "model-best.pth.tar"
@@ -34,10 +35,10 @@ def epoch_file(epoch: int) -> str:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # noqa: PLC0415 - reading a run folder's layout needs no torch
+
     with atomic_file(path) as fh:
         torch.save(obj, fh)
-
-
 
 
 def save_checkpoint(
@@ -102,6 +103,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` does not apply to an explicit ``weights_only=True``, so it
     is honoured here: with it set, such a file is loaded with full unpickling (trusted files only).
     """
+    import torch  # noqa: PLC0415 - reading a run folder's layout needs no torch
+
     path = Path(path)
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)

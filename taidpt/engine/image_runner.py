@@ -3,7 +3,7 @@
 :class:`ImagePromptRunner` is a :class:`taidpt.engine.runner.CoreRunner` whose training data are
 labelled images instead of captions; everything else (test set, evaluation, results.json,
 predictions.npz, checkpoints in Dassl's layout, resume, the per-epoch LR schedule, the log) is the
-TaI-DPT runner's, and the Dassl trainers (``trainers/image_prompting.py``) call the same steps.
+TaI-DPT runner's, and the Dassl trainers generated for these methods (``trainers/taidpt.py``) call the same steps.
 
 Training data: the dataset's training split (:func:`taidpt.images.train_data.load_train_set`),
 optionally reduced to ``DATASET.NUM_SHOTS`` images per class (:mod:`taidpt.images.fewshot`), with

@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None, plugin: PluginProbe | None = None) -> in
     """
     from taidpt.engine.cli import parse_args, setup_cfg
     from taidpt.engine.config import get_cfg_default
+
+    args = parse_args(argv)  # before any torch import: --help stays light
     from taidpt.engine.distributed import launched_by_torchrun
 
-    args = parse_args(argv)
     engine = args.engine
     distributed = launched_by_torchrun()
     if distributed and engine == "dassl":

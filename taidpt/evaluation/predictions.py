@@ -27,14 +27,16 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from taidpt.utils.atomic import atomic_savez
 from taidpt.networks.merge import merge_scores
-from taidpt.evaluation.scoring import ScoredSet
 from taidpt.images.readers.common import ImageSet
+
+if TYPE_CHECKING:
+    from taidpt.evaluation.scoring import ScoredSet
 
 PREDICTIONS_FILE = "predictions.npz"
 
