@@ -169,3 +169,23 @@ def test_template_sentences_89_per_class() -> None:
 def test_template_sentences_replace_underscores() -> None:
     sents = template_sentences(ClassList.from_names("x", ["traffic_light"]))
     assert sents[0] == ("a photo of a traffic light.", 0)
+
+
+def test_one_answer_to_which_classes_a_config_means(tmp_path, voc_root):
+    """``class_list_of``: DATASET.CLASS_LIST first, then the dataset's built-in list, then its test set's."""
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.engine.run import class_names_of
+    from taidpt.images.registry import class_list_of, load_test_set
+
+    cfg = get_cfg_default()
+    with pytest.raises(ValueError, match="no DATASET.CLASS_LIST or DATASET.NAME"):
+        class_list_of(cfg)
+    cfg.DATASET.NAME = "COCO2014"
+    assert class_list_of(cfg).names == load_class_list("coco2014").names  # built-in, nothing read from disk
+    custom = tmp_path / "mine.txt"
+    custom.write_text("forklift\npallet\n", encoding="utf-8")
+    cfg.DATASET.CLASS_LIST = str(custom)
+    assert list(class_list_of(cfg).names) == ["forklift", "pallet"] == class_names_of(cfg)
+    cfg.DATASET.NAME, cfg.DATASET.ROOT = "VOC2007", str(voc_root)
+    cfg.DATASET.CLASS_LIST = str(voc_root / "classes.txt")
+    assert class_list_of(cfg) == load_test_set(cfg)[1]  # what the test set is read with, synonyms included

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -148,21 +147,10 @@ class Run:
 
 
 def class_names_of(cfg: CfgNode) -> list[str]:
-    """The class list a configuration uses: ``DATASET.CLASS_LIST``, else the dataset's built-in
-    list, else the one its test set defines (read from disk only in that last case)."""
-    from taidpt.captions.classes import load_class_list  # noqa: PLC0415 - data modules load on demand
-    from taidpt.images.registry import get_spec, load_test_set  # noqa: PLC0415
+    """The class names a configuration means (:func:`taidpt.images.registry.class_list_of`)."""
+    from taidpt.images.registry import class_list_of  # noqa: PLC0415 - data modules load on demand
 
-    if cfg.DATASET.CLASS_LIST:
-        return list(load_class_list(os.path.expanduser(cfg.DATASET.CLASS_LIST)).names)
-    if not cfg.DATASET.NAME:
-        raise ValueError("cannot tell the class names: no checkpoint or results name them, and there is no "
-                         "DATASET.CLASS_LIST or DATASET.NAME; pass --classes or a dataset config file")
-    spec = get_spec(cfg.DATASET.NAME)
-    if spec.class_list:
-        return list(load_class_list(spec.class_list).names)
-    _, classes = load_test_set(cfg)
-    return list(classes.names)
+    return list(class_list_of(cfg).names)
 
 
 def build_model(cfg: CfgNode, method: type[Method], classnames: list[str], ckpt: dict[str, Any] | None,

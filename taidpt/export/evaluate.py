@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,9 +66,9 @@ def model_test_set(cfg: Any, classnames: Sequence[str]) -> Any:
     (``DATASET.CLASS_LIST`` or the built-in one) is exactly the model's, by position (that list names
     the columns, as in training). Anything else is a ValueError naming the classes that have no column.
     """
-    from taidpt.captions.classes import ClassList, load_class_list
+    from taidpt.captions.classes import ClassList
     from taidpt.images.readers.common import ImageSet
-    from taidpt.images.registry import get_spec
+    from taidpt.images.registry import class_list_of, get_spec
 
     names = tuple(str(c) for c in classnames)
     spec = get_spec(cfg.DATASET.NAME)
@@ -85,7 +84,7 @@ def model_test_set(cfg: Any, classnames: Sequence[str]) -> Any:
     listed = cfg.DATASET.CLASS_LIST or spec.class_list
     if all(n in column for n in names):
         order = [column[n] for n in names]
-    elif listed and len(have) == len(names) and tuple(load_class_list(os.path.expanduser(listed)).names) == names:
+    elif listed and len(have) == len(names) and tuple(class_list_of(cfg).names) == names:
         order = list(range(len(names)))
     else:
         missing = [n for n in names if n not in column]

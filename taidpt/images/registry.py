@@ -132,6 +132,21 @@ def load_test_set(cfg: CfgNode) -> tuple[ImageSet, ClassList]:
     return image_set, classes
 
 
+def class_list_of(cfg: CfgNode) -> ClassList:
+    """The class list (names and synonyms) a configuration means: ``DATASET.CLASS_LIST``, else the
+    dataset's built-in list, else the one its test set defines (read from disk only in that case).
+    Training, evaluation, export and calibration all ask this one function."""
+    if cfg.DATASET.CLASS_LIST:
+        return load_class_list(_class_list_arg(cfg.DATASET.CLASS_LIST))
+    if not cfg.DATASET.NAME:
+        raise ValueError("cannot tell the class names: the config has no DATASET.CLASS_LIST or DATASET.NAME; "
+                         "pass --classes or a dataset config file")
+    spec = get_spec(cfg.DATASET.NAME)
+    if spec.class_list:
+        return load_class_list(spec.class_list)
+    return load_test_set(cfg)[1]
+
+
 def _class_list_arg(value: str) -> str:
     """Built-in names pass through; anything that looks like a path resolves like other data paths."""
     return value if os.sep not in value and not value.endswith((".json", ".txt")) else os.path.expanduser(value)
