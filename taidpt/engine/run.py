@@ -20,37 +20,20 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from yacs.config import CfgNode
 
-from taidpt.engine.checkpoint import MODEL_NAME, POINTER_FILE, check_meta, load_checkpoint, resolve_checkpoint
+from taidpt.engine.checkpoint import MODEL_NAME, POINTER_FILE, load_checkpoint, resolve_checkpoint
 from taidpt.engine.config import assemble_config, get_cfg_default
+from taidpt.engine.model_factory import TrainedModel, build_model
 from taidpt.evaluation.predictions import PREDICTIONS_FILE
 from taidpt.methods import Method, get_method
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 EVAL_FOLDER = "eval"
-
-
-@dataclass
-class TrainedModel:
-    """A run's model rebuilt on a device, with where its weights came from."""
-
-    model: Any
-    method: type[Method]
-    classnames: list[str]
-    clip_info: Any
-    checkpoint: Path | None  # None for a method that trains nothing
-    epoch: int | None
-    notes: list[str]
-
-    def scorer(self) -> Any:
-        """The frozen image scorer (images in; merged, global and local logits out)."""
-        return self.method.scorer(self.model)
 
 
 class Run:
@@ -151,40 +134,6 @@ def class_names_of(cfg: CfgNode) -> list[str]:
     from taidpt.images.registry import class_list_of  # noqa: PLC0415 - data modules load on demand
 
     return list(class_list_of(cfg).names)
-
-
-def build_model(cfg: CfgNode, method: type[Method], classnames: list[str], ckpt: dict[str, Any] | None,
-                path: Path | None, device: str = "cpu") -> TrainedModel:
-    """The method's model with frozen CLIP weights of ``MODEL.BACKBONE`` and, given, a checkpoint's prompts.
-
-    Random CLIP weights (``PRETRAINED ''``) are rebuilt from ``SEED`` as the run drew them; an
-    unseeded run's cannot be, and is refused.
-    """
-    import torch  # noqa: PLC0415 - the run object opens folders without torch
-
-    from taidpt.clip.loader import RANDOM_WEIGHTS, load_clip
-    from taidpt.engine.checks import check_image_size
-    from taidpt.utils.seeding import is_seeded, set_random_seed
-
-    notes: list[str] = []
-    pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
-    if pretrained.strip().lower() in RANDOM_WEIGHTS:
-        if not is_seeded(cfg.SEED):
-            raise ValueError("the run used random CLIP weights (MODEL.BACKBONE.PRETRAINED '') without a seed, so "
-                             "they cannot be rebuilt: set MODEL.BACKBONE.PRETRAINED to a weights file")
-        set_random_seed(int(cfg.SEED))
-        notes.append(f"random CLIP weights rebuilt from SEED {int(cfg.SEED)}: scores are chance level")
-    clip_model, info = load_clip(cfg.MODEL.BACKBONE.NAME, pretrained, device="cpu",
-                                 allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
-    check_image_size(cfg, info)
-    with torch.no_grad():
-        model = method.build_model(cfg, clip_model, classnames)
-        if ckpt is not None:
-            check_meta(ckpt.get("meta"), {"classnames": classnames, "backbone": info.name}, path)
-            method.load_trained(model, ckpt["state_dict"])
-    model = model.to(device).eval()
-    epoch = int(ckpt.get("epoch", 0)) if ckpt is not None else None
-    return TrainedModel(model, method, classnames, info, path, epoch, notes)
 
 
 __all__ = ["CONFIG_FILE", "EVAL_FOLDER", "RESULTS_FILE", "Run", "TrainedModel", "build_model",

@@ -22,11 +22,9 @@ import torch
 from torch.utils.data import Subset
 from yacs.config import CfgNode
 
-from taidpt import __version__
 from taidpt.captions.classes import ClassList
 from taidpt.captions.corpus import CaptionCorpus
 from taidpt.captions.features import CaptionFeatureStore
-from taidpt.clip.loader import load_clip
 from taidpt.engine.caption_training import (
     CaptionBatchEncoder,
     apply_loss,
@@ -35,11 +33,12 @@ from taidpt.engine.caption_training import (
     make_caption_loader,
     split_validation,
 )
-from taidpt.engine.checkpoint import check_meta, latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
-from taidpt.engine.checks import check_image_size, check_resume_settings, model_meta, preprocess_config, validate_config
+from taidpt.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from taidpt.engine.checks import check_resume_settings, model_meta, preprocess_config, validate_config
 from taidpt.engine.environment import select_device
 from taidpt.engine.logs import PLAIN, StepClock
 from taidpt.engine.metrics_log import EpochStats, TrainingLog
+from taidpt.engine.model_factory import load_backbone, load_prompts, provenance
 from taidpt.engine.optim import build_lr_scheduler, build_optimizer
 from taidpt.evaluation.metrics import format_coop_lines, format_results_table
 from taidpt.evaluation.predictions import PREDICTIONS_FILE, save_predictions
@@ -109,11 +108,7 @@ class CoreRunner:
 
     def load_backbone(self) -> torch.nn.Module:
         """Load the frozen CLIP of ``MODEL.BACKBONE`` and check that ``INPUT.SIZE`` fits it."""
-        cfg = self.cfg
-        clip_model, self.clip_info = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PRETRAINED,
-                                               device=self.device,
-                                               allow_torchscript_code=cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE)
-        check_image_size(cfg, self.clip_info)
+        clip_model, self.clip_info = load_backbone(self.cfg, self.device)
         log.info("CLIP %s (%s weights, %d px native), device %s", self.clip_info.name, self.clip_info.source,
                  self.clip_info.image_size, self.device)
         return clip_model
@@ -172,8 +167,7 @@ class CoreRunner:
 
     def _load_prompts(self, path: Path, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
         ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
-        check_meta(ckpt.get("meta"), {"classnames": list(self.classes.names), "backbone": self.clip_info.name}, path)
-        self.method.load_trained(self.model, ckpt["state_dict"])
+        load_prompts(self.method, self.model, ckpt, self.classes.names, self.clip_info.name, path)
         self.checkpoint_path = str(path)
         return ckpt
 
@@ -332,19 +326,20 @@ class CoreRunner:
 
     def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
+        prov = provenance(cfg, self.method, self.clip_info)
         info: dict[str, Any] = {
-            "trainer": self.trainer,
-            "dataset": cfg.DATASET.NAME,
+            "trainer": prov["trainer"],
+            "dataset": prov["dataset"],
             "test_set": self.image_set.name,
             "classes": list(self.classes.names),
-            "backbone": self.clip_info.name,
-            "weights": self.clip_info.source,
-            "pretrained": str(cfg.MODEL.BACKBONE.PRETRAINED),
+            "backbone": prov["backbone"],
+            "weights": prov["weights"],
+            "pretrained": prov["pretrained"],
             "seed": int(cfg.SEED),
             "image_size": list(input_size(cfg)),
             "protocol": {"voc_difficult": cfg.DATASET.VOC_DIFFICULT if cfg.DATASET.NAME == "VOC2007" else None,
                          "threshold": float(cfg.TEST.THRESHOLD)},
-            "taidpt_version": __version__,
+            "taidpt_version": prov["taidpt_version"],
         }
         if self.method.trains_on == CAPTIONS:
             info.update({

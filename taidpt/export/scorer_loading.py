@@ -42,11 +42,9 @@ def load_scorer(
     ``trainer`` / ``image_size`` when given). The CLIP weights come from ``MODEL.BACKBONE.PRETRAINED``;
     random weights are rebuilt from the run's seed, as ``train.py --eval-only`` does.
     """
-    from taidpt import __version__
     from taidpt.captions.classes import load_class_list
     from taidpt.engine.config import assemble_config, get_cfg_default
     from taidpt.engine.run import Run, build_model, class_names_of
-    from taidpt.images.preprocess import input_size
 
     run = Run(model_dir) if model_dir else None
     extra = [*opts, *(("TRAINER.NAME", trainer) if trainer else ()),
@@ -62,27 +60,27 @@ def load_scorer(
     else:
         trained = build_model(cfg, method, names or class_names_of(cfg), None, None)
     scorer = trained.scorer().float().eval()
-    h, w = input_size(cfg)
-    pretrained = str(cfg.MODEL.BACKBONE.PRETRAINED)
+    pre, prov = trained.preprocess, trained.provenance()
+    pretrained = prov["pretrained"]
     meta = ModelMetadata(
         classnames=tuple(trained.classnames),
-        image_size=(h, w),
-        mean=tuple(cfg.INPUT.PIXEL_MEAN),
-        std=tuple(cfg.INPUT.PIXEL_STD),
-        interpolation=str(cfg.INPUT.INTERPOLATION),
-        exif_transpose=bool(cfg.INPUT.EXIF_TRANSPOSE),
+        image_size=pre.out_hw,
+        mean=tuple(pre.mean),
+        std=tuple(pre.std),
+        interpolation=str(pre.interpolation),
+        exif_transpose=bool(pre.exif_transpose),
         merge_rate=method.merge_rate(cfg),
-        backbone=trained.clip_info.name,
-        trainer=method.name,
-        weights=trained.clip_info.source,
+        backbone=prov["backbone"],
+        trainer=prov["trainer"],
+        weights=prov["weights"],
         pretrained=os.path.basename(pretrained) if os.sep in pretrained else pretrained,
-        taidpt_version=__version__,
+        taidpt_version=prov["taidpt_version"],
         precision="fp32",
         logit_scale=float(scorer.scale),
         spatial_scale=float(scorer.tau),
         use_pos_embed=bool(scorer.use_pos),
         threshold=float(cfg.TEST.THRESHOLD),
         checkpoint=f"{trained.checkpoint.name} (epoch {trained.epoch})" if trained.checkpoint is not None else "",
-        dataset=str(cfg.DATASET.NAME),
+        dataset=prov["dataset"],
     )
     return LoadedScorer(scorer, meta, trained.notes, trained, cfg)
