@@ -173,3 +173,18 @@ def test_docs_name_every_checkout_entry_point():
     names = {n.strip() for n in listed.replace("\n", " ").split(",")}
     shims = {p.stem for p in (ROOT / "export").glob("*.py") if p.stem != "__init__"}
     assert names == shims
+
+
+def test_the_rebuilt_model_gives_the_provenance_and_preprocessing_training_recorded(finished_run):
+    """One factory: the model a run folder rebuilds names what results.json says it trained with."""
+    from taidpt.engine.checks import preprocess_config
+    from taidpt.engine.run import Run
+
+    run = Run(finished_run.path)
+    cfg = run.config()
+    trained = run.load_model(cfg)
+    results = run.results()
+    assert trained.provenance() == {k: results[k] for k in ("trainer", "dataset", "backbone", "weights",
+                                                            "pretrained", "taidpt_version")}
+    assert trained.preprocess == preprocess_config(cfg)
+    assert list(trained.preprocess.out_hw) == results["image_size"]
