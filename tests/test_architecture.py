@@ -244,3 +244,35 @@ def test_one_merge_function():
             if rel not in ("taidpt/networks/merge.py", "taidpt/demo/rendering.py"):  # rendering: alpha compositing
                 offenders += [f"{rel}:{line}" for line in _weighted_mixes(path.read_text(encoding="utf-8"))]
     assert not offenders, "weighted mixes outside taidpt/networks/merge.py: " + ", ".join(offenders)
+
+
+def _method_node_reads(source: str, nodes: set[str]) -> list[int]:
+    """Lines that read ``<x>.TRAINER.<NODE>`` or ``<x>.TRAINER["<NODE>"]`` for one of ``nodes``."""
+    import ast
+
+    def under_trainer(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "TRAINER"
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in nodes and under_trainer(node.value):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Subscript) and under_trainer(node.value) and isinstance(node.slice, ast.Constant)
+              and node.slice.value in nodes):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_method_config_node_is_read_outside_its_method():
+    """Generic code asks the method (taidpt.methods) for its settings; it never reads TRAINER.<node> itself."""
+    from taidpt.methods import get_method, method_names
+
+    nodes = {get_method(name).node for name in method_names()}
+    assert sorted(_method_node_reads("cfg.TRAINER.TAIDPT.CACHE_DTYPE\nx = c.TRAINER['COOP']\n", nodes)) == [1, 2]
+    offenders = []
+    for folder in ("taidpt", "trainers", "datasets", "export"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if not rel.startswith("taidpt/methods/"):
+                offenders += [f"{rel}:{n}" for n in _method_node_reads(path.read_text(encoding="utf-8"), nodes)]
+    assert not offenders, "method config nodes read outside taidpt/methods/: " + ", ".join(offenders)

@@ -75,6 +75,36 @@ def toy_method():
     unregister(ToyGlobalOnly.name)
 
 
+def test_a_method_declares_its_node_and_what_the_engine_asks_of_it(toy_method):
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.methods import get_method
+
+    cfg = get_cfg_default()
+    assert dict(cfg.TRAINER.TOYGLOBAL) == ToyGlobalOnly.config_defaults()
+    assert toy_method.caption_cache_dtype(cfg) is None and toy_method.report_settings(cfg) == {}
+    taidpt = get_method("TaIDPT")
+    assert taidpt.caption_cache_dtype(cfg) == "fp32"
+    cfg.TRAINER.TAIDPT.CAPTION_CACHE = False
+    assert taidpt.caption_cache_dtype(cfg) is None
+    assert taidpt.report_settings(cfg) == {"spatial_scale_image": 40.0}
+    for name in ("TaIDPT", "ZeroshotCLIPDense", "DualCoOp", "CoOpMultiLabel"):  # built-ins declare theirs too
+        method = get_method(name)
+        assert dict(cfg.TRAINER[method.node]).keys() >= method.config_defaults().keys()
+
+
+def test_an_existing_node_only_gains_the_keys_it_lacks():
+    """CoOp's checkout declares TRAINER.COOP itself; its values stay, taidpt's extra keys are added."""
+    from yacs.config import CfgNode as CN
+
+    from taidpt.engine.config import add_method_nodes, get_cfg_default
+
+    cfg = get_cfg_default()
+    del cfg.TRAINER["COOP"]
+    cfg.TRAINER.COOP = CN({"N_CTX": 4, "CSC": True})
+    add_method_nodes(cfg)
+    assert cfg.TRAINER.COOP.N_CTX == 4 and cfg.TRAINER.COOP.CSC is True and cfg.TRAINER.COOP.LOSS == "ranking"
+
+
 @pytest.mark.slow
 def test_a_registered_toy_method_trains_evaluates_and_exports(toy_method, tiny_rn_openai_file, tmp_path, monkeypatch):
     from taidpt.engine.config import assemble_config, get_cfg_default
@@ -99,6 +129,8 @@ def test_a_registered_toy_method_trains_evaluates_and_exports(toy_method, tiny_r
     res = json.loads((out / "results.json").read_text())
     assert res["trainer"] == "ToyGlobalOnly" and res["epochs_trained"] == 1
     assert res["mAP"]["merged"] == pytest.approx(res["mAP"]["global"])  # its merge rate is 1
+    assert "spatial_scale_image" not in res  # TaI-DPT's settings are TaI-DPT's to report
+    assert not (tmp_path / "cache" / "taidpt" / "features").exists()  # and its caption cache
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
 
     # eval-only from the folder alone, through train.py's entry point

@@ -141,41 +141,27 @@ def extend_cfg(cfg: CN) -> CN:
 
     cfg.TEST.THRESHOLD = 0.0  # CP/CR/CF1 also at merged score >= THRESHOLD (0 = sigmoid 0.5), besides top-3
 
-    cfg.TRAINER.TAIDPT = CN()
-    cfg.TRAINER.TAIDPT.N_CTX = 16
-    cfg.TRAINER.TAIDPT.CSC = False
-    cfg.TRAINER.TAIDPT.CTX_INIT = ""
-    cfg.TRAINER.TAIDPT.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.TAIDPT.PREC = "fp32"  # CoOp's key, accepted; taidpt always computes in fp32 (other values are logged)
-    cfg.TRAINER.TAIDPT.LOGIT_SCALE = 4.0
-    cfg.TRAINER.TAIDPT.SPATIAL_SCALE_TEXT = 50.0
-    cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE = 40.0
-    cfg.TRAINER.TAIDPT.MERGE_RATE = 0.5
-    cfg.TRAINER.TAIDPT.LOSS = "double_ranking"
-    cfg.TRAINER.TAIDPT.USE_POS_EMBED = False  # the reference switches the pool's position embedding off
-    cfg.TRAINER.TAIDPT.CAPTION_CACHE = True  # encode each caption once and reuse its features
-    cfg.TRAINER.TAIDPT.CACHE_DTYPE = "fp32"  # fp32 | fp16 storage of cached caption features
-    cfg.TRAINER.TAIDPT.TRIM_TOKENS = True  # cut sequences to the longest real length (exact, causal)
-    cfg.TRAINER.TAIDPT.SHARED_PREFIX = True  # encode the common SOS + generic-context prefix once (exact)
-
-    cfg.TRAINER.ZEROSHOT = CN()
-    cfg.TRAINER.ZEROSHOT.TEMPLATE = "a photo of a {}."
-    cfg.TRAINER.ZEROSHOT.MERGE_RATE = 0.5
-    cfg.TRAINER.ZEROSHOT.USE_POS_EMBED = True
-    extend_image_cfg(cfg)  # DualCoOp / CoOp trainers and their training data (taidpt/engine/image_config.py)
+    extend_image_cfg(cfg)  # the image-trained methods' data keys (taidpt/engine/image_config.py)
     return add_method_nodes(cfg)
 
 
 def add_method_nodes(cfg: CN) -> CN:
-    """Add the ``TRAINER.<node>`` of every registered method that declares its keys itself
-    (:meth:`taidpt.methods.Method.config_defaults`) and is not in ``cfg`` yet."""
+    """Add the ``TRAINER.<node>`` of every registered method from its own declaration
+    (:meth:`taidpt.methods.Method.config_defaults`). A node that exists already (CoOp's ``TRAINER.COOP``
+    in a CoOp checkout) only gains the keys it lacks, so another plugin's values stay."""
     from taidpt.methods import get_method, method_names  # noqa: PLC0415 - the registry imports no engine module
 
     for name in method_names():
         method = get_method(name)
         defaults = method.config_defaults()
-        if defaults is not None and method.node not in cfg.TRAINER:
-            cfg.TRAINER[method.node] = CN(dict(defaults))
+        if defaults is None:
+            continue
+        if method.node not in cfg.TRAINER:
+            cfg.TRAINER[method.node] = CN()
+        node = cfg.TRAINER[method.node]
+        for key, value in defaults.items():
+            if key not in node:
+                node[key] = value
     return cfg
 
 
@@ -229,6 +215,39 @@ def _type_name(yacs_type: str) -> str:
     return "a mapping of keys" if name == "CfgNode" else name
 
 
+class DuplicateKeyError(ValueError):
+    """A yaml mapping gives one key twice; the message names the file, the line and the key."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping (nested ones too) is an error
+    instead of the last value silently winning. ``path`` names the file in the message."""
+
+    path = "<yaml>"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in first:
+                raise DuplicateKeyError(f"{self.path}:{line}: key {key} is given twice in one mapping (first on "
+                                        f"line {first[key]}); expected each key once")
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, path: str) -> Any:
+    """Parse yaml ``text`` read from ``path`` with :class:`UniqueKeyLoader` (duplicate keys refused)."""
+    loader = UniqueKeyLoader(text)
+    loader.path = path
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_cfg_file(cfg: CN, path: str) -> CN:
     """Parse one yaml config file, with one-line errors naming the file (and line) for what cannot be read."""
     if os.path.isdir(path):
@@ -247,7 +266,9 @@ def read_cfg_file(cfg: CN, path: str) -> CN:
         raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
                          f"expected a UTF-8 yaml config file") from None
     try:
-        loaded = cfg.load_cfg(text)
+        loaded = type(cfg)(load_yaml(text, path))  # what yacs' load_cfg does, with our loader
+    except DuplicateKeyError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path

@@ -29,7 +29,7 @@ from taidpt.engine.checkpoint import MODEL_NAME, POINTER_FILE, load_checkpoint, 
 from taidpt.engine.config import assemble_config, get_cfg_default
 from taidpt.engine.model_factory import TrainedModel, build_model
 from taidpt.evaluation.predictions import PREDICTIONS_FILE
-from taidpt.methods import Method, get_method
+from taidpt.methods import DEFAULT_METHOD, Method, get_method
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -71,8 +71,8 @@ class Run:
 
     @staticmethod
     def method_of(cfg: CfgNode) -> type[Method]:
-        """The method a configuration runs (``TRAINER.NAME``; TaIDPT when a run's config leaves it empty)."""
-        return get_method(cfg.TRAINER.NAME or "TaIDPT")
+        """The method a configuration runs (``TRAINER.NAME``; the default method when a run's config leaves it empty)."""
+        return get_method(cfg.TRAINER.NAME or DEFAULT_METHOD)
 
     # ------------------------------------------------------------------ checkpoints and results
     @property

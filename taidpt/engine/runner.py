@@ -137,11 +137,12 @@ class CoreRunner:
         self.loader = make_caption_loader(corpus.labels, self.train_rows, int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE), seed)
         token_ids = self.model.text.tokenize(corpus.texts)
         store = None
-        if cfg.TRAINER.TAIDPT.CAPTION_CACHE:
+        cache_dtype = self.method.caption_cache_dtype(cfg)
+        if cache_dtype is not None:
             t0 = time.time()
             store = CaptionFeatureStore.open_or_build(
                 default_cache_dir(cfg), self.model, self.corpus.texts, token_ids,
-                dtype=cfg.TRAINER.TAIDPT.CACHE_DTYPE, device=self.device, progress=self.opts.progress)
+                dtype=cache_dtype, device=self.device, progress=self.opts.progress)
             log.info("cached features of %d sentences in %.1f s", len(store), time.time() - t0)
         self.encoder = CaptionBatchEncoder(self.model, token_ids, store, self.device)
         if cfg.TEST.FINAL_MODEL == "best_val" and len(self.val_rows) == 0:
@@ -346,7 +347,7 @@ class CoreRunner:
                 "epochs_trained": self.epoch,
                 "model_selection": self.selection,
                 "checkpoint": self._relative(self.checkpoint_path),
-                "spatial_scale_image": float(cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE),
+                **self.method.report_settings(cfg),
             })
             corpus = self.corpus
             if corpus is not None:

@@ -10,4 +10,8 @@ from taidpt.methods import dualcoop  # noqa: F401
 from taidpt.methods import coop  # noqa: F401
 from taidpt.methods.registry import CAPTIONS, IMAGES, Method, canonical_name, get_method, method_names, register
 
-__all__ = ["CAPTIONS", "IMAGES", "Method", "canonical_name", "get_method", "method_names", "register"]
+# The method a configuration or command that names none runs: the paper's.
+DEFAULT_METHOD = taidpt.TaIDPT.name
+
+__all__ = ["CAPTIONS", "DEFAULT_METHOD", "IMAGES", "Method", "canonical_name", "get_method", "method_names",
+           "register"]

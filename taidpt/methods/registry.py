@@ -46,9 +46,18 @@ class Method:
     # ------------------------------------------------------------------ configuration
     @classmethod
     def config_defaults(cls) -> dict[str, Any] | None:
-        """The keys and defaults of ``TRAINER.<node>`` for a method that brings its own node (the
-        built-in methods' nodes are declared with the other defaults in ``taidpt/engine/config.py``)."""
+        """The keys and defaults of ``TRAINER.<node>`` (None: the node comes from elsewhere, e.g. a plugin)."""
         return None
+
+    @classmethod
+    def caption_cache_dtype(cls, cfg: CfgNode) -> str | None:
+        """Storage dtype of the caption feature cache a caption-trained run uses, None for no cache."""
+        return None
+
+    @classmethod
+    def report_settings(cls, cfg: CfgNode) -> dict[str, Any]:
+        """Settings ``results.json`` records for a trained run of this method (e.g. a test-time scale)."""
+        return {}
 
     @classmethod
     def settings(cls, cfg: CfgNode) -> CfgNode:

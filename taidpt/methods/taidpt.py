@@ -29,6 +29,35 @@ class TaIDPT(Method):
     trains_on = CAPTIONS
 
     @classmethod
+    def config_defaults(cls) -> dict[str, Any]:
+        return {
+            "N_CTX": 16,
+            "CSC": False,
+            "CTX_INIT": "",
+            "CLASS_TOKEN_POSITION": "end",
+            "PREC": "fp32",  # CoOp's key, accepted; taidpt always computes in fp32 (other values are logged)
+            "LOGIT_SCALE": 4.0,
+            "SPATIAL_SCALE_TEXT": 50.0,
+            "SPATIAL_SCALE_IMAGE": 40.0,
+            "MERGE_RATE": 0.5,
+            "LOSS": "double_ranking",
+            "USE_POS_EMBED": False,  # the reference switches the pool's position embedding off
+            "CAPTION_CACHE": True,  # encode each caption once and reuse its features
+            "CACHE_DTYPE": "fp32",  # fp32 | fp16 storage of cached caption features
+            "TRIM_TOKENS": True,  # cut sequences to the longest real length (exact, causal)
+            "SHARED_PREFIX": True,  # encode the common SOS + generic-context prefix once (exact)
+        }
+
+    @classmethod
+    def caption_cache_dtype(cls, cfg: CfgNode) -> str | None:
+        t = cls.settings(cfg)
+        return str(t.CACHE_DTYPE) if t.CAPTION_CACHE else None
+
+    @classmethod
+    def report_settings(cls, cfg: CfgNode) -> dict[str, Any]:
+        return {"spatial_scale_image": float(cls.settings(cfg).SPATIAL_SCALE_IMAGE)}
+
+    @classmethod
     def check_config(cls, cfg: CfgNode) -> None:
         if cfg.TEST.FINAL_MODEL == "best_val" and float(cfg.DATASET.VAL_CAPTIONS) <= 0:
             raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "

@@ -20,6 +20,10 @@ class ZeroshotCLIPDense(Method):
     trains_on = None
 
     @classmethod
+    def config_defaults(cls) -> dict[str, Any]:
+        return {"TEMPLATE": "a photo of a {}.", "MERGE_RATE": 0.5, "USE_POS_EMBED": True}
+
+    @classmethod
     def generic_contexts(cls, cfg: CfgNode) -> bool:
         return True
 
