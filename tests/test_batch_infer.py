@@ -19,7 +19,7 @@ import taidpt.serve.batch_infer
 import taidpt.serve.predictor
 from taidpt.serve.batch_infer import image_source, main, run_batches, walk_images
 from taidpt.serve.decision import for_model, resolve
-from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail
+from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, digest, drop_partial_tail, file_sha256
 from taidpt.serve.runtime import open_model
 from test_infer import exported, latin1_dir  # noqa: F401 - fixtures
 
@@ -70,7 +70,7 @@ def test_interrupted_run_resumes_to_the_same_rows(exported, photo_dir, tmp_path,
 
     # Interrupted after 5 batches, with the last row torn in half as a kill mid-write leaves it.
     model = open_model(model_path)
-    with ResultLog(part, model.metadata.classnames) as log:
+    with ResultLog(part, model.metadata.classnames, model_sha256=file_sha256(model_path)) as log:
         stats = run_batches(model, walk_images(photo_dir), log, batch_size=4, workers=2, prefetch=2,
                             decision=for_model(model.metadata), progress=False, max_batches=5)
     assert stats.batches == 5 and stats.scored + stats.failed == 20

@@ -379,8 +379,8 @@ def test_triton_repository_carries_thresholds_and_client_uses_them(served, tmp_p
 
 def test_decision_rule_edges():
     d = resolve(["a", "b"], {"a": 1.0, "zzz": 3.0})  # a stored name the columns lack is simply unused
-    assert d.top_k_classes == ["b"] and d.k == 2  # top-3 shrinks to the number of classes
-    assert d.labels(np.array([[1.0, -5.0], [0.5, -6.0]])) == [["a", "b"], ["b"]]
+    assert d.top_k_classes == ["b"] and d.k == 1  # the short-list fallback: top-1 of 2 classes, never both
+    assert d.labels(np.array([[1.0, -5.0], [0.5, -6.0], [0.5, 6.0]])) == [["a"], [], ["b"]]
     assert resolve(["a", "b"]).rule == "top_k"
     with pytest.raises(ValueError, match="--top-k must be between 1 and 2"):
         resolve(["a", "b"], top_k=3)

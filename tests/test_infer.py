@@ -176,7 +176,8 @@ def test_csv_output(exported, image_dir, tmp_path):
     rows = list(csv.DictReader(out_csv.open()))
     with out_csv.open() as fh:
         header = next(csv.reader(fh))
-    assert header == ["path", *CLASSES, *(f"confidence:{c}" for c in CLASSES), "labels", "decision", "error"]
+    assert header == ["path", *CLASSES, *(f"confidence:{c}" for c in CLASSES), "labels", "decision", "error",
+                      "model_sha256"]
     assert len(rows) == 8
     by_path = {r["path"]: r for r in rows}
     for im in json.loads(out_json.read_text())["images"]:

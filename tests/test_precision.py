@@ -62,7 +62,8 @@ def test_int8_export_is_qdq_in_the_encoder_only_and_agrees_with_fp32(tiny):
     _, _, out, images = tiny
     fp32, int8 = out / "m.onnx", out / "m.int8.onnx"
     meta = read_onnx_metadata(int8)
-    assert meta.precision == "int8" and meta.replace(precision="fp32") == read_onnx_metadata(fp32)
+    other = read_onnx_metadata(fp32)  # another export: only its export id differs
+    assert meta.precision == "int8" and meta.replace(precision="fp32", export_id=other.export_id) == other
     model = onnx.load(str(int8))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > 5
@@ -104,12 +105,14 @@ def gate_args(data: Path) -> list[str]:
     return ["--gate-root", str(data), "--gate-dataset-config-file", "configs/datasets/voc2007.yaml"]
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
+# A limit must be >= 0 (a negative one is refused by argparse): int8 loses ~6 points on this tiny set,
+# so --max-map-drop 0 refuses it; fp16 gains a little there, and no valid limit refuses it.
+@pytest.mark.parametrize("precision", ["int8"])
 def test_map_gate_refuses_a_too_strict_drop_in_one_line_and_writes_nothing(tiny, tmp_path, capsys, precision):
     base, data, _, images = tiny
     out = tmp_path / "m.onnx"
     args = ["--model-dir", str(base / "run"), "--output", str(out), "--precision", precision,
-            "--calibration-images", str(images), *gate_args(data), "--max-map-drop", "-100"]
+            "--calibration-images", str(images), *gate_args(data), "--max-map-drop", "0"]
     rc, stdout, err = export(args, capsys)
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1, err
@@ -117,7 +120,7 @@ def test_map_gate_refuses_a_too_strict_drop_in_one_line_and_writes_nothing(tiny,
     assert found, lines[0]
     fp32_map, reduced_map, drop = (float(g) for g in found.groups())
     assert 0 <= reduced_map <= 100 and drop == pytest.approx(fp32_map - reduced_map, abs=0.011)
-    assert "(--max-map-drop -100): FAILED" in lines[0] and "nothing was written" in lines[0]
+    assert "(--max-map-drop 0): FAILED" in lines[0] and "nothing was written" in lines[0]
     assert list(tmp_path.iterdir()) == []  # neither the file nor a staging folder
 
 
@@ -186,7 +189,8 @@ def test_fp16_alias_and_conflict(tiny, tmp_path, capsys):
     rc, stdout, _ = export(["--model-dir", str(base / "run"), "--output", str(b), "--precision", "fp16"], capsys)
     assert rc == 0 and "gate fp16 vs fp32 on 32 images" in stdout
     assert read_onnx_metadata(a).precision == read_onnx_metadata(b).precision == "fp16"
-    assert a.read_bytes() == b.read_bytes()
+    ids = (read_onnx_metadata(a).export_id.encode(), read_onnx_metadata(b).export_id.encode())
+    assert a.read_bytes().replace(*ids) == b.read_bytes()  # the same file but for its export id
     rc, _, err = export(["--model-dir", str(base / "run"), "--output", str(tmp_path / "c.onnx"), "--fp16",
                          "--precision", "int8"], capsys)
     assert rc == 2 and "--fp16 means --precision fp16" in err and len(err.strip().splitlines()) == 1

@@ -11,8 +11,11 @@ The images are scored with the model itself (onnxruntime, the model's own prepro
 numbers serving will see), thresholds are chosen by :mod:`taidpt.export.thresholds`, and the model's
 ``taidpt.thresholds`` / ``taidpt.calibration`` metadata are rewritten atomically, graph untouched
 (:mod:`taidpt.export.threshold_store`). ``python -m export.infer``, ``export.batch_infer`` and the
-Triton client then label by them (:mod:`taidpt.serve.decision`). A class the data cannot decide (no
-positive in the labelled split; never named by a caption) gets no threshold and is decided by top-k.
+Triton client then label by them (:mod:`taidpt.serve.decision`). A class whose support is below
+:data:`~taidpt.export.thresholds.MIN_SUPPORT` (positive images in the labelled split; expected
+positives, caption rate x images, label-free) gets no threshold and is decided by top-k; the table
+says why. When no class reaches it the command refuses and leaves the model unchanged. The number of
+images and every class's support are stored with the thresholds.
 
 The labelled split is refused when it is the split the test numbers are reported on
 (:func:`taidpt.export.calibration_data.labelled_split`). The label-free way uses no label at all:
@@ -34,9 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taidpt.export.calibration_data import CalibrationDataError, caption_frequencies, labelled_split
+from taidpt.export.calibration_data import CalibrationDataError, caption_frequencies, check_readable, labelled_split
 from taidpt.export.threshold_store import store_thresholds
-from taidpt.export.thresholds import ClassCut, f1_optimal, rate_matching
+from taidpt.export.thresholds import MIN_SUPPORT, ClassCut, f1_optimal, rate_matching
 from taidpt.serve.infer import InputError, collect_images
 from taidpt.serve.predictor import score_images
 from taidpt.serve.metadata import MetadataError
@@ -59,31 +62,47 @@ class Calibration:
         """Class -> threshold, for the classes the data could decide."""
         return {c: k.threshold for c, k in zip(self.classnames, self.cuts) if math.isfinite(k.threshold)}
 
-    def undecided(self) -> list[str]:
-        return [c for c, k in zip(self.classnames, self.cuts) if not math.isfinite(k.threshold)]
+    def support(self) -> dict[str, int]:
+        """Class -> support (positive images, or expected positives label-free), every class."""
+        return {c: k.support for c, k in zip(self.classnames, self.cuts)}
+
+    def note(self) -> str:
+        """The line naming the classes left to top-k, each with why; empty when every class has a threshold."""
+        why = [f"{c} ({k.reason})" for c, k in zip(self.classnames, self.cuts) if not math.isfinite(k.threshold)]
+        return f"note: no threshold for {', '.join(why)}: decided by top-k when serving" if why else ""
 
     def table(self) -> str:
-        """Per-class lines: threshold, images labelled, F1 (labelled) or target rate (label-free)."""
-        lines = [f"{'class':<24} {'threshold':>10} {'labelled':>9}  {'F1 / target rate':>16}"]
+        """Per-class lines: threshold, images labelled, support, F1 (labelled) or target rate (label-free),
+        or why the class has no threshold."""
+        lines = [f"{'class':<24} {'threshold':>10} {'labelled':>9} {'support':>7}  {'F1 / target rate':>16}"]
         for c, k in zip(self.classnames, self.cuts):
             t = f"{k.threshold:10.4f}" if math.isfinite(k.threshold) else f"{'top-k':>10}"
-            if math.isfinite(k.f1):
+            if not math.isfinite(k.threshold):
+                extra = k.reason
+            elif math.isfinite(k.f1):
                 extra = f"F1 {100 * k.f1:5.1f}"
-            elif math.isfinite(k.target_rate):
-                extra = f"{k.n_predicted / max(k.n_images, 1):.3f} vs {k.target_rate:.3f}"
             else:
-                extra = "no positive"
-            lines.append(f"{c[:24]:<24} {t} {k.n_predicted:>5}/{k.n_images:<4} {extra:>16}")
+                extra = f"{k.n_predicted / max(k.n_images, 1):.3f} vs {k.target_rate:.3f}"
+            lines.append(f"{c[:24]:<24} {t} {k.n_predicted:>5}/{k.n_images:<4} {k.support:>6}  {extra:>16}")
         return "\n".join(lines)
+
+    def check_support(self) -> None:
+        """Raise :class:`CalibrationDataError` when no class reaches the calibration minimum."""
+        if self.thresholds():
+            return
+        rates = [k.target_rate for k in self.cuts if math.isfinite(k.target_rate) and k.target_rate > 0]
+        if rates:
+            need = math.ceil(MIN_SUPPORT / max(rates) - 1e-9)
+            raise CalibrationDataError(f"no class reaches {MIN_SUPPORT} expected positives (caption rate x images) "
+                                       f"on {self.n_images} readable image(s): give at least {need} unlabelled images")
+        raise CalibrationDataError(f"no class reaches {MIN_SUPPORT} positive images among the {self.n_images} "
+                                   f"readable calibration image(s): calibrate on a larger labelled split")
 
 
 def _score(model: Runner, paths: Sequence[str], batch_size: int, workers: int, progress: bool) -> Any:
-    def report(path: str, reason: str) -> None:
-        logging.getLogger("taidpt").warning("skipping image %s: %s", path, reason)
-
-    preds = score_images(model, paths, batch_size=batch_size, workers=workers, progress=progress, on_skip=report)
-    if not preds.paths:
-        raise RuntimeError(f"none of the {len(paths)} calibration images could be read")
+    """Score the images; unreadable ones are skipped under :func:`check_readable`'s rule."""
+    preds = score_images(model, paths, batch_size=batch_size, workers=workers, progress=progress)
+    check_readable(len(preds.paths), preds.skipped)
     return preds
 
 
@@ -94,8 +113,10 @@ def calibrate_labelled(model: Runner, cfg: Any, split: str, *, batch_size: int =
     image_set = labelled_split(cfg, split, names)
     preds = _score(model, image_set.paths, batch_size, workers, progress)
     cuts = f1_optimal(preds.scores, image_set.targets[np.asarray(preds.indices, dtype=np.int64)])
-    return Calibration(names, cuts, f"labelled: F1-optimal per class on {image_set.name} ({len(preds.paths)} images)",
-                       len(preds.paths), len(preds.skipped))
+    result = Calibration(names, cuts, f"labelled: F1-optimal per class on {image_set.name} ({len(preds.paths)} images)",
+                         len(preds.paths), len(preds.skipped))
+    result.check_support()
+    return result
 
 
 def calibrate_label_free(model: Runner, cfg: Any, paths: Sequence[str], *, batch_size: int = 32, workers: int = 4,
@@ -107,7 +128,15 @@ def calibrate_label_free(model: Runner, cfg: Any, paths: Sequence[str], *, batch
     cuts = rate_matching(preds.scores, freqs.rates)
     text = (f"label-free: positive rate = caption frequency ({freqs.n_captions} captions of "
             f"{Path(freqs.source).name}, templates left out) on {len(preds.paths)} unlabelled images")
-    return Calibration(names, cuts, text, len(preds.paths), len(preds.skipped))
+    result = Calibration(names, cuts, text, len(preds.paths), len(preds.skipped))
+    result.check_support()
+    return result
+
+
+def store(model_path: str | Path, result: Calibration, output: str | Path | None = None) -> Path:
+    """Write the result's thresholds, description, image count and per-class support into the model."""
+    return store_thresholds(model_path, result.thresholds(), result.description, output, images=result.n_images,
+                            support=result.support())
 
 
 def store_label_free(model_path: str | Path, run_dir: str, paths: Sequence[str], opts: Sequence[str] = (), *,
@@ -122,7 +151,7 @@ def store_label_free(model_path: str | Path, run_dir: str, paths: Sequence[str],
         result = calibrate_label_free(model, cfg, paths, batch_size=batch_size, workers=workers, progress=progress)
     finally:
         model.close()
-    store_thresholds(model_path, result.thresholds(), result.description)
+    store(model_path, result)
     return result
 
 
@@ -192,23 +221,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = calibrate_label_free(model, cfg, paths, **options)
     except CalibrationDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}; {args.model} was left unchanged", file=sys.stderr)
         return 2
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     finally:
         model.close()
-    if result.undecided():
-        print(f"note: no threshold for {', '.join(result.undecided())}: decided by top-k when serving", file=sys.stderr)
+    if result.note():
+        print(result.note(), file=sys.stderr)
     try:
-        written = store_thresholds(args.model, result.thresholds(), result.description, args.output or None)
+        written = store(args.model, result, args.output or None)
         if args.report:
             atomic_write_json(args.report, {"model": str(written), "calibration": result.description,
                                             "n_images": result.n_images, "n_skipped": result.n_skipped,
-                                            "thresholds": result.thresholds(),
-                                            "classes": {c: {k: (v if math.isfinite(v) else None) for k, v in
-                                                            asdict(cut).items()}
+                                            "min_support": MIN_SUPPORT, "thresholds": result.thresholds(),
+                                            "classes": {c: {**{k: (v if math.isfinite(v) else None) for k, v in
+                                                               asdict(cut).items()}, "reason": cut.reason}
                                                         for c, cut in zip(result.classnames, result.cuts)}})
     except (MetadataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,9 @@ the caption frequencies of a run (for unlabelled images).
   training did (:func:`taidpt.images.registry.load_caption_corpus`, the cached corpus when there is
   one) and returns each class's frequency among the *caption* sentences (the template sentences,
   added per class, are left out: they say nothing about how often a class occurs).
+* :func:`check_readable` is the one rule for unreadable calibration images (int8 activation ranges,
+  thresholds): they are skipped and counted in one warning line, and the images are refused only
+  when none or fewer than half of them can be read. :func:`readable_batch` loads images by it.
 
 No torch is imported.
 """
@@ -27,6 +30,41 @@ log = logging.getLogger(__name__)
 
 class CalibrationDataError(ValueError):
     """The calibration data cannot be used (it is the test split, classes differ, ...); one line."""
+
+
+def unreadable_note(skipped: Sequence[tuple[str, str]]) -> str:
+    """One line for the skipped images: how many, and the first with its reason."""
+    name, reason = skipped[0]
+    return f"{len(skipped)} unreadable image{'s' if len(skipped) != 1 else ''} skipped, first: {name} ({reason})"
+
+
+def check_readable(n_read: int, skipped: Sequence[tuple[str, str]]) -> None:
+    """Warn about ``skipped`` images in one line; raise :class:`CalibrationDataError` when none or fewer
+    than half of the images could be read (then the list, not a few files, is wrong)."""
+    if not skipped:
+        return
+    log.warning("%s", unreadable_note(skipped))
+    total = n_read + len(skipped)
+    if n_read == 0 or 2 * n_read < total:
+        raise CalibrationDataError(f"only {n_read} of {total} calibration images could be read "
+                                   f"({unreadable_note(skipped)}); at least half must be readable")
+
+
+def readable_batch(metadata: Any, paths: Sequence[str]) -> np.ndarray:
+    """The readable ones of ``paths`` as a float32 ``[N, 3, H, W]`` batch, preprocessed with ``metadata``
+    as at inference (:func:`taidpt.serve.predictor.load_image`), under :func:`check_readable`'s rule."""
+    from taidpt.serve.predictor import load_image
+
+    cfg = metadata.preprocess_config()
+    arrays, skipped = [], []
+    for path in paths:
+        item = load_image(path, cfg)
+        if isinstance(item, str):
+            skipped.append((str(path), item))
+        else:
+            arrays.append(item)
+    check_readable(len(arrays), skipped)
+    return np.stack(arrays).astype(np.float32)
 
 
 def labelled_split(cfg: Any, split: str, classnames: Sequence[str]) -> Any:
@@ -71,13 +109,9 @@ class CaptionFrequencies:
 
 def _class_list(cfg: Any) -> Any:
     """The class list (names and synonyms) the run labelled its captions with, as training read it."""
-    from taidpt.captions.classes import load_class_list
-    from taidpt.images.registry import _class_list_arg, get_spec, load_test_set
+    from taidpt.images.registry import class_list_of
 
-    if cfg.DATASET.CLASS_LIST:
-        return load_class_list(_class_list_arg(cfg.DATASET.CLASS_LIST))
-    spec = get_spec(cfg.DATASET.NAME)
-    return load_class_list(spec.class_list) if spec.class_list else load_test_set(cfg)[1]
+    return class_list_of(cfg)
 
 
 def caption_frequencies(cfg: Any, classnames: Sequence[str], progress: bool = False) -> CaptionFrequencies:

@@ -17,6 +17,8 @@ already matched to PyTorch), both in onnxruntime on the CPU:
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -27,6 +29,18 @@ from taidpt.export.errors import ExportError
 from taidpt.serve.metadata import OUTPUT_NAMES
 
 DEFAULT_MAX_MAP_DROP = 0.5
+
+
+def max_map_drop(text: str) -> float:
+    """``--max-map-drop``'s argparse type: a finite number of points >= 0 (a negative limit would ask the
+    reduced file to beat fp32, nan would pass or refuse every file)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of mAP points >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of mAP points >= 0, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ Before reporting success the command checks the file with ``onnx.checker`` and r
 onnxruntime (CPU) against PyTorch on preprocessed images at several batch sizes, printing the max
 abs difference of each output; for fp32 it exits 1 when that exceeds 1e-4 (``--tolerance``)
 (:mod:`taidpt.export.parity`). ``--open-vocabulary`` also writes the text model, the open image graph
-and the BPE vocabulary beside it and checks them (:mod:`taidpt.export.open_vocab`). Installed, the same
-command is ``taidpt-export``.
+and the BPE vocabulary beside it and checks them (:mod:`taidpt.export.open_vocab`). Every file is
+written and checked in a staging folder beside the output and moved into place only afterwards, all
+with one export id (:mod:`taidpt.export.staging`). Installed, the same command is ``taidpt-export``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,13 +44,15 @@ import numpy as np
 from taidpt.export.parity import FP32_TOL, check_onnx, measure_parity, parity_inputs, torch_reference
 from taidpt.export.errors import ExportError
 from taidpt.export.open_vocab import companion_names, export_open_vocabulary, open_vocabulary_metadata
-from taidpt.export.gate import DEFAULT_MAX_MAP_DROP, DEFAULT_LIMITS
+from taidpt.export.gate import DEFAULT_MAX_MAP_DROP, DEFAULT_LIMITS, max_map_drop
 from taidpt.export.reduced import (CALIBRATION_COUNT, GATE_IMAGES, GateSetup, GateVerdict, agreement_limits,
-                                   image_batch, publish, refusal, resolve_precision, run_gate, write_reduced)
+                                   image_batch, refusal, resolve_precision, run_gate, write_reduced)
+from taidpt.export.staging import keep_failed, publish_set, staging_folder, sweep_staging
 from taidpt.engine.run import Run
 from taidpt.export.scorer_loading import load_scorer
-from taidpt.methods import get_method
+from taidpt.methods import DEFAULT_METHOD, get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
+from taidpt.serve.export_unit import new_export_id
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, PRECISIONS, ModelMetadata, read_onnx_metadata
 from taidpt.utils.commands import prog_name
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16/int8 gate: dataset yaml of the labelled set (scored as export.evaluate scores its test split)")
     p.add_argument("--gate-split", default="",
                    help="fp16/int8 gate: the split to score instead of the test split (DATASET.TEST_SPLIT), e.g. val")
-    p.add_argument("--max-map-drop", type=float, default=DEFAULT_MAX_MAP_DROP,
+    p.add_argument("--max-map-drop", type=max_map_drop, default=DEFAULT_MAX_MAP_DROP,
                    help=f"fp16/int8 with a labelled set: refuse to write when merged mAP drops by more points "
                         f"({DEFAULT_MAX_MAP_DROP:g})")
     p.add_argument("--max-relative-diff", type=float, default=None,
@@ -165,8 +166,8 @@ def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
 
 def reduce_and_gate(args: argparse.Namespace, inputs: PrecisionInputs, meta: ModelMetadata, fp32_path: Path,
                     staged: Path, images: np.ndarray, reference: dict) -> GateVerdict:
-    """Make the fp16/int8 file from the checked fp32 one, print its parity table and gate line, and
-    move it to ``--output`` only when the gate passes."""
+    """Make the fp16/int8 file ``staged`` from the checked fp32 one and print its parity table and gate
+    line; the caller publishes it only when the gate passes."""
     precision = inputs.precision
     calibration = None
     if precision == "int8":
@@ -179,9 +180,28 @@ def reduce_and_gate(args: argparse.Namespace, inputs: PrecisionInputs, meta: Mod
                       agreement_limits(precision, args.max_relative_diff, args.min_top_k_agreement), batch)
     verdict = run_gate(fp32_path, staged, precision, setup)
     _print(verdict.line())
-    if verdict.ok:
-        publish(staged, Path(args.output))
     return verdict
+
+
+def stage_and_check(args: argparse.Namespace, inputs: PrecisionInputs, loaded: Any, meta: ModelMetadata,
+                    staged: Path, images: np.ndarray, reference: dict) -> Any:
+    """Write and check every file of the export in its staging folder (``staged``: ``M.onnx`` there); the
+    last check's report, or None when the reduced file's gate refused it (its line is printed)."""
+    fp32_path = staged if inputs.precision == "fp32" else staged.parent / "fp32" / staged.name
+    export_scorer(loaded.scorer, fp32_path, meta, opset=args.opset)
+    check_onnx(fp32_path)
+    report = measure_parity(fp32_path, images, reference, FP32_TOL if args.tolerance is None else args.tolerance,
+                            "fp32")
+    _print(report.table())
+    if inputs.precision != "fp32" and report.ok:
+        verdict = reduce_and_gate(args, inputs, meta, fp32_path, staged, images, reference)
+        if not verdict.ok:
+            print(f"error: {refusal(verdict, Path(args.output))}", file=sys.stderr)
+            return None
+    if args.open_vocabulary and report.ok:
+        report = export_open_vocabulary(loaded, staged, images, opset=args.opset, batch_sizes=args.batch_sizes)
+        _print(report.table())
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.model_dir:
             Run(args.model_dir)
-        elif get_method(args.trainer or "TaIDPT").trains_on:
-            early = (f"exporting {args.trainer or 'TaIDPT'} needs --model-dir RUN (a train.py output directory with "
+        elif get_method(args.trainer or DEFAULT_METHOD).trains_on:
+            early = (f"exporting {args.trainer or DEFAULT_METHOD} needs --model-dir RUN (a train.py output directory with "
                      f"prompts)")
     except (FileNotFoundError, ValueError) as exc:
         early = str(exc)
@@ -223,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("TAIDPT_DEBUG"):
             raise
         return 2
-    meta = loaded.metadata
+    meta = loaded.metadata.replace(export_id=new_export_id())
     if args.open_vocabulary:
         try:
             meta = open_vocabulary_metadata(loaded, out, inputs.precision)
@@ -239,39 +259,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = parity_inputs(meta, max(args.batch_sizes), inputs.parity_paths)
     reference = torch_reference(loaded.scorer, images, args.batch_sizes)  # also fills the positional cache
 
-    fp32_tol = FP32_TOL if args.tolerance is None else args.tolerance
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".export-", dir=out.parent) if inputs.precision != "fp32" else None
-    fp32_path = Path(tmp_dir) / "fp32.onnx" if tmp_dir else out
+    for stale in sweep_staging(out.parent):
+        _print(f"note: removed {stale}, the staging folder of an export that was killed")
+    companions = companion_names(out) if args.open_vocabulary else {}
     try:
-        export_scorer(loaded.scorer, fp32_path, meta, opset=args.opset)
-        check_onnx(fp32_path)
-        report = measure_parity(fp32_path, images, reference, fp32_tol, "fp32")
-        _print(report.table())
-        final = report
-        if tmp_dir and report.ok:
-            verdict = reduce_and_gate(args, inputs, meta, fp32_path, Path(tmp_dir) / out.name, images, reference)
-            if not verdict.ok:
-                print(f"error: {refusal(verdict, out)}", file=sys.stderr)
+        with staging_folder(out) as staging:
+            final = stage_and_check(args, inputs, loaded, meta, staging / out.name, images, reference)
+            if final is None:
                 return 1
-        if args.open_vocabulary and final.ok:
-            final = export_open_vocabulary(loaded, out, images, opset=args.opset, batch_sizes=args.batch_sizes)
-            _print(final.table())
+            kept = (publish_set if final.ok else keep_failed)(staging / out.name, out, companions)
     except Exception as exc:  # noqa: BLE001 - report one line, keep the traceback behind TAIDPT_DEBUG
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: export to {out} failed: {type(exc).__name__}: {msg}", file=sys.stderr)
         if os.environ.get("TAIDPT_DEBUG"):
             raise
         return 1
-    finally:
-        if tmp_dir:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     if not final.ok:
-        where = "no file was written"
-        if out.is_file():
-            bad = out.with_name(out.name + ".failed-parity")
-            os.replace(out, bad)
-            where = f"the file was moved to {bad} so that it is not deployed by mistake"
+        where = (f"the new files were moved to {', '.join(str(k) for k in kept)} so that they are not deployed by "
+                 f"mistake" if kept else "no file was written")
         print(f"error: onnxruntime and PyTorch differ by more than {final.tolerance:g} ({final.precision}); {where}",
               file=sys.stderr)
         return 1
@@ -294,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         _print(f"{result.description}\n{result.table()}\nthresholds for {len(result.thresholds())} of "
                f"{len(result.classnames)} classes stored in {out}")
+        if result.note():
+            print(result.note(), file=sys.stderr)
     _print(f"next: python -m export.infer --model {out} --images DIR --output predictions.json")
     return 0
 

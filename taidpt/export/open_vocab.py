@@ -14,8 +14,9 @@ Beside ``M.onnx`` (unchanged: images in, the trained classes' scores out) the ex
   (:mod:`taidpt.serve.tokenizer`), so serving needs no open_clip.
 
 ``M.onnx``'s metadata names the three files (``taidpt.text_model``, ``taidpt.open_model``,
-``taidpt.bpe_vocab``), the prompt template and the context length; the companions carry the same
-metadata. Before success is reported, two checks run through the serving code
+``taidpt.bpe_vocab``), the prompt template, the context length and the vocabulary's sha256
+(``taidpt.bpe_sha256``); the companions carry the same metadata, the export id included, so that
+serving refuses files of different exports used together (:mod:`taidpt.serve.export_unit`). Before success is reported, two checks run through the serving code
 (:class:`taidpt.serve.open_vocab.OpenVocabModel`): the text model's embeddings of class names the run
 never saw equal PyTorch's (a model built for those names with the run's learned contexts), and the
 open graph fed the trained names' embeddings gives ``M.onnx``'s outputs; both within 1e-5.
@@ -37,12 +38,14 @@ from taidpt.export.errors import ExportError
 from taidpt.export.onnx_files import set_metadata
 from taidpt.export.parity import check_onnx
 from taidpt.export.precision import convert_to_fp16
-from taidpt.export.tracing import _traceable
+from taidpt.export.tracing import traceable
+from taidpt.serve.export_unit import file_sha256, new_export_id
 from taidpt.serve.metadata import (
     EMBEDDING_NAMES,
     INPUT_NAME,
     OUTPUT_NAMES,
     TOKEN_IDS_NAME,
+    MetadataError,
     ModelMetadata,
     read_onnx_metadata,
 )
@@ -71,6 +74,7 @@ def open_vocabulary_metadata(loaded: Any, out: str | os.PathLike, precision: str
     run cannot embed new names, the serving tokenizer does not reproduce its training prompts, or
     ``precision`` is int8 (the open graph would need its own calibration with embedding inputs)."""
     from taidpt.export.open_vocab_graphs import open_vocabulary_refusal, prompt_template, trained_prompt_ids
+    from taidpt.serve.open_vocab import prompts_for
     from taidpt.serve.tokenizer import ClipTokenizer
 
     if precision not in ("fp32", "fp16"):
@@ -82,13 +86,17 @@ def open_vocabulary_metadata(loaded: Any, out: str | os.PathLike, precision: str
     tokenizer = ClipTokenizer(_vocab_file())
     template = prompt_template(trained.model, tokenizer.decode)
     context = int(trained.model.text.context_length)
-    served = tokenizer([template.format(c.replace("_", " ")) for c in trained.classnames], context)
+    try:
+        served = tokenizer(prompts_for(template, trained.classnames), context)
+    except MetadataError as exc:
+        raise ExportError(f"--open-vocabulary: {exc}") from None
     if not np.array_equal(served, trained_prompt_ids(trained.model).numpy()):
         raise ExportError(f"--open-vocabulary: the prompt template {template!r} does not reproduce the run's "
                           f"training prompts through the serving tokenizer")
     names = companion_names(out)
     return loaded.metadata.replace(text_model=names["text"], open_model=names["open"], bpe_vocab=names["bpe"],
-                                   prompt_template=template, context_length=context)
+                                   prompt_template=template, context_length=context, export_id=new_export_id(),
+                                   bpe_sha256=file_sha256(_vocab_file()))
 
 
 def _trace(module: Any, inputs: tuple, path: Path, input_names: Sequence[str], output_names: Sequence[str],
@@ -96,7 +104,7 @@ def _trace(module: Any, inputs: tuple, path: Path, input_names: Sequence[str], o
     """Trace ``module`` into ``path`` with the fused export's exporter and settings (see tracing.py)."""
     import torch
 
-    with _traceable(module), torch.no_grad(), warnings.catch_warnings():
+    with traceable(module), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
         torch.onnx.export(module.eval(), inputs, str(path), input_names=list(input_names),
                           output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=int(opset),
@@ -220,8 +228,9 @@ def _parity(loaded: Any, out: Path, images: np.ndarray, batch_sizes: Sequence[in
 def export_open_vocabulary(loaded: Any, out: str | os.PathLike, images: np.ndarray, *, opset: int,
                            batch_sizes: Sequence[int] = (1, 3)) -> OpenVocabReport:
     """Write ``M.text.onnx``, ``M.open.onnx`` and ``M.bpe.txt.gz`` beside the finished ``out`` (whose metadata
-    came from :func:`open_vocabulary_metadata`) and check them; on a failed check they are moved to
-    ``*.failed-parity`` like the fused model, on an error removed."""
+    came from :func:`open_vocabulary_metadata`; the export's staging folder) and check them; on an error
+    they are removed. After a failed check ``python -m export.onnx`` keeps the whole set as ``*.failed-parity``
+    (:func:`taidpt.export.staging.keep_failed`)."""
     out = Path(out)
     meta = read_onnx_metadata(out)
     files = {k: out.parent / v for k, v in companion_names(out).items()}
@@ -232,7 +241,4 @@ def export_open_vocabulary(loaded: Any, out: str | os.PathLike, images: np.ndarr
         for path in files.values():
             path.unlink(missing_ok=True)
         raise
-    if not report.ok:
-        for path in files.values():
-            os.replace(path, path.with_name(path.name + ".failed-parity"))
     return report

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from taidpt.export.scorer_loading import LoadedScorer, load_scorer
+from taidpt.serve.class_names import validate_class_names
 from taidpt.serve.metadata import OUTPUT_NAMES
 from taidpt.serve.open_vocab import OpenVocabError
 from taidpt.serve.predictor import Predictor as ServingPredictor
@@ -125,6 +126,6 @@ class Predictor(ServingPredictor):
         def open_classes(names: list[str] | None) -> TorchRunner:
             return TorchRunner(loaded, run_dir, names, device, stored)
 
-        runner = open_classes(list(classes) if classes is not None else None)
+        runner = open_classes(validate_class_names(classes) if classes is not None else None)
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes, batch_size=batch_size,
                    workers=workers)

@@ -5,7 +5,8 @@ Used by ``python -m export.onnx --precision int8 --calibration-images DIR|LIST``
 Format: QDQ (QuantizeLinear/DequantizeLinear pairs, which onnxruntime's CPU provider fuses into
 integer kernels), int8 weights quantized per output channel (symmetric), uint8 activations
 (asymmetric) whose ranges are calibrated on the user's images, preprocessed exactly as at
-inference. uint8 x int8 is the fast path of onnxruntime's x86 kernels on CPUs with VNNI (AVX-512
+inference (unreadable ones skipped and counted:
+:func:`taidpt.export.calibration_data.check_readable`). uint8 x int8 is the fast path of onnxruntime's x86 kernels on CPUs with VNNI (AVX-512
 VNNI / AVX-VNNI); weights keep all 8 bits (``reduce_range`` off), which CPUs without VNNI may
 saturate: there, the mAP gate of the export is the check that counts.
 

@@ -3,8 +3,9 @@
 The reduced file is made from the checked fp32 export in a staging folder
 (:func:`write_reduced`), judged by its gate (:func:`run_gate`: mAP on a labelled set when one is
 given, else agreement relative to the logits' scale; :mod:`taidpt.export.gate`) and only then
-moved to the requested path (:func:`publish`). A file that fails its gate is never written: the
-command prints one line naming both numbers (:func:`refusal`).
+moved to the requested path with the rest of its export (:func:`taidpt.export.staging.publish_set`).
+A file that fails its gate is never written: the command prints one line naming both numbers
+(:func:`refusal`).
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ def spread(paths: Sequence[str], count: int) -> list[str]:
 
 
 def image_batch(metadata: ModelMetadata, paths: Sequence[str], count: int, seed: int = 0) -> np.ndarray:
-    """Up to ``count`` of the images, preprocessed as at inference; synthetic ones without paths."""
+    """Up to ``count`` of the images, preprocessed as at inference; synthetic ones without paths.
+    Unreadable images are skipped and reported (:func:`taidpt.export.calibration_data.check_readable`)."""
+    from taidpt.export.calibration_data import readable_batch
+
     chosen = spread(paths, count)
-    return parity_inputs(metadata, len(chosen) if chosen else count, chosen, seed=seed)
+    return readable_batch(metadata, chosen) if chosen else parity_inputs(metadata, count, seed=seed)
 
 
 def write_reduced(fp32_path: str | os.PathLike, dst: str | os.PathLike, precision: str,
@@ -108,16 +112,6 @@ def run_gate(fp32_path: str | os.PathLike, reduced_path: str | os.PathLike, prec
         return map_gate(fp32_path, reduced_path, setup.labelled_cfg, precision, setup.max_map_drop,
                         setup.batch_size)
     return agreement_gate(fp32_path, reduced_path, setup.agreement_images, precision, setup.limits)
-
-
-def publish(staged: Path, out: Path) -> None:
-    """Move a staged ONNX file (and its external-data file, when it has one) to ``out``."""
-    data = staged.with_name(staged.name + ".data")
-    if staged.name != out.name:
-        raise ExportError(f"staged file {staged.name} must have the final name {out.name} (external data refers to it)")
-    if data.is_file():
-        os.replace(data, out.with_name(out.name + ".data"))
-    os.replace(staged, out)
 
 
 def refusal(verdict: GateVerdict, out: Path) -> str:

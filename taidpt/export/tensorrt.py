@@ -6,7 +6,8 @@
 The engine gets one explicit optimization profile on ``images`` (min/opt/max batch, the image size
 from the model's metadata). Its metadata (class names, preprocessing) is written next to it as
 ``MODEL.plan.json``, which ``python -m export.infer --model MODEL.plan`` reads; ``--metadata-only``
-writes just that file for an engine built elsewhere (e.g. by hand with trtexec).
+writes just that file for an engine built elsewhere (e.g. by hand with trtexec). The sidecar records the
+engine file's size and sha256: beside another engine file it is refused (:mod:`taidpt.serve.export_unit`).
 
 Precision. TensorRT 10 builds fp16 engines from an fp32 ONNX with ``BuilderFlag.FP16`` /
 ``trtexec --fp16`` (weak typing). TensorRT 11 (the ``tensorrt-cu13`` 11.4 wheels) removed weak typing:
@@ -40,6 +41,7 @@ import numpy as np
 
 from taidpt.utils.atomic import atomic_write_bytes
 
+from taidpt.serve.export_unit import engine_facts
 from taidpt.serve.metadata import INPUT_NAME, MetadataError, ModelMetadata, read_onnx_metadata, write_sidecar
 from taidpt.serve.runtime import tensorrt_status
 from taidpt.utils.commands import prog_name
@@ -85,7 +87,8 @@ def fp16_source(onnx_path: str | os.PathLike, metadata: ModelMetadata) -> tuple[
         other = read_onnx_metadata(candidate)
     except MetadataError:
         return fp16_onnx_path(onnx_path, "trt-fp16"), False
-    same = other.precision == "fp16" and other.replace(precision=metadata.precision) == metadata
+    same = other.precision == "fp16" and other.replace(precision=metadata.precision,
+                                                       export_id=metadata.export_id) == metadata
     return (candidate, True) if same else (fp16_onnx_path(onnx_path, "trt-fp16"), False)
 
 
@@ -253,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --metadata-only: {engine_path} does not exist; build it first", file=sys.stderr)
             return 2
         side = write_sidecar(engine_path, built_meta, {"onnx": str(onnx_path), "profile": profile_info,
-                                                       "builder": "external (trtexec)",
+                                                       "builder": "external (trtexec)", **engine_facts(engine_path),
                                                        "written": datetime.datetime.now().isoformat(timespec="seconds")})
         print(f"wrote {side}")
         return 0
@@ -282,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: building {engine_path} failed: {msg}", file=sys.stderr)
         return 1
     side = write_sidecar(engine_path, built_meta, {"onnx": str(source), "profile": profile_info, **facts,
+                                                   **engine_facts(engine_path),
                                                    "written": datetime.datetime.now().isoformat(timespec="seconds")})
     print(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB) and {side}")
     if not args.no_verify:

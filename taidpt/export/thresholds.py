@@ -9,15 +9,24 @@
 
 Both place a threshold halfway between the last score labelled and the next lower one, so the
 decision ``logit >= threshold`` reproduces the chosen cut with a margin on either side (scores of
-the same image may move by ~1e-5 between batch sizes or providers). A class the data cannot decide
-(no positive in the calibration set, a target rate of 0) gets ``nan``: serving decides it by top-k.
+the same image may move by ~1e-5 between batch sizes or providers).
+
+The calibration minimum, the same for both ways: a class gets a threshold only when its *support*
+reaches :data:`MIN_SUPPORT`. Support is the number of positive images of the class in the labelled
+split (labelled), or the expected number of positives, target rate x images rounded down
+(label-free). Below it (no positive, a target rate of 0, one image) the class gets ``nan``: serving
+decides it by top-k.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
+
+MIN_SUPPORT = 3  # positive images (labelled) or expected positives (label-free) a class needs for a threshold
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,19 @@ class ClassCut:
     n_images: int
     f1: float = float("nan")  # labelled only: the class's F1 at the threshold (fraction)
     target_rate: float = float("nan")  # label-free only
+    support: int = 0  # positives (labelled) or expected positives, rate x images rounded down (label-free)
+
+    @property
+    def reason(self) -> str:
+        """Why the class has no threshold (empty when it has one)."""
+        if math.isfinite(self.threshold):
+            return ""
+        if math.isfinite(self.target_rate) and self.target_rate <= 0:
+            return "never named by a caption"
+        if self.support == 0 and not math.isfinite(self.target_rate):
+            return "no positive"
+        kind = "expected positive" if math.isfinite(self.target_rate) else "positive"
+        return f"{self.support} {kind}{'s' if self.support != 1 else ''}, fewer than {MIN_SUPPORT}"
 
 
 def _valid_cuts(desc: np.ndarray) -> np.ndarray:
@@ -60,7 +82,7 @@ def _descending(column: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ..
 
 def f1_optimal(scores: np.ndarray, targets: np.ndarray) -> list[ClassCut]:
     """Per class of ``[N, C]`` ``scores`` and ``targets`` (1 positive, 0 negative, -1 ignored), the
-    threshold with the highest F1 on these images; ``nan`` for a class without a positive."""
+    threshold with the highest F1 on these images; ``nan`` for a class with fewer than :data:`MIN_SUPPORT` positives."""
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets)
     if scores.shape != targets.shape or scores.ndim != 2:
@@ -70,20 +92,27 @@ def f1_optimal(scores: np.ndarray, targets: np.ndarray) -> list[ClassCut]:
         keep = targets[:, c] >= 0
         desc, y = _descending(scores[keep, c], (targets[keep, c] > 0).astype(np.int64))
         positives = int(y.sum())
-        if positives == 0:
-            cuts.append(ClassCut(float("nan"), 0, len(desc)))
+        if positives < MIN_SUPPORT:
+            cuts.append(ClassCut(float("nan"), 0, len(desc), support=positives))
             continue
         k = _valid_cuts(desc)
         tp = np.concatenate([[0], np.cumsum(y)])[k]
         f1 = 2.0 * tp / (k + positives)
         best = int(k[int(np.argmax(f1))])  # first maximum: the smallest k, the highest threshold
-        cuts.append(ClassCut(cut_threshold(desc, best), best, len(desc), f1=float(f1.max())))
+        cuts.append(ClassCut(cut_threshold(desc, best), best, len(desc), f1=float(f1.max()), support=positives))
     return cuts
+
+
+def expected_positives(rate: float, n_images: int) -> int:
+    """A label-free class's support: ``rate x n_images`` rounded down (a rounding error short of a whole
+    number still counts as that number)."""
+    return int(math.floor(rate * n_images + 1e-9))
 
 
 def rate_matching(scores: np.ndarray, rates: np.ndarray) -> list[ClassCut]:
     """Per class of ``[N, C]`` ``scores``, the threshold labelling the fraction ``rates[c]`` of the images
-    (the nearest fraction that ties allow); ``nan`` for a rate of 0 (the class is never described)."""
+    (the nearest fraction that ties allow); ``nan`` for a rate of 0 (the class is never described) or
+    fewer than :data:`MIN_SUPPORT` expected positives."""
     scores = np.asarray(scores, dtype=np.float64)
     rates = np.asarray(rates, dtype=np.float64)
     if scores.ndim != 2 or rates.shape != (scores.shape[1],):
@@ -93,11 +122,12 @@ def rate_matching(scores: np.ndarray, rates: np.ndarray) -> list[ClassCut]:
     n = scores.shape[0]
     cuts = []
     for c in range(scores.shape[1]):
-        if rates[c] <= 0 or n == 0:
-            cuts.append(ClassCut(float("nan"), 0, n, target_rate=float(rates[c])))
+        support = expected_positives(float(rates[c]), n)
+        if rates[c] <= 0 or support < MIN_SUPPORT:
+            cuts.append(ClassCut(float("nan"), 0, n, target_rate=float(rates[c]), support=support))
             continue
         (desc,) = _descending(scores[:, c])
         k = _valid_cuts(desc)
         best = int(k[int(np.argmin(np.abs(k - rates[c] * n)))])
-        cuts.append(ClassCut(cut_threshold(desc, best), best, n, target_rate=float(rates[c])))
+        cuts.append(ClassCut(cut_threshold(desc, best), best, n, target_rate=float(rates[c]), support=support))
     return cuts

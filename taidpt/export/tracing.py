@@ -27,7 +27,7 @@ DEFAULT_OPSET = 17
 
 
 @contextlib.contextmanager
-def _traceable(scorer: Any) -> Iterator[None]:
+def traceable(scorer: Any) -> Iterator[None]:
     """Make the scorer trace into a clean graph, then undo the changes.
 
     ``nn.MultiheadAttention``'s inference fast path (``_native_multi_head_attention``, used by the
@@ -60,7 +60,7 @@ def export_scorer(scorer: Any, path: str | os.PathLike, metadata: ModelMetadata,
     sample = torch.zeros(int(sample_batch), 3, h, w, dtype=torch.float32)
     batch_axis = {0: "batch"}
     scorer = scorer.eval()
-    with _traceable(scorer), torch.no_grad(), warnings.catch_warnings():
+    with traceable(scorer), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings about int() of sizes
         torch.onnx.export(
             scorer, (sample,), str(path),

@@ -1,30 +1,9 @@
-"""Label millions of images with an exported model: streaming, bounded memory, parallel decoding, resumable.
+"""Label millions of images with an exported model (``python -m export.batch_infer``): streaming, resumable.
 
-    python -m export.batch_infer --model MODEL.onnx|MODEL.plan --images DIR|LIST.txt|GLOB \\
-        --output OUT.jsonl|OUT.csv [--workers 4] [--batch-size 32] [--prefetch 8] [--threshold T | --top-k K]
-        [--classes "cat,dog,zebra" | --class-list FILE]   (any class list: an --open-vocabulary export)
-
-* Input is streamed: a folder is walked lazily with ``os.scandir`` (filesystem order, recursive), a
-  list file is read line by line, a glob is expanded with ``glob.iglob``; the list of paths is never
-  held in memory.
-* Decoding threads (numpy + PIL, the evaluation preprocessing read from the model's metadata; PIL
-  and numpy release the GIL) each prepare a whole batch; at most ``--prefetch`` decoded batches wait
-  for the model in a bounded queue, so memory stays at about (prefetch + 2) batches whatever the
-  input size.
-* Rows go to the output as soon as their batch is scored, flushed per batch
-  (:mod:`taidpt.serve.result_log`). Rerunning the same command after an interruption cuts a partial last
-  line, skips every path already in the output and appends the rest. Paths are written escaped
-  (:mod:`taidpt.utils.pathtext`: a file-name byte that is not UTF-8 as ``\\xNN``) and matched by that text.
-* The output location is checked, and a list file's encoding read through, before any image is scored.
-* An unreadable image (missing, empty, truncated, not an image) becomes a row with its ``error``
-  and the run goes on; the first few are also printed.
-* The model and its decision rule are opened as :class:`taidpt.serve.predictor.Predictor` opens them
-  (one path with ``export.infer`` and the Python API), ``--classes`` included.
-* Labels follow :mod:`taidpt.serve.decision`: the model's stored per-class thresholds (top-k for a
-  class without one), or ``--threshold`` / ``--top-k``; each row carries the logits, their
-  ``confidence`` and its ``decision``.
-
-This module must not import torch.
+Paths are streamed, never listed in memory; decoding threads fill a bounded queue of at most
+``--prefetch`` batches, so memory stays flat whatever the input size; rows are appended per batch to
+a JSONL/CSV file that a rerun resumes (:mod:`taidpt.serve.result_log`). The model and its decision
+rule are opened as :class:`taidpt.serve.predictor.Predictor` opens them. See docs/deployment.md, section 5.
 """
 
 from __future__ import annotations
@@ -44,16 +23,16 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import OutputPathError, check_writable
+from taidpt.utils.atomic import OutputPathError, probe_writable
 from taidpt.utils.pathtext import escape_path
 from taidpt.images.preprocess import PreprocessConfig
 
 from taidpt.serve.decision import Decision, DecisionError
 from taidpt.serve.infer import IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, list_lines, read_list
 from taidpt.serve.metadata import MetadataError
-from taidpt.serve.open_vocab import parse_class_names
+from taidpt.serve.open_vocab import CLASS_LIST_HELP, parse_class_names
 from taidpt.serve.predictor import Predictor, load_image
-from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row
+from taidpt.serve.result_log import DoneSet, ResultLog, ResultLogError, Row, file_sha256
 from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments
 from taidpt.utils.commands import prog_name
 
@@ -236,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None,
                    help='score these class names instead of the trained ones, e.g. "cat,dog,zebra" (a model exported '
                         'with --open-vocabulary)')
-    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
+    p.add_argument("--class-list", default=None, help=CLASS_LIST_HELP)
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding threads")
     p.add_argument("--prefetch", type=int, default=None,
@@ -256,12 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         log = ResultLog(Path(args.output), [], args.all_outputs)  # format checks before the model loads
-        check_writable(log.path, append=True)
+        probe_writable(log.path, append=True)
         predictor = Predictor.from_onnx(args.model, classes=parse_class_names(args.classes, args.class_list),
                                         providers=args.providers, threads=args.threads, threshold=args.threshold,
                                         top_k=args.top_k, batch_size=args.batch_size)
         model, decision, meta = predictor.runner, predictor.decision, predictor.metadata
-        log = ResultLog(Path(args.output), meta.classnames, args.all_outputs)
+        log = ResultLog(Path(args.output), meta.classnames, args.all_outputs, model_sha256=file_sha256(model.path))
         source, total = image_source(args.images)
         done, dropped = log.read_done()
     except (InputError, ModelLoadError, MetadataError, ResultLogError, OutputPathError, DecisionError) as exc:
@@ -287,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats = run_batches(model, pending_paths(source, done), log, batch_size=args.batch_size,
                                 workers=args.workers, prefetch=args.prefetch or 2 * args.workers, decision=decision,
                                 progress=not args.no_progress, total=total, on_error=report)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except OSError as exc:
+        print(f"error: {escape_path(str(exc))}; the rows written so far stay in {escape_path(log.path)} and the same "
+              f"command resumes after them", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -1,19 +1,9 @@
 """How serving turns merged logits into labels: the one decision rule of infer, batch_infer and the Triton client.
 
-A model's merged scores are logits (about -5 to +5 on a trained run), not probabilities, and
-threshold 0 on them labels far too many classes. ``python -m export.calibrate`` stores one
-threshold per class in the model (``taidpt.thresholds``); a :class:`Decision` applies them:
-
-* **stored** (the default): a class is a label when its logit ``>=`` its stored threshold. Its
-  ``confidence`` is ``sigmoid(logit - threshold)``: 0.5 exactly at the decision point, above 0.5
-  for a label. It is a margin squashed to (0, 1), *not* a calibrated probability.
-* a class with no stored threshold (an uncalibrated model, or a class name the model's thresholds
-  do not cover) is decided by **top-k**: it is a label when it is among the image's ``k`` highest
-  logits (all classes ranked together); its confidence is ``None``. The output names those classes.
-* ``--threshold T`` (one threshold for every class; confidence ``sigmoid(logit - T)``) and
-  ``--top-k K`` (every class by top-k) override the stored thresholds.
-
-Labels are listed highest logit first (ties in class order). This module must not import torch.
+By default a class is a label when its logit ``>=`` its stored threshold (``taidpt.thresholds``, from
+``python -m export.calibrate``), with ``confidence = sigmoid(logit - threshold)``: a squashed margin, not a
+probability. A class without a stored threshold is decided by top-k (:func:`fallback_k`); ``--threshold T``
+and ``--top-k K`` override. Labels are listed highest logit first. See docs/deployment.md, sections 2 and 7.
 """
 
 from __future__ import annotations
@@ -25,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 DEFAULT_TOP_K = 3  # the paper's top-3 protocol; used only for classes without a threshold
+ONE_CLASS = "one class: top-k cannot decide it, so no label without a threshold (--threshold T, or calibrate)"
 STORED, SINGLE, TOP_K = "stored_thresholds", "threshold", "top_k"
 
 
@@ -53,6 +44,7 @@ class Decision:
     k: int
     rule: str
     source: str = ""
+    short_list: bool = False  # k was cut below the default so that a short list is never all labels
 
     @property
     def top_k_classes(self) -> list[str]:
@@ -98,16 +90,25 @@ class Decision:
                 "confidence": {c: (None if math.isnan(v) else float(v)) for c, v in zip(self.classnames, conf)},
                 "labels": list(labels)}
 
+    def short_list_note(self) -> str:
+        """Why the fallback's k is below the default ("" when it is not): :func:`fallback_k`."""
+        if not self.short_list:
+            return ""
+        if self.k == 0:
+            return ONE_CLASS
+        return f"short-list fallback: {len(self.classnames)} classes, so top-{self.k} (never all of them)"
+
     def tag(self) -> dict[str, Any]:
         """Short description for each row of a streamed output: the rule, and which classes top-k decides."""
+        note = {"short_list": self.short_list_note()} if self.short_list else {}
         if self.rule == TOP_K:
-            return {"rule": TOP_K, "k": self.k}
+            return {"rule": TOP_K, "k": self.k, **note}
         out: dict[str, Any] = {"rule": self.rule}
         if self.rule == SINGLE:
             out["threshold"] = self.thresholds[0]
         fallback = self.top_k_classes
         if fallback:
-            out["top_k"] = {"k": self.k, "classes": fallback}
+            out["top_k"] = {"k": self.k, "classes": fallback, **note}
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -123,14 +124,22 @@ class Decision:
     def text(self) -> str:
         """One line for stderr and the CSV ``decision`` column."""
         fallback = self.top_k_classes
+        note = f" [{self.short_list_note()}]" if self.short_list else ""
         if self.rule == TOP_K:
-            return f"top-{self.k} for every class" + (f" ({self.source})" if self.source else "")
+            head = f"top-{self.k} for every class" if self.k else "no top-k label"
+            return head + (f" ({self.source})" if self.source else "") + note
         head = (f"threshold {self.thresholds[0]:g} for every class" if self.rule == SINGLE else
                 f"stored per-class thresholds ({self.source or 'taidpt.thresholds'})")
         if not fallback:
             return head
         shown = ", ".join(fallback[:5]) + (f" and {len(fallback) - 5} more" if len(fallback) > 5 else "")
-        return f"{head}; top-{self.k} for {shown} (no stored threshold)"
+        return f"{head}; top-{self.k} for {shown} (no stored threshold){note}"
+
+
+def fallback_k(n_classes: int, default_k: int = DEFAULT_TOP_K) -> int:
+    """The top-k fallback's k for ``n_classes``: ``default_k``, but never every class of a short list
+    (``n_classes - 1``), and 0 for a single class (always labelling it would say nothing)."""
+    return max(0, min(default_k, n_classes - 1))
 
 
 def resolve(classnames: Sequence[str], stored: Mapping[str, float] | None = None, *, threshold: float | None = None,
@@ -144,16 +153,18 @@ def resolve(classnames: Sequence[str], stored: Mapping[str, float] | None = None
         raise DecisionError(f"--top-k must be between 1 and {len(names)} (the model's classes)")
     if threshold is not None and not math.isfinite(threshold):
         raise DecisionError(f"--threshold must be a finite number, got {threshold}")
-    k = int(top_k) if top_k is not None else min(default_k, len(names))
     if top_k is not None:
-        return Decision(names, (None,) * len(names), k, TOP_K)
+        return Decision(names, (None,) * len(names), int(top_k), TOP_K)
+    k = fallback_k(len(names), default_k)
+    short = k < min(default_k, len(names))
     if threshold is not None:
         return Decision(names, (float(threshold),) * len(names), k, SINGLE)
     stored = dict(stored or {})
     thresholds = tuple(float(stored[c]) if c in stored else None for c in names)
     if all(t is None for t in thresholds):
-        return Decision(names, thresholds, k, TOP_K, "no stored thresholds: calibrate with python -m export.calibrate")
-    return Decision(names, thresholds, k, STORED, source)
+        return Decision(names, thresholds, k, TOP_K, "no stored thresholds: calibrate with python -m export.calibrate",
+                        short)
+    return Decision(names, thresholds, k, STORED, source, short)
 
 
 def for_model(meta: Any, classnames: Sequence[str] | None = None, **overrides: Any) -> Decision:

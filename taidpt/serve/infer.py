@@ -1,31 +1,9 @@
-"""Score image files with an exported TaI-DPT model: no torch, no training code.
+"""Score image files with an exported TaI-DPT model (``python -m export.infer``): JSON or CSV out.
 
-    python -m export.infer --model MODEL.onnx|MODEL.plan --images DIR|LIST.txt|GLOB \\
-        --output OUT.json|OUT.csv [--batch-size 32] [--threshold T | --top-k K] [--providers P ...]
-        [--classes "cat,dog,zebra" | --class-list FILE]   (any class list: an --open-vocabulary export)
-
-The model, its decision rule and the batched scoring are :class:`taidpt.serve.predictor.Predictor`'s
-(the Python API; one code path). Images are decoded and preprocessed with numpy + PIL exactly as in evaluation (resize the shorter
-side, centre crop, normalise; sizes and statistics read from the model's metadata), batched, and
-run with onnxruntime (best execution provider first: TensorRT, CUDA, CPU) or with a serialized
-TensorRT engine. An image that cannot be read is reported with its path and reason, skipped, and
-listed in the output. The output holds the merged score (a logit, not a probability) of every class,
-its ``confidence`` and the predicted labels, decided by :mod:`taidpt.serve.decision`: the per-class
-thresholds stored by ``python -m export.calibrate`` (top-k for a class without one; the output says
-which), or ``--threshold T`` / ``--top-k K`` for every class.
-
-Paths are written as :mod:`taidpt.utils.pathtext` escapes them: a file-name byte that is not UTF-8 appears
-as ``\\xNN`` (e.g. ``caf\\xe9.jpg``), the same in JSON and CSV; a list file may name files the same way.
-The output location is checked before any image is scored.
-
-JSON: ``{"model", "provider", "decision": {"rule", "thresholds", "top_k", ...}, "classes",
-"skipped": [{"path", "reason"}], "images": [{"path", "scores": {class: logit},
-"confidence": {class: sigmoid(logit - threshold) or null}, "labels": [...]}]}``.
-CSV: one row per image: ``path``, one logit column per class, one ``confidence:<class>`` column per
-class, ``labels`` (``;``-separated), ``decision``, ``error`` (the reason for a skipped image, whose
-other cells are empty).
-
-This module must not import torch.
+The model, its decision rule and the batched scoring are :class:`taidpt.serve.predictor.Predictor`'s (one code
+path with the Python API); this module adds the command line, the output files and their safety: the output
+location is checked before any image is scored, and a final write that still fails goes to a new file in the
+system temp folder. Output formats and flags: docs/deployment.md, section 2.
 """
 
 from __future__ import annotations
@@ -37,18 +15,19 @@ import glob
 import io
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_writable, remove_stale_temps
+from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, probe_writable, remove_stale_temps
 from taidpt.utils.pathtext import escape_path, unescape_path
 from taidpt.serve.decision import Decision, DecisionError, decide  # noqa: F401 - decide re-exported
 from taidpt.serve.metadata import MetadataError
-from taidpt.serve.open_vocab import parse_class_names
+from taidpt.serve.open_vocab import CLASS_LIST_HELP, parse_class_names
 from taidpt.serve.predictor import Predictions, Predictor
-from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, json_row
+from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, file_sha256, json_row
 from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments
 from taidpt.utils.commands import prog_name
 
@@ -114,10 +93,11 @@ def collect_images(spec: str) -> list[str]:
     return matches
 
 
-def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) -> dict:
+def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int, model_sha256: str) -> dict:
     m = model.metadata
     return {
         "model": escape_path(model.path),
+        "model_sha256": model_sha256,
         "provider": model.provider,
         "trainer": m.trainer,
         "backbone": m.backbone,
@@ -135,7 +115,7 @@ def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int) ->
 
 
 def write_json(path: Path, model: Runner, rule: Decision, preds: Predictions, labels: list[list[str]],
-               n_inputs: int, all_outputs: bool) -> None:
+               n_inputs: int, all_outputs: bool, model_sha256: str) -> None:
     names = list(rule.classnames)
     images = []
     for i, p in enumerate(preds.paths):
@@ -144,20 +124,43 @@ def write_json(path: Path, model: Runner, rule: Decision, preds: Predictions, la
             entry["global_logits"] = {c: float(v) for c, v in zip(names, preds.global_logits[i])}
             entry["local_logits"] = {c: float(v) for c, v in zip(names, preds.local_logits[i])}
         images.append(entry)
-    payload = {**_header(model, rule.describe(), preds, n_inputs), "images": images}
+    payload = {**_header(model, rule.describe(), preds, n_inputs, model_sha256), "images": images}
     atomic_write_json(path, payload)
 
 
-def write_csv(path: Path, model: Runner, rule: Decision, preds: Predictions, labels: list[list[str]]) -> None:
+def write_csv(path: Path, rule: Decision, preds: Predictions, labels: list[list[str]], model_sha256: str) -> None:
     names = list(rule.classnames)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_header(names))
     for i, p in enumerate(preds.paths):
-        writer.writerow(csv_row(p, names, rule, preds.scores[i], labels[i]))
+        writer.writerow(csv_row(p, names, rule, preds.scores[i], labels[i], model_sha256=model_sha256))
     for p, reason in preds.skipped:
-        writer.writerow(csv_row(p, names, error=reason))
+        writer.writerow(csv_row(p, names, error=reason, model_sha256=model_sha256))
     atomic_write_text(path, buf.getvalue())
+
+
+def save_results(out: Path, write: Callable[[Path], None]) -> str:
+    """``write(out)``; when that fails (disk full, folder gone), ``write`` to a new file in the system temp
+    folder instead. Returns "" on success, else the one-line error saying where the results are (or that
+    they are lost)."""
+    try:
+        write(out)
+        return ""
+    except OSError as exc:
+        failed = f"cannot write {escape_path(out)} ({exc.strerror or exc})"
+    spare = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"taidpt-{out.stem}-", suffix=out.suffix)
+        os.close(fd)
+        spare = Path(name)
+        write(spare)
+    except OSError as exc:
+        if spare is not None:
+            spare.unlink(missing_ok=True)
+        return (f"{failed}; saving them in {escape_path(tempfile.gettempdir())} failed too "
+                f"({exc.strerror or exc}): the scored results are lost")
+    return f"{failed}; the scored results are saved in {escape_path(spare)} instead"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None,
                    help='score these class names instead of the trained ones, e.g. "cat,dog,zebra" (a model exported '
                         'with --open-vocabulary)')
-    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
+    p.add_argument("--class-list", default=None, help=CLASS_LIST_HELP)
     p.add_argument("--images", required=True, help="a folder (recursive), a .txt list of paths, or a glob")
     p.add_argument("--output", required=True, help="OUT.json or OUT.csv")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --output {escape_path(out)}: expected a .json or .csv file name", file=sys.stderr)
         return 2
     try:
-        check_writable(out)
+        probe_writable(out)
         remove_stale_temps(out.parent, target=out.name)
         names = parse_class_names(args.classes, args.class_list)
         predictor = Predictor.from_onnx(args.model, classes=names, providers=args.providers, threads=args.threads,
@@ -204,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fmt == ".csv":
             csv_header(meta.classnames)
         paths = collect_images(args.images)
+        digest = file_sha256(model.path)
     except (InputError, ResultLogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         predictor.close()
@@ -218,15 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         preds, rule = predictor.score(paths, progress=not args.no_progress, on_skip=report)
         labels = rule.labels(preds.scores)
-        if fmt == ".json":
-            write_json(out, model, rule, preds, labels, len(paths), args.all_outputs)
-        else:
-            write_csv(out, model, rule, preds, labels)
+        problem = save_results(out, lambda path: write_json(path, model, rule, preds, labels, len(paths),
+                                                            args.all_outputs, digest)
+                               if fmt == ".json" else write_csv(path, rule, preds, labels, digest))
     except (InputError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         predictor.close()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     rate = len(preds.paths) / preds.seconds if preds.seconds > 0 else float("nan")
     print(f"wrote {escape_path(out)}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), "
           f"{len(preds.skipped)} skipped", file=sys.stderr)

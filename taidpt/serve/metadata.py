@@ -1,13 +1,9 @@
 """What an exported model carries besides its weights: classes, preprocessing and provenance.
 
-The ONNX file stores these as ``metadata_props`` (string key/value pairs, keys prefixed with
-``taidpt.``); a serialized TensorRT engine cannot hold them, so ``python -m export.tensorrt``
-writes the same pairs to a JSON sidecar ``<engine>.json``. Everything a deployment needs to turn
-an image file into the tensor the model expects (size, mean/std, interpolation) is read from here,
-so the inference side never needs the training config. The build side (:mod:`taidpt.export`)
-takes its interface names (:data:`INPUT_NAME`, :data:`OUTPUT_NAMES`) from here too.
-
-This module must not import torch.
+The ONNX file stores it as ``taidpt.*`` ``metadata_props``; a TensorRT engine cannot, so its JSON sidecar
+``<engine>.json`` holds the same pairs. Serving reads all preprocessing from here, never the training config,
+and the build side takes the graph's interface names (:data:`INPUT_NAME`, :data:`OUTPUT_NAMES`) from here.
+The keys: docs/deployment.md, "Metadata keys".
 """
 
 from __future__ import annotations
@@ -15,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import string
 from dataclasses import asdict, dataclass, fields
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Mapping
 
+from taidpt.serve.export_unit import engine_mismatch
 from taidpt.utils.atomic import atomic_write_text
 from taidpt.images.preprocess import PreprocessConfig
 
@@ -33,6 +31,8 @@ EMBEDDING_NAMES = ("text_global", "text_local")
 SIDECAR_SUFFIX = ".json"
 # Precisions an export can have: fp32 (traced), fp16 (float16 encoder), int8 (static QDQ int8 encoder).
 PRECISIONS = ("fp32", "fp16", "int8")
+# Sides of the network input a model may declare, in pixels.
+IMAGE_SIDE_RANGE = (16, 4096)
 
 
 class MetadataError(ValueError):
@@ -126,16 +126,13 @@ class ModelMetadata:
     calibration_support: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "classnames", tuple(str(c) for c in self.classnames))
-        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        if not self.classnames:
-            raise MetadataError("classnames is empty")
-        if len(set(self.classnames)) != len(self.classnames):
-            raise MetadataError("classnames has duplicates")
-        if len(self.image_size) != 2 or min(self.image_size) <= 0:
-            raise MetadataError(f"image_size must be (height, width) > 0, got {self.image_size}")
+        object.__setattr__(self, "classnames", _class_names(self.classnames))
+        object.__setattr__(self, "image_size", _image_size(self.image_size))
+        object.__setattr__(self, "mean", _channel_triple(self.mean, "mean"))
+        object.__setattr__(self, "std", _channel_triple(self.std, "std"))
+        if min(self.std) <= 0:
+            raise MetadataError(f"metadata {PREFIX}std must be three numbers > 0, got {list(self.std)}")
+        _check_prompt(self.prompt_template, self.context_length)
         object.__setattr__(self, "thresholds", _threshold_pairs(self.thresholds, self.classnames))
         support = self.calibration_support
         support = support.items() if isinstance(support, Mapping) else support
@@ -221,6 +218,82 @@ class ModelMetadata:
             raise MetadataError(f"{where}: {exc}") from None
 
 
+def _as_tuple(value: Any, key: str) -> tuple[Any, ...]:
+    """A list-like metadata value as a tuple (:class:`MetadataError` for a string, number or other scalar)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise MetadataError(f"metadata {PREFIX}{key} must be a list, got {value!r}")
+    return tuple(value)
+
+
+def _class_names(value: Any) -> tuple[str, ...]:
+    """Distinct, non-blank, one-line strings (``labels.txt`` and CSV headers hold one name each)."""
+    names = _as_tuple(value, "classnames")
+    if not names:
+        raise MetadataError("classnames is empty")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise MetadataError(f"metadata {PREFIX}classnames: name {i + 1} is {name!r}, expected a non-blank string")
+        if len(name.splitlines()) != 1:
+            raise MetadataError(f"metadata {PREFIX}classnames: name {i + 1} {name!r} has a line break")
+    if len(set(names)) != len(names):
+        raise MetadataError("classnames has duplicates")
+    return names
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    """``(height, width)``, integers within :data:`IMAGE_SIDE_RANGE` (a typo such as 100000 would make every
+    image a multi-gigabyte array)."""
+    size = _as_tuple(value, "image_size")
+    lo, hi = IMAGE_SIDE_RANGE
+    if len(size) != 2 or not all(isinstance(s, Integral) and not isinstance(s, bool) and lo <= s <= hi for s in size):
+        raise MetadataError(f"image_size must be (height, width) > 0, each side an integer from {lo} to {hi}, "
+                            f"got {list(size)}")
+    return int(size[0]), int(size[1])
+
+
+def _channel_triple(value: Any, name: str) -> tuple[float, float, float]:
+    """Exactly three finite numbers (one per RGB channel)."""
+    values = _as_tuple(value, name)
+    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+                                   for v in values):
+        raise MetadataError(f"metadata {PREFIX}{name} must be three finite numbers (one per RGB channel), "
+                            f"got {list(values)}")
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def template_pieces(template: str) -> list[str]:
+    """The literal text around the one ``{}`` of a prompt template (two pieces); :class:`MetadataError` unless the
+    template has exactly one replacement field and it is a bare ``{}`` (no name, index, attribute, conversion or
+    format spec): such templates are never passed to ``str.format``."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise MetadataError(f"metadata {PREFIX}prompt_template {template!r} is malformed ({exc})") from None
+    fields = [(f, spec, conv) for _, f, spec, conv in parsed if f is not None]
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        raise MetadataError(f"metadata {PREFIX}prompt_template {template!r} must hold exactly one {{}} for the class "
+                            f"name and no other replacement field")
+    cut = next(i for i, (_, f, _, _) in enumerate(parsed) if f is not None)
+    return ["".join(p[0] for p in parsed[:cut + 1]), "".join(p[0] for p in parsed[cut + 1:])]
+
+
+def fill_template(template: str, name: str) -> str:
+    """``template`` with ``name`` in its ``{}`` (what ``template.format(name)`` gives for a valid template)."""
+    before, after = template_pieces(template)
+    return before + name + after
+
+
+def _check_prompt(template: str, context_length: int) -> None:
+    """An open-vocabulary export's prompt template and token count are usable (both unset otherwise)."""
+    if isinstance(context_length, bool) or not isinstance(context_length, Integral) or context_length < 0:
+        raise MetadataError(f"metadata {PREFIX}context_length must be an integer >= 0, got {context_length!r}")
+    if template:
+        template_pieces(template)
+        if context_length <= 0:
+            raise MetadataError(f"metadata {PREFIX}context_length must be > 0 with a prompt template, "
+                                f"got {context_length}")
+
+
 def _threshold_pairs(value: Any, classnames: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     """``{class: threshold}`` or ``(class, threshold)`` pairs as pairs in class order; every class must be
     the model's and every threshold a finite number (a class may lack one: it is then decided by top-k)."""
@@ -270,7 +343,8 @@ def write_sidecar(engine_path: str | os.PathLike, metadata: ModelMetadata, extra
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> tuple[ModelMetadata, dict[str, Any]]:
-    """Metadata and build facts of a serialized engine from its ``<engine>.json`` sidecar."""
+    """Metadata and build facts of a serialized engine from its ``<engine>.json`` sidecar, which must
+    have been written for this engine file (its recorded size and sha256, :mod:`taidpt.serve.export_unit`)."""
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise MetadataError(
@@ -282,4 +356,9 @@ def read_sidecar(engine_path: str | os.PathLike) -> tuple[ModelMetadata, dict[st
         props = payload["metadata_props"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MetadataError(f"{path}: malformed engine metadata ({type(exc).__name__}: {exc})") from None
-    return ModelMetadata.from_props(props, path), {k: v for k, v in payload.items() if k != "metadata_props"}
+    facts = {k: v for k, v in payload.items() if k != "metadata_props"}
+    if Path(engine_path).is_file():
+        problem = engine_mismatch(Path(engine_path), path, facts)
+        if problem:
+            raise MetadataError(problem)
+    return ModelMetadata.from_props(props, path), facts

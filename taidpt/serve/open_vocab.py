@@ -1,17 +1,9 @@
-"""Score any class list with an open-vocabulary export, without torch.
+"""Score any class list with an open-vocabulary export (``python -m export.onnx --open-vocabulary``).
 
-``python -m export.onnx --open-vocabulary`` writes, beside ``M.onnx``, the text model
-``M.text.onnx`` (prompt token ids -> the two class-embedding matrices), the open image graph
-``M.open.onnx`` (images + those matrices -> scores) and the BPE vocabulary ``M.bpe.txt.gz``; the
-metadata of ``M.onnx`` names the three files and the prompt template. Here a class list is put
-into that template, tokenized (:mod:`taidpt.serve.tokenizer`), embedded once by the text model, and
-every image batch is scored by the open graph against those embeddings.
-
-:class:`OpenVocabModel` is a :class:`taidpt.serve.runtime.Runner`: its metadata is ``M.onnx``'s
-with the requested class names (and only the stored per-class thresholds of names it keeps), so
-the inference CLI treats it like any exported model.
-
-This module must not import torch.
+The names are put into the stored prompt template, tokenized (:mod:`taidpt.serve.tokenizer`) and embedded
+once by ``M.text.onnx``; every image batch is then scored by ``M.open.onnx`` against those embeddings.
+:class:`OpenVocabModel` is a :class:`taidpt.serve.runtime.Runner` whose metadata is ``M.onnx``'s with the
+requested names (and the stored thresholds of those it keeps). See docs/deployment.md, section 8.
 """
 
 from __future__ import annotations
@@ -30,8 +22,12 @@ from taidpt.serve.metadata import (
     TOKEN_IDS_NAME,
     MetadataError,
     ModelMetadata,
+    fill_template,
     read_onnx_metadata,
 )
+from taidpt.serve.graph_check import check_graph, session_shapes
+from taidpt.serve.class_names import ClassNameError, validate_class_names
+from taidpt.serve.export_unit import companion_mismatch
 from taidpt.serve.ort_packages import warn_if_both_installed
 from taidpt.serve.runtime import ENGINE_SUFFIXES, ModelLoadError, choose_providers
 from taidpt.serve.tokenizer import ClipTokenizer, TokenizerError
@@ -43,9 +39,29 @@ class OpenVocabError(ModelLoadError):
     """A class list or an open-vocabulary export cannot be used; the message is one line."""
 
 
+CLASS_LIST_HELP = ("like --classes, from a UTF-8 file with one class name per line; blank lines and lines "
+                   "starting with # (comments) are skipped")
+
+
+def _class_list_lines(path: Path, where: str) -> tuple[list[str], list[str]]:
+    """The names of a class-list file and where each is (``... line N``): blank and ``#`` lines skipped."""
+    try:
+        text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except OSError as exc:
+        raise OpenVocabError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise OpenVocabError(f"{where}: not UTF-8 (byte {exc.start + 1}); save the list as UTF-8") from None
+    kept = [(ln.strip(), f"{where} line {n}") for n, ln in enumerate(text.split("\n"), 1)
+            if ln.strip() and not ln.strip().startswith("#")]
+    if not kept:
+        raise OpenVocabError(f"{where}: no class names (expected one name per line)")
+    return [name for name, _ in kept], [place for _, place in kept]
+
+
 def parse_class_names(classes: str | None = None, class_list: str | os.PathLike | None = None) -> list[str] | None:
     """The class names of ``--classes "a,b,c"`` or ``--class-list FILE`` (one name per line, blank
-    lines and ``#`` comments skipped), or None when neither is given. Empty or repeated names are refused."""
+    lines and ``#`` comments skipped), or None when neither is given; checked by
+    :func:`taidpt.serve.class_names.validate_class_names` (one-line :class:`OpenVocabError`)."""
     if classes is None and class_list is None:
         return None
     if classes is not None and class_list is not None:
@@ -54,28 +70,20 @@ def parse_class_names(classes: str | None = None, class_list: str | os.PathLike 
         where, names = "--classes", [c.strip() for c in classes.split(",")]
         if any(not n for n in names):
             raise OpenVocabError(f"--classes {classes!r}: expected comma-separated class names, found an empty one")
+        places = [f"--classes name {i}" for i in range(1, len(names) + 1)]
     else:
         path = Path(os.path.expanduser(os.fspath(class_list)))
         where = f"--class-list {path}"
-        try:
-            text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
-        except OSError as exc:
-            raise OpenVocabError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-        except UnicodeDecodeError as exc:
-            raise OpenVocabError(f"{where}: not UTF-8 (byte {exc.start + 1}); save the list as UTF-8") from None
-        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        if not names:
-            raise OpenVocabError(f"{where}: no class names (expected one name per line)")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise OpenVocabError(f"{where}: class {name!r} is listed twice")
-        seen.add(name)
-    return names
+        names, places = _class_list_lines(path, where)
+    try:
+        return validate_class_names(names, where, places)
+    except ClassNameError as exc:
+        raise OpenVocabError(str(exc)) from None
 
 
 def companion_files(model_path: Path, meta: ModelMetadata) -> dict[str, Path]:
-    """``{"text", "open", "bpe"}`` -> the files an open-vocabulary export named in its metadata, which must exist."""
+    """``{"text", "open", "bpe"}`` -> the files an open-vocabulary export named in its metadata, which must exist
+    and come from the same export (:func:`check_one_export`)."""
     if not (meta.text_model and meta.open_model and meta.bpe_vocab and meta.prompt_template):
         raise OpenVocabError(f"{model_path}: exported without --open-vocabulary, so it scores only its "
                              f"{meta.num_classes} trained classes; re-export it with python -m export.onnx "
@@ -88,7 +96,20 @@ def companion_files(model_path: Path, meta: ModelMetadata) -> dict[str, Path]:
             raise OpenVocabError(f"{model_path}: its open-vocabulary file {name} is not beside it (copy "
                                  f"{meta.text_model}, {meta.open_model} and {meta.bpe_vocab} along with the model)")
         out[key] = path
+    check_one_export(model_path, meta, out)
     return out
+
+
+def check_one_export(model_path: Path, meta: ModelMetadata, files: dict[str, Path]) -> None:
+    """Refuse (one line) companions whose export id differs from ``M.onnx``'s, or a vocabulary file whose
+    sha256 is not the one ``M.onnx`` recorded (:mod:`taidpt.serve.export_unit`)."""
+    try:
+        ids = {files[key]: read_onnx_metadata(files[key]).export_id for key in ("text", "open")}
+    except MetadataError as exc:
+        raise OpenVocabError(str(exc)) from None
+    problem = companion_mismatch(model_path, meta.export_id, meta.bpe_sha256, ids, files["bpe"])
+    if problem:
+        raise OpenVocabError(problem)
 
 
 def _session(path: Path, providers: Sequence[Any], threads: int) -> Any:
@@ -108,7 +129,7 @@ def _session(path: Path, providers: Sequence[Any], threads: int) -> Any:
 
 def prompts_for(template: str, classnames: Sequence[str]) -> list[str]:
     """Each name in the prompt template, underscores as spaces (as the training prompts were written)."""
-    return [template.format(name.replace("_", " ")) for name in classnames]
+    return [fill_template(template, name.replace("_", " ")) for name in classnames]
 
 
 class TextEmbedder:
@@ -175,6 +196,7 @@ class OpenVocabModel:
         except MetadataError as exc:
             raise OpenVocabError(f"class list: {exc}") from None
         self.embedder = TextEmbedder(files["text"], files["bpe"], base.prompt_template, base.context_length, threads)
+        check_graph(base, session_shapes(self.embedder.session), self.path, files["text"].name)
         self.text_global, self.text_local = self.embedder(list(classnames))
         chosen = choose_providers(providers, ort.get_available_providers())
         dim = int(self.text_global.shape[1])
@@ -184,6 +206,7 @@ class OpenVocabModel:
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != [INPUT_NAME, *EMBEDDING_NAMES]:
             raise OpenVocabError(f"{files['open']}: expected inputs {[INPUT_NAME, *EMBEDDING_NAMES]}, found {inputs}")
+        check_graph(self.metadata, session_shapes(self.session), self.path, files["open"].name, dim)
         self.providers = list(self.session.get_providers())
         self.provider = self.providers[0]
 

@@ -1,14 +1,8 @@
 """Which onnxruntime distributions are installed, and the one warning when both the CPU and GPU builds are.
 
-``onnxruntime`` (CPU) and ``onnxruntime-gpu`` install the same import package, ``onnxruntime``, into
-the same folder. With both present the files of whichever was installed last win, and typically
-the CPU package's hide the CUDA provider: ``get_available_providers()`` then lists no
-``CUDAExecutionProvider`` on a GPU machine and everything silently runs on the CPU. The serving
-side checks this once, when the first onnxruntime model is opened, and logs one warning saying how
-to fix it. (The distribution lookup is :func:`importlib.metadata.distribution`; tests replace
-:data:`distribution` in this module.)
-
-This module must not import torch.
+``onnxruntime`` and ``onnxruntime-gpu`` install the same import package into the same folder; with both,
+the CPU files usually hide the CUDA provider and everything silently runs on the CPU. Serving checks this
+when it opens its first onnxruntime model. Tests replace :data:`distribution` in this module.
 """
 
 from __future__ import annotations

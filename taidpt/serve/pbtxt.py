@@ -1,15 +1,8 @@
-"""The subset of protobuf text format that Triton's ``config.pbtxt`` uses: write it and read it back.
+"""The subset of protobuf text format that Triton's ``config.pbtxt`` uses: :func:`render` and :func:`parse`.
 
-Triton's ``ModelConfig`` protos are not installed here (they ship with ``tritonclient``), so the
-model-repository export renders its configuration with :func:`render` and checks a written file
-with :func:`parse`. Without the schema a parser cannot know which fields are repeated, so
-:func:`parse` maps every field name to the *list* of its values; :func:`one` reads a singular field.
-
-Supported: ``name: scalar``, ``name { message }`` / ``name: { message }``, lists ``name: [1, 2]``
-and ``name [ {..}, {..} ]``, double-quoted strings with escapes, numbers, ``true``/``false``,
-enum identifiers (returned as :class:`Enum`), and ``#`` comments.
-
-This module must not import torch.
+Triton's ``ModelConfig`` protos ship with ``tritonclient``, which is not a dependency. Without the schema a
+parser cannot know which fields repeat, so :func:`parse` maps every field name to the *list* of its values;
+:func:`one` reads a singular field.
 """
 
 from __future__ import annotations

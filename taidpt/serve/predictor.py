@@ -1,24 +1,9 @@
-"""The Python API of a deployed model: images in; labels, confidences and logits out.
+"""The Python API of a deployed model: images (paths, PIL images, ``uint8`` arrays) in; labels, confidences, logits out.
 
-    from taidpt.serve import Predictor
-
-    with Predictor.from_onnx("model.onnx") as predictor:
-        result = predictor.predict("photo.jpg")          # one image -> one Prediction
-        print(result.labels, result.confidence)
-        results = predictor.predict([path, pil_image, rgb_array], classes=["cat", "zebra"])
-
-An image is a file path, a PIL image or a ``uint8`` array (``H x W`` grey, ``H x W x 3`` RGB or
-``H x W x 4`` RGBA); each is preprocessed with the model's own metadata, exactly as in evaluation.
-Labels follow :mod:`taidpt.serve.decision` (the model's stored per-class thresholds, top-k for a
-class without one, or ``threshold`` / ``top_k`` for every class). ``classes`` scores another class
-list through an export made with ``--open-vocabulary``; class lists are embedded once and kept.
-
-:class:`Predictor` wraps any :class:`taidpt.serve.runtime.Runner`: an ONNX model or TensorRT
-engine here (:meth:`Predictor.from_onnx`), or a run's PyTorch model on the build side
-(``taidpt.export.predictor.Predictor.from_run``). ``python -m export.infer`` is this class plus file
-writers: :meth:`Predictor.score` is the batched path both use.
-
-This module must not import torch.
+:class:`Predictor` wraps any :class:`taidpt.serve.runtime.Runner`: an ONNX model or TensorRT engine here
+(:meth:`Predictor.from_onnx`), or a run's PyTorch model on the build side (``taidpt.export.predictor``).
+:meth:`Predictor.score` is the batched path ``python -m export.infer`` uses too, so the API and the CLI give
+the same output. Usage: docs/deployment.md, "The Python API: Predictor".
 """
 
 from __future__ import annotations
@@ -35,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from taidpt.images.preprocess import ImageLoadError, PreprocessConfig, load_rgb, to_rgb
+from taidpt.serve.class_names import validate_class_names
 from taidpt.serve.decision import Decision, for_model
 from taidpt.serve.metadata import ModelMetadata
 from taidpt.serve.open_vocab import OpenVocabError, OpenVocabModel
@@ -42,6 +28,7 @@ from taidpt.serve.runtime import ENGINE_SUFFIXES, Runner, open_model
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 SINGLE_TYPES = (str, os.PathLike, Image.Image, np.ndarray)
+ACCEPTED = "an image (a file path, a PIL image or a uint8 numpy array) or a list of them"
 CACHED_CLASS_LISTS = 4  # open-vocabulary class lists kept embedded
 
 
@@ -50,6 +37,16 @@ def source_name(item: Any, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)
     return f"<image {index}>"
+
+
+def image_items(images: Any) -> tuple[list[Any], bool]:
+    """``(items, single)``: ``images`` as a list, and whether it was one image; a value that is neither an
+    image nor an iterable of them (``None``, a number, bytes) raises a ``TypeError`` saying what is accepted."""
+    if isinstance(images, SINGLE_TYPES):
+        return [images], True
+    if isinstance(images, (bytes, bytearray, dict)) or not isinstance(images, Iterable):
+        raise TypeError(f"images: expected {ACCEPTED}, got {type(images).__name__}")
+    return list(images), False
 
 
 def image_from_array(array: np.ndarray) -> Image.Image:
@@ -193,7 +190,7 @@ class Predictor:
             return OpenVocabModel(path, names, providers, threads=threads, max_batch=batch_size)
 
         runner = (open_model(path, providers, threads=threads, max_batch=batch_size) if classes is None
-                  else open_classes(list(classes)))
+                  else open_classes(validate_class_names(classes)))
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes if open_vocab else None,
                    batch_size=batch_size, workers=workers)
 
@@ -214,12 +211,15 @@ class Predictor:
 
     # ------------------------------------------------------------------ scoring
     def for_classes(self, classes: Sequence[str] | None) -> tuple[Runner, Decision]:
-        """The runner and decision rule that score ``classes`` (the default list when None)."""
-        if classes is None or tuple(classes) == self.classnames:
-            return self.runner, self.decision
+        """The runner and decision rule that score ``classes`` (the default list when None); a list other
+        than the model's own is checked first (:func:`taidpt.serve.class_names.validate_class_names`)."""
         if isinstance(classes, str):
             raise TypeError("classes: expected a list of class names, got one string")
-        key = tuple(str(c) for c in classes)
+        if classes is None or (isinstance(classes, (list, tuple)) and tuple(classes) == self.classnames):
+            return self.runner, self.decision
+        key = tuple(validate_class_names(classes))
+        if key == self.classnames:
+            return self.runner, self.decision
         if key not in self._class_lists:
             if self._open_classes is None:
                 raise OpenVocabError(f"{self.runner.path}: this model scores only its {len(self.classnames)} trained "
@@ -235,7 +235,7 @@ class Predictor:
               on_skip: Callable[[str, str], None] | None = None) -> tuple[Predictions, Decision]:
         """Raw batched scores of ``images`` and the rule that labels them (what the inference CLI writes)."""
         runner, decision = self.for_classes(classes)
-        preds = score_images(runner, list(images), batch_size=self.batch_size, workers=self.workers,
+        preds = score_images(runner, image_items(images)[0], batch_size=self.batch_size, workers=self.workers,
                              progress=progress, on_skip=on_skip)
         return preds, decision
 
@@ -245,10 +245,11 @@ class Predictor:
         of images (returns a list, in input order).
 
         An image that cannot be read raises :class:`taidpt.images.preprocess.ImageLoadError` naming it,
-        or with ``skip_unreadable`` comes back as a :class:`Prediction` whose ``error`` says why.
+        or with ``skip_unreadable`` comes back as a :class:`Prediction` whose ``error`` says why. ``images``
+        that are neither (``None``, a number) raise ``TypeError``; a bad ``classes`` list raises
+        :class:`taidpt.serve.class_names.ClassNameError` (or ``TypeError`` for a name that is not a str).
         """
-        single = isinstance(images, SINGLE_TYPES)
-        items = [images] if single else list(images)  # type: ignore[list-item]
+        items, single = image_items(images)
 
         def refuse(name: str, reason: str) -> None:
             raise ImageLoadError(name, reason)

@@ -1,22 +1,9 @@
 """Append-only result files (JSONL or CSV) that a batch-inference run can resume.
 
-Rows are appended and flushed one batch at a time, so an interrupted run leaves every finished
-batch on disk and at most one partial last line. On restart :func:`open_result_log` cuts that
-partial line off, checks that the file was written for the same classes, and returns the set of
-paths already present, so the run skips them. The set stores a 16-byte digest per path in a sorted
-numpy array (16 bytes per row already written, not the paths themselves).
-
-JSONL row: ``{"path": ..., "scores": {class: logit}, "confidence": {class: c or null}, "labels": [...],
-"decision": {"rule": ...}}`` or ``{"path": ..., "error": reason}`` (with ``--all-outputs`` also
-``global_logits`` and ``local_logits``); ``confidence`` and ``decision`` are
-:class:`taidpt.serve.decision.Decision`'s (``null``: the class was decided by top-k).
-CSV: header ``path, <one logit column per class>, confidence:<class> ..., labels, decision, error``, as
-``python -m export.infer`` writes it.
-Paths (and error texts) are written as :func:`taidpt.utils.pathtext.escape_path` gives them, so a file name
-that is not UTF-8 is written too (``caf\\xe9.jpg``); the set of done paths holds those written strings,
-and a run matches each input path by its escaped form.
-
-This module must not import torch.
+Rows are appended and flushed one batch at a time, so a killed run leaves at most one partial last line.
+:meth:`ResultLog.read_done` cuts that line off and returns the paths already written, as 16-byte digests in
+a sorted array (16 bytes per row, not the paths). Every row names ``model_sha256``, so a resume with another
+model of the same classes is refused instead of mixing two models' rows. Row formats: docs/deployment.md, section 5.
 """
 
 from __future__ import annotations
@@ -36,6 +23,7 @@ from taidpt.serve.decision import Decision
 from taidpt.utils.pathtext import escape_path
 
 FORMATS = (".jsonl", ".csv")
+MODEL_HASH = "model_sha256"
 CONFIDENCE_PREFIX = "confidence:"
 _CHUNK = 1 << 16
 
@@ -90,6 +78,29 @@ class DoneSet:
         return i < len(self._sorted) and self._sorted[i] == key[0]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (the model that wrote a result file); :class:`ResultLogError` if unreadable."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    except OSError as exc:
+        raise ResultLogError(f"{escape_path(path)}: cannot read it to hash it ({exc.strerror or exc})") from None
+    return h.hexdigest()
+
+
+def _check_model(where: Path, number: int, recorded: str | None, expected: str) -> None:
+    """Refuse a row written by another model than ``expected`` (or one that names none)."""
+    if recorded == expected:
+        return
+    if not recorded:
+        raise ResultLogError(f"{escape_path(where)} line {number} does not name the model that wrote it (an older "
+                             f"version wrote it), so it cannot be resumed safely; use a new --output")
+    raise ResultLogError(f"{escape_path(where)} was written by another model (sha256 {recorded[:12]}..., this one "
+                         f"{expected[:12]}...); resuming would mix two models' rows: use a new --output")
+
+
 def drop_partial_tail(path: Path) -> int:
     """Cut a last line that has no newline (a write interrupted mid-row); returns the bytes removed."""
     with open(path, "r+b") as fh:
@@ -118,7 +129,8 @@ def drop_partial_tail(path: Path) -> int:
 def csv_header(classnames: Sequence[str]) -> list[str]:
     """``path, <classes>, confidence:<class> ..., labels, decision, error``; refuses class names that clash
     with those columns."""
-    header = ["path", *classnames, *(CONFIDENCE_PREFIX + c for c in classnames), "labels", "decision", "error"]
+    header = ["path", *classnames, *(CONFIDENCE_PREFIX + c for c in classnames), "labels", "decision", "error",
+              MODEL_HASH]
     clash = sorted({h for h in header if header.count(h) > 1})
     if clash:
         raise ResultLogError(f"class name(s) {clash} clash with the CSV's own columns; write JSON instead")
@@ -130,14 +142,14 @@ def _cell(value: float | None) -> str:
 
 
 def csv_row(path: str, classnames: Sequence[str], rule: Decision | None = None, logits: np.ndarray | None = None,
-            labels: Sequence[str] = (), error: str = "") -> list[str]:
+            labels: Sequence[str] = (), error: str = "", model_sha256: str = "") -> list[str]:
     """One CSV row under :func:`csv_header`: a scored image's logits, confidences, labels and decision
-    (``rule``), or an unreadable image's ``error`` with the other cells empty."""
+    (``rule``), or an unreadable image's ``error`` with the other cells empty; then the model's sha256."""
     if rule is None or logits is None:
-        return [escape_path(path), *([""] * (2 * len(classnames))), "", "", escape_path(error)]
+        return [escape_path(path), *([""] * (2 * len(classnames))), "", "", escape_path(error), model_sha256]
     fields = rule.row_fields(logits, labels)
     return [escape_path(path), *(_cell(v) for v in fields["scores"].values()),
-            *(_cell(v) for v in fields["confidence"].values()), ";".join(labels), rule.text(), ""]
+            *(_cell(v) for v in fields["confidence"].values()), ";".join(labels), rule.text(), "", model_sha256]
 
 
 def json_row(path: str, rule: Decision, logits: np.ndarray, labels: Sequence[str]) -> dict:
@@ -145,7 +157,7 @@ def json_row(path: str, rule: Decision, logits: np.ndarray, labels: Sequence[str
     return {"path": escape_path(path), **rule.row_fields(logits, labels)}
 
 
-def _jsonl_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterator[str]:
+def _jsonl_paths(fh: IO[str], where: Path, classnames: Sequence[str], model_sha256: str) -> Iterator[str]:
     for number, line in enumerate(fh, 1):
         try:
             row = json.loads(line)
@@ -156,25 +168,30 @@ def _jsonl_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterato
         if scores is not None and list(scores) != list(classnames):
             raise ResultLogError(f"{where} was written for other classes ({', '.join(list(scores)[:4])}, ...); "
                                  f"use a new --output")
+        _check_model(where, number, row.get(MODEL_HASH), model_sha256)
         yield path
 
 
-def _csv_paths(fh: IO[str], where: Path, classnames: Sequence[str]) -> Iterator[str]:
+def _csv_paths(fh: IO[str], where: Path, classnames: Sequence[str], model_sha256: str) -> Iterator[str]:
     reader = csv.reader(fh)
     header = next(reader, None)
     if header != csv_header(classnames):
         raise ResultLogError(f"{where} has another header ({', '.join((header or [])[:4])}, ...): it was written for "
                              f"other classes or is not a result file; use a new --output")
-    for row in reader:
+    for number, row in enumerate(reader, 2):
         if row:
+            _check_model(where, number, row[-1], model_sha256)
             yield row[0]
 
 
 class ResultLog:
-    """An open, append-mode result file; :meth:`write` appends and flushes one batch of rows."""
+    """An open, append-mode result file; :meth:`write` appends and flushes one batch of rows, each naming
+    ``model_sha256`` (the model file's, :func:`file_sha256`), which a resume must match."""
 
-    def __init__(self, path: Path, classnames: Sequence[str], all_outputs: bool = False) -> None:
+    def __init__(self, path: Path, classnames: Sequence[str], all_outputs: bool = False, *,
+                 model_sha256: str = "") -> None:
         self.path, self.classnames, self.all_outputs = path, list(classnames), all_outputs
+        self.model_sha256 = model_sha256
         self.format = path.suffix.lower()
         if self.format not in FORMATS:
             raise ResultLogError(f"--output {escape_path(path)}: expected a .jsonl or .csv file name")
@@ -194,7 +211,7 @@ class ResultLog:
             if self.format == ".csv" and self.path.stat().st_size == 0:
                 return DoneSet(), dropped
             try:
-                return DoneSet(digest(p) for p in reader(fh, self.path, self.classnames)), dropped
+                return DoneSet(digest(p) for p in reader(fh, self.path, self.classnames, self.model_sha256)), dropped
             except UnicodeDecodeError:
                 raise ResultLogError(f"{escape_path(self.path)} is not UTF-8 text, so not a result file; "
                                      f"use a new --output") from None
@@ -240,18 +257,18 @@ class ResultLog:
 
     def _csv_row(self, row: Row) -> list[str]:
         if row.scores is None:
-            return csv_row(row.path, self.classnames, error=row.error)
-        return csv_row(row.path, self.classnames, row.rule(), row.scores, row.labels)
+            return csv_row(row.path, self.classnames, error=row.error, model_sha256=self.model_sha256)
+        return csv_row(row.path, self.classnames, row.rule(), row.scores, row.labels, model_sha256=self.model_sha256)
 
     def _json_row(self, row: Row) -> dict:
         if row.scores is None:
-            return {"path": escape_path(row.path), "error": escape_path(row.error)}
+            return {"path": escape_path(row.path), "error": escape_path(row.error), MODEL_HASH: self.model_sha256}
         rule = row.rule()
         out = {**json_row(row.path, rule, row.scores, row.labels), "decision": rule.tag()}
         if self.all_outputs:
             out["global_logits"] = self._named(row.global_logits)
             out["local_logits"] = self._named(row.local_logits)
-        return out
+        return {**out, MODEL_HASH: self.model_sha256}
 
     def _named(self, values: np.ndarray | None) -> dict[str, float]:
         return {c: float(v) for c, v in zip(self.classnames, values if values is not None else [])}

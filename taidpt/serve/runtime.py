@@ -1,17 +1,9 @@
-"""Run an exported TaI-DPT model without torch: onnxruntime sessions and serialized TensorRT engines.
+"""Run an exported TaI-DPT model: onnxruntime sessions and serialized TensorRT engines.
 
-Both runners take a float32 ``[N, 3, H, W]`` batch (preprocessed with ``taidpt.images.preprocess``) and
-return ``{"scores", "global_logits", "local_logits"}`` as float32 ``[N, C]`` arrays, so the
-inference CLI and the evaluation mode treat them alike.
-
-* :class:`OnnxModel` picks the best execution provider onnxruntime offers (TensorRT, CUDA, CPU, in
-  that order) unless told which; the first one opened warns when both ``onnxruntime`` and
-  ``onnxruntime-gpu`` are installed (:mod:`taidpt.serve.ort_packages`).
-* :class:`TensorRTEngine` deserializes a ``.plan`` with the TensorRT Python runtime and moves data
-  with the CUDA runtime library through ctypes (no torch, no pycuda). Batches larger than the
-  engine's profile maximum are split.
-
-This module must not import torch.
+:class:`OnnxModel` and :class:`TensorRTEngine` take a float32 ``[N, 3, H, W]`` batch and return
+``{"scores", "global_logits", "local_logits"}`` as float32 ``[N, C]`` arrays, so every caller treats them
+alike (:class:`Runner`; :func:`open_model` picks one by file suffix). The engine moves data with the CUDA
+runtime library through ctypes (no pycuda) and splits or pads a batch to its optimization profile.
 """
 
 from __future__ import annotations
@@ -25,6 +17,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from taidpt.serve.graph_check import check_graph, session_shapes
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, MetadataError, ModelMetadata, read_sidecar
 from taidpt.serve.ort_packages import warn_if_both_installed
 
@@ -129,6 +122,7 @@ class OnnxModel:
         if inputs != [INPUT_NAME] or set(OUTPUT_NAMES) - set(outputs):
             raise ModelLoadError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {', '.join(OUTPUT_NAMES)}, "
                                  f"found inputs {inputs} and outputs {outputs}")
+        check_graph(self.metadata, session_shapes(self.session), self.path)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Scores of a preprocessed float32 batch ``[N, 3, H, W]``."""
@@ -274,6 +268,7 @@ class TensorRTEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if INPUT_NAME not in names or set(OUTPUT_NAMES) - set(names):
             raise ModelLoadError(f"{self.path}: expected tensors {INPUT_NAME}, {', '.join(OUTPUT_NAMES)}; found {names}")
+        check_graph(self.metadata, {n: tuple(self.engine.get_tensor_shape(n)) for n in names}, self.path)
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         lo, _, hi = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])

@@ -1,25 +1,10 @@
 """CLIP's byte-level BPE tokenizer for serving: token ids equal to ``open_clip.tokenize``'s, without torch.
 
-An open-vocabulary export (``python -m export.onnx --open-vocabulary``) turns class names into
-class embeddings at serving time, so the serving side must tokenize exactly as training did. The
-training side tokenizes with open_clip's ``SimpleTokenizer`` (:mod:`taidpt.clip.tokenizer`); this
-module reimplements its pipeline with numpy only, reading the BPE merge list that the export copies
-beside the model (``<model>.bpe.txt.gz``, named in the metadata key ``taidpt.bpe_vocab``):
-
-1. cleaning, as open_clip's default (``clean="lower"``) does it on open_clip 3.x: ``ftfy.fix_text``
-   (mojibake, curly quotes, full-width forms, NFC, control characters), HTML entities unescaped
-   twice, surrounding whitespace stripped, inner whitespace runs collapsed to one space, lower
-   case. ftfy is therefore needed: it is pure Python and torch-free;
-2. the pre-tokenizer: the special tokens, the English contractions ``'s 't 're 've 'm 'll 'd``,
-   runs of letters, single digits, and runs of anything else that is not whitespace (Unicode
-   classes through the ``regex`` package, as open_clip matches them);
-3. each piece as UTF-8 bytes, every byte shown as one printable character (bytes that are printable
-   Latin-1 stand for themselves, the others for code points from 256 on), the last one marked
-   end-of-word (``</w>``), then merged pairwise, lowest merge rank first, until no listed pair is left;
-4. ``<start_of_text>`` + ids + ``<end_of_text>``, zero-padded to the context length; a longer text is
-   cut to the context length with ``<end_of_text>`` kept as its last token.
-
-This module must not import torch.
+An open-vocabulary export embeds class names at serving time, so serving must tokenize exactly as training
+did (:mod:`taidpt.clip.tokenizer`). This reimplements open_clip 3.x's default pipeline (``clean="lower"``
+with ftfy and HTML unescaping, CLIP's pre-tokenizer through ``regex``, byte-level BPE, start/end tokens,
+cut at the context length with the end token kept) over the merge list the export copies beside the model
+(``taidpt.bpe_vocab``). ``tests/test_tokenizer.py`` compares it with open_clip.
 """
 
 from __future__ import annotations

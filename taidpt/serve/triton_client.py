@@ -37,10 +37,11 @@ from taidpt.utils.pathtext import escape_path
 
 from taidpt.serve.batch_infer import image_source
 from taidpt.serve.decision import Decision, DecisionError, for_model
+from taidpt.serve.graph_check import check_graph
 from taidpt.serve.infer import InputError
 from taidpt.serve.predictor import load_image
 from taidpt.serve.metadata import EMBEDDING_NAMES, INPUT_NAME, TOKEN_IDS_NAME, MetadataError, ModelMetadata
-from taidpt.serve.open_vocab import OpenVocabError, parse_class_names, prompts_for
+from taidpt.serve.open_vocab import CLASS_LIST_HELP, OpenVocabError, parse_class_names, prompts_for
 from taidpt.serve.result_log import json_row
 from taidpt.utils.commands import prog_name
 
@@ -68,7 +69,16 @@ def served_metadata(client: Any, model: str, protocol: str) -> ModelMetadata:
     config = client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
     config = config.get("config", config)
     params = {k: v.get("string_value", v.get("stringValue", "")) for k, v in (config.get("parameters") or {}).items()}
-    return ModelMetadata.from_props(params, f"{model} (Triton)")
+    meta = ModelMetadata.from_props(params, f"{model} (Triton)")
+    check_graph(meta, served_shapes(config), f"{model} (Triton)")
+    return meta
+
+
+def served_shapes(config: dict[str, Any]) -> dict[str, list[int]]:
+    """``{tensor name: full shape}`` of a served model's configuration (the batch axis Triton adds as -1)."""
+    batch = [-1] if int(config.get("max_batch_size") or 0) > 0 else []
+    return {t["name"]: batch + [int(d) for d in t.get("dims", [])]
+            for t in [*(config.get("input") or []), *(config.get("output") or [])]}
 
 
 def _tensor(module: Any, name: str, array: np.ndarray, datatype: str) -> Any:
@@ -132,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="images per request")
     p.add_argument("--classes", default=None, help='score these class names, e.g. "cat,dog,zebra" (a repository '
                                                    'written with --open-vocabulary)')
-    p.add_argument("--class-list", default=None, help="like --classes, from a UTF-8 file with one class name per line")
+    p.add_argument("--class-list", default=None, help=CLASS_LIST_HELP)
     p.add_argument("--vocab", default=None, help="the export's BPE vocabulary (M.bpe.txt.gz, also in <model>_text/ in "
                                                  "the repository); needed with --classes / --class-list")
     rule = p.add_mutually_exclusive_group()

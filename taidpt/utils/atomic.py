@@ -168,5 +168,26 @@ def check_writable(path: str | os.PathLike, *, append: bool = False) -> None:
         raise OutputPathError(f"{shown}: cannot write here, folder {escape_path(above)} is not writable")
 
 
+def probe_writable(path: str | os.PathLike, *, append: bool = False) -> None:
+    """:func:`check_writable`, then really try: create (and remove) a temporary file named as
+    :func:`atomic_file` names it in the nearest existing folder above ``path`` (or, with ``append`` and
+    an existing file, open that file for appending, writing nothing). Catches what permission bits do
+    not show (a read-only mount, /proc or /sys, a quota) before long work; :class:`OutputPathError`."""
+    check_writable(path, append=append)
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.is_dir()), Path("."))
+    appending = append and path.is_file()
+    try:
+        if appending:
+            with open(path, "ab"):
+                return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        what = "cannot append to it" if appending else f"cannot create a file in {escape_path(folder)}"
+        raise OutputPathError(f"{escape_path(path)}: {what} ({exc.strerror or exc})") from None
+
+
 __all__ = ["OutputPathError", "STALE_AFTER_S", "UMASK", "atomic_file", "atomic_savez", "atomic_write_bytes",
-           "atomic_write_text", "check_writable", "fsync_folder", "remove_stale_temps"]
+           "atomic_write_text", "check_writable", "fsync_folder", "probe_writable", "remove_stale_temps"]
