@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from taidpt.captions.classes import ClassList
-from taidpt.captions.corpus import CaptionCorpus, _load_cached, _store_cached
+from taidpt.captions.corpus import CaptionCorpus, load_cached, store_cached
 from taidpt.captions.labelling import CaptionLabeller
-from taidpt.captions.selection import CaptionSelection, _ids_key
-from taidpt.captions.sources import _int_set, read_coco_captions, read_localized_narratives, read_text_file
+from taidpt.captions.selection import CaptionSelection, ids_key
+from taidpt.captions.sources import int_set, read_coco_captions, read_localized_narratives, read_text_file
 from taidpt.captions.templates import template_sentences
 
 __all__ = [
@@ -170,7 +170,7 @@ def build_corpus(
     _check_positive_or_none("max_words", max_words)
     per_class_cap = None if per_class_cap is None else int(per_class_cap)
     max_words = None if max_words is None else int(max_words)
-    exclude = _int_set(exclude_image_ids, "exclude_image_ids")
+    exclude = int_set(exclude_image_ids, "exclude_image_ids")
     if exclude is not None and source != "coco_captions":
         raise ValueError(f"exclude_image_ids applies to the 'coco_captions' source only, not {source!r}")
     if selection is not None and selection.kind != "all" and source != "coco_captions":
@@ -181,7 +181,7 @@ def build_corpus(
     if not path.is_file():
         raise FileNotFoundError(f"caption file not found: {path} (source {source!r})")
     st = path.stat()
-    exclude_key = None if exclude is None else _ids_key(sorted(exclude))
+    exclude_key = None if exclude is None else ids_key(sorted(exclude))
     settings = {
         "corpus_format": CORPUS_FORMAT_VERSION,
         "source": source,
@@ -205,7 +205,7 @@ def build_corpus(
         cache_dir = Path(cache_dir).expanduser()
         cache_json = cache_dir / f"corpus-{key}.json"
         cache_npz = cache_dir / f"corpus-{key}.npz"
-        cached = _load_cached(cache_json, cache_npz, settings)
+        cached = load_cached(cache_json, cache_npz, settings)
         if cached is not None:
             log.info("caption corpus: reusing %s (%d sentences)", cache_json, len(cached))
             _warn_about_undecodable_lines(cached, path)
@@ -264,7 +264,7 @@ def build_corpus(
     )
     _warn_about_undecodable_lines(corpus, path)
     if cache_json is not None and cache_npz is not None:
-        _store_cached(corpus, cache_json, cache_npz, settings)
+        store_cached(corpus, cache_json, cache_npz, settings)
     return corpus
 
 

@@ -1,7 +1,7 @@
 """The labelled caption corpus and its on-disk cache entry.
 
 A :class:`CaptionCorpus` holds the training sentences (captions, then templates) with their
-multi-hot labels. :func:`_store_cached` / :func:`_load_cached` write and read one cache entry
+multi-hot labels. :func:`store_cached` / :func:`load_cached` write and read one cache entry
 (json + npz); the key and the decision to use it are :func:`~taidpt.captions.builder.build_corpus`'s.
 """
 
@@ -76,7 +76,7 @@ class CaptionCorpus:
 # ----------------------------------------------------------------------------- cache
 
 
-def _store_cached(corpus: CaptionCorpus, cache_json: Path, cache_npz: Path, settings: dict) -> None:
+def store_cached(corpus: CaptionCorpus, cache_json: Path, cache_npz: Path, settings: dict) -> None:
     payload = {
         "settings": settings,
         "classnames": list(corpus.classnames),
@@ -91,7 +91,7 @@ def _store_cached(corpus: CaptionCorpus, cache_json: Path, cache_npz: Path, sett
     atomic_write_text(cache_json, json.dumps(payload, ensure_ascii=False))
 
 
-def _load_cached(cache_json: Path, cache_npz: Path, settings: dict) -> CaptionCorpus | None:
+def load_cached(cache_json: Path, cache_npz: Path, settings: dict) -> CaptionCorpus | None:
     if not cache_json.is_file():
         return None
     try:

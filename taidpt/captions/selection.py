@@ -4,7 +4,7 @@ A :class:`CaptionSelection` says which captions are read: all of them (591,753 i
 a fixed list of caption ids (the reference trains on a list of 118,287 ids, as many as
 train2017 has images; :func:`~taidpt.captions.sources.read_caption_ids` reads it), or ``k``
 captions per image drawn with a fixed seed. This module turns a selection into the rows of the
-annotations (:class:`_CocoCaptions`) that :func:`~taidpt.captions.sources.read_coco_captions`
+annotations (:class:`CocoCaptions`) that :func:`~taidpt.captions.sources.read_coco_captions`
 reads; file reading itself lives in :mod:`taidpt.captions.sources`.
 """
 
@@ -57,7 +57,7 @@ class CaptionSelection:
     def settings(self) -> dict[str, Any]:
         """What the selected captions depend on (part of the corpus cache key); file names are not."""
         if self.ids is not None:
-            return {"kind": self.kind, "ids": _ids_key(self.ids)}
+            return {"kind": self.kind, "ids": ids_key(self.ids)}
         if self.per_image:
             return {"kind": self.kind, "per_image": int(self.per_image), "seed": int(self.seed)}
         return {"kind": self.kind}
@@ -71,7 +71,7 @@ class CaptionSelection:
         return "every caption"
 
 
-def _ids_key(ids: Iterable[int]) -> dict[str, Any]:
+def ids_key(ids: Iterable[int]) -> dict[str, Any]:
     """Count and sha256 of integer ids in the given order (cache keys of id lists and sets)."""
     ids = list(ids)
     digest = hashlib.sha256(",".join(map(str, ids)).encode("ascii")).hexdigest()
@@ -79,7 +79,7 @@ def _ids_key(ids: Iterable[int]) -> dict[str, Any]:
 
 
 @dataclass
-class _CocoCaptions:
+class CocoCaptions:
     """The annotations of a COCO captions json as parallel columns (captions stripped)."""
 
     ann_ids: np.ndarray  # int64, -1 where an annotation has no integer "id"
@@ -87,7 +87,7 @@ class _CocoCaptions:
     captions: list[str]
 
 
-def _rows_of_ids(coco: _CocoCaptions, ids: tuple[int, ...], ids_file: str, path: Path) -> np.ndarray:
+def _rows_of_ids(coco: CocoCaptions, ids: tuple[int, ...], ids_file: str, path: Path) -> np.ndarray:
     """Rows of caption ``ids`` in the list's order; an id missing from the file is an error."""
     row_of: dict[int, int] = {}
     for row, ann_id in enumerate(coco.ann_ids.tolist()):
@@ -118,7 +118,7 @@ def _sample_per_image(image_ids: np.ndarray, ann_ids: np.ndarray, per_image: int
     return np.sort(ranked[rank < per_image])
 
 
-def _selected_rows(coco: _CocoCaptions, selection: CaptionSelection, path: Path) -> np.ndarray:
+def selected_rows(coco: CocoCaptions, selection: CaptionSelection, path: Path) -> np.ndarray:
     if selection.ids is not None:
         return _rows_of_ids(coco, selection.ids, selection.ids_file, path)
     if selection.per_image:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from taidpt.captions.selection import CaptionSelection, _CocoCaptions, _selected_rows
+from taidpt.captions.selection import CaptionSelection, CocoCaptions, selected_rows
 from taidpt.utils.safe_pickle import load_plain
 
 __all__ = [
@@ -49,7 +49,7 @@ def _load_json(path: Path, what: str = "caption file") -> Any:
         raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid json ({exc.msg})") from None
 
 
-def _int_set(ids: Iterable[Any] | None, what: str) -> set[int] | None:
+def int_set(ids: Iterable[Any] | None, what: str) -> set[int] | None:
     if ids is None:
         return None
     if isinstance(ids, (str, bytes)):
@@ -147,7 +147,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _coco_annotations(path: Path, need_ids: bool) -> _CocoCaptions:
+def _coco_annotations(path: Path, need_ids: bool) -> CocoCaptions:
     """Read and check every annotation; ``need_ids`` also requires an integer ``"id"``."""
     data = _load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
@@ -165,7 +165,7 @@ def _coco_annotations(path: Path, need_ids: bool) -> _CocoCaptions:
         if need_ids and not _is_int(ann.get("id")):
             raise ValueError(f'{path}: annotations[{i}]: expected an integer caption "id" (caption ids are '
                              f'selected by id), got {ann!r:.120}')
-    return _CocoCaptions(
+    return CocoCaptions(
         ann_ids=np.array([a["id"] if _is_int(a.get("id")) else -1 for a in anns], dtype=np.int64),
         image_ids=np.array([a["image_id"] for a in anns], dtype=np.int64),
         captions=[a["caption"].strip() for a in anns],
@@ -189,10 +189,10 @@ def read_coco_captions(
     ``excluded_test_image_captions``, ``dropped_empty``).
     """
     path = Path(path)
-    exclude = _int_set(exclude_image_ids, "exclude_image_ids")
+    exclude = int_set(exclude_image_ids, "exclude_image_ids")
     selection = selection or CaptionSelection()
     coco = _coco_annotations(path, need_ids=selection.kind != "all")
-    rows = _selected_rows(coco, selection, path)
+    rows = selected_rows(coco, selection, path)
     texts: list[str] = []
     excluded = empty = 0
     for row in rows.tolist():

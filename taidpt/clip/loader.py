@@ -33,7 +33,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from taidpt.clip.errors import ClipLoadError
-from taidpt.clip.pretrained import _load_pretrained_tag
+from taidpt.clip.pretrained import load_pretrained_tag
 from taidpt.utils.safe_pickle import first_line
 from taidpt.clip.torchscript_weights import TorchScriptReadError, is_torchscript_archive, read_torchscript_weights
 
@@ -283,7 +283,7 @@ def load_clip(
             raise ClipLoadError(f"{canonical} is a test-size architecture with no published weights: set "
                                 f"MODEL.BACKBONE.PRETRAINED to '' (random) or to a weights file")
         else:
-            model, source = _load_pretrained_tag(canonical, pretrained), "open_clip-tag"
+            model, source = load_pretrained_tag(canonical, pretrained), "open_clip-tag"
     model = model.float().eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -24,7 +24,7 @@ _LOCAL_FILE_HINT = ("download the weights where there is network access and set 
 _HUB_CHECK_TIMEOUT_S = 5.0
 
 
-def _load_pretrained_tag(canonical: str, tag: str) -> CLIP:
+def load_pretrained_tag(canonical: str, tag: str) -> CLIP:
     """Build ``canonical`` with open_clip's weights for ``tag`` and the tag's activation (QuickGELU for OpenAI's)."""
     import open_clip
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD, _resample, to_normalized_array
+from taidpt.images.preprocess import CLIP_MEAN, CLIP_STD, resample_filter, to_normalized_array
 
 TRAIN_TRANSFORMS = ("random_resized_crop", "cutout", "random_flip", "normalize")
 
@@ -55,7 +55,7 @@ class AugmentConfig:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"INPUT.RRCROP_SCALE must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        _resample(self.interpolation)
+        resample_filter(self.interpolation)
 
 
 def random_resized_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -95,7 +95,7 @@ def cutout(pixels: np.ndarray, n_holes: int, length: int, rng: np.random.Generat
 def augment(img: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One augmented, normalised float32 array [3, H, W] of an RGB image."""
     height, width = cfg.size
-    resample = _resample(cfg.interpolation)
+    resample = resample_filter(cfg.interpolation)
     crop, hole = "random_resized_crop" in cfg.transforms, "cutout" in cfg.transforms
     if crop and hole:  # the reference's random choice between the two
         crop = bool(rng.random() < 0.5)

@@ -80,7 +80,7 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         _crop_hw(self.size)
-        _resample(self.interpolation)
+        resample_filter(self.interpolation)
         _channel_stats(self.mean, "mean")
         if np.any(_channel_stats(self.std, "std") == 0):
             raise ValueError(f"std must be non-zero, got {self.std}")
@@ -103,7 +103,7 @@ def input_size(cfg: Any) -> tuple[int, int]:
     return (size[0], size[-1])
 
 
-def _resample(interpolation: str) -> Image.Resampling:
+def resample_filter(interpolation: str) -> Image.Resampling:
     try:
         return INTERPOLATIONS[interpolation.lower()]
     except (KeyError, AttributeError):
@@ -149,7 +149,7 @@ def resize_shorter(img: Image.Image, size: int, interpolation: str = "bicubic") 
         new_w, new_h = int(size * w / h), size
     if (new_w, new_h) == (w, h):
         return img
-    return img.resize((new_w, new_h), _resample(interpolation))
+    return img.resize((new_w, new_h), resample_filter(interpolation))
 
 
 def center_crop(img: Image.Image, size: int | tuple[int, int]) -> Image.Image:
