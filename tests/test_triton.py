@@ -262,7 +262,7 @@ def test_client_example_against_a_stand_in_server(exported, photo_dir, latin1_di
     monkeypatch.setitem(sys.modules, "tritonclient", types.ModuleType("tritonclient"))
     monkeypatch.setitem(sys.modules, "tritonclient.http", fake)
     images = photo_dir / "d0" if which == "photos" else latin1_dir
-    assert client_main(["--model", "taidpt", "--images", str(images), "--batch-size", "4"]) == 0
+    assert client_main(["--model-name", "taidpt", "--images", str(images), "--batch-size", "4"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert fake.requests and all(r[1] == ["images"] and r[2][1:] == [3, 64, 64] for r in fake.requests)
     assert infer_main(["--model", str(model_path), "--images", str(images), "--output", str(tmp_path / "ref.json"),

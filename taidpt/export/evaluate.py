@@ -1,18 +1,8 @@
-"""mAP of an exported model on a dataset, to confirm it matches the trained one.
+"""mAP of an exported model on a dataset (``python -m export.evaluate``), to confirm it matches the trained one.
 
-    python -m export.evaluate --model MODEL.onnx|MODEL.plan --root DATA \\
-        --dataset-config-file configs/datasets/voc2007.yaml [--config-file ...] [--output-dir DIR] [KEY VALUE ...]
-
-The test set is read with the same readers as ``train.py`` (``taidpt.images.registry``; keys such as
-``DATASET.VOC_DIFFICULT`` mean the same). The classes are the model's own, from its metadata: the
-label columns are read for those names, or matched by name or by the dataset's class list
-(:func:`model_test_set`), so a run trained on a custom class list needs no ``DATASET.CLASS_LIST``
-here. Images are preprocessed with the model's own metadata (identical to evaluation), and the
-global/local/merged mAP, CF1 and OF1 come from ``taidpt.evaluation.metrics.evaluate_multilabel``: the
-numbers are directly comparable with the ``results.json`` of ``train.py --eval-only``. Prints the
-table and writes ``results.json``.
-
-No torch is imported.
+The test set is read by the same readers as ``train.py``, for the model's own classes from its metadata
+(:func:`model_test_set`), and scored with ``taidpt.evaluation.metrics``, so ``results.json`` is directly
+comparable with ``train.py --eval-only``'s. See docs/deployment.md, section 4.
 """
 
 from __future__ import annotations
@@ -31,7 +21,7 @@ from taidpt.serve.predictor import score_images
 from taidpt.serve.metadata import MetadataError
 from taidpt.images.preprocess import input_size
 from taidpt.serve.runtime import ModelLoadError, add_runtime_arguments, open_model
-from taidpt.utils.commands import prog_name
+from taidpt.utils.commands import DeprecatedFlag, prog_name
 
 
 def load_eval_config(dataset_config: str, config_files: Sequence[str], root: str, opts: Sequence[str]) -> Any:
@@ -148,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", action="append", default=[], help="method yaml (TEST.THRESHOLD, DATALOADER.TEST.BATCH_SIZE)")
     p.add_argument("--output-dir", default="", help="where results.json goes (default: <model>_eval/ beside the model)")
     p.add_argument("--batch-size", type=int, default=None, help="images per call (default DATALOADER.TEST.BATCH_SIZE)")
-    p.add_argument("--threshold", type=float, default=None, help="CP/CR/CF1 threshold (default: the model's)")
+    p.add_argument("--metric-threshold", type=float, default=None,
+                   help="merged-score cut of the CP/CR/CF1 metrics (default: the model's TEST.THRESHOLD)")
+    p.add_argument("--threshold", dest="metric_threshold", type=float, action=DeprecatedFlag, use="--metric-threshold")
     add_runtime_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -172,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_file:
         for diff in _input_mismatch(cfg, meta):
             print(f"note: the config's {diff}; the model's own preprocessing is used", file=sys.stderr)
-    if args.threshold is not None:
-        threshold = float(args.threshold)
+    if args.metric_threshold is not None:
+        threshold = float(args.metric_threshold)
     elif float(cfg.TEST.THRESHOLD) != float(get_cfg_default().TEST.THRESHOLD):
         threshold = float(cfg.TEST.THRESHOLD)
     else:

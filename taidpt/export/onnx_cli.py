@@ -1,32 +1,10 @@
-"""Export a trained TaI-DPT run (or the dense zero-shot baseline) to one ONNX graph.
+"""Export a trained run (or the dense zero-shot baseline) to one ONNX graph: ``python -m export.onnx``.
 
-    python -m export.onnx --model-dir RUN --output MODEL.onnx [--precision fp32|fp16|int8] [--image-size N] [--opset 17]
-                          [--batch-sizes 1,3] [--load-epoch E] [--open-vocabulary] [KEY VALUE ...]
-    python -m export.onnx --trainer ZeroshotCLIPDense --config-file configs/trainers/ZeroshotCLIPDense/rn50.yaml \\
-                          --dataset-config-file configs/datasets/voc2007.yaml --output zs.onnx
-
-The graph is the :class:`taidpt.networks.model.ImageScorer` the evaluation runs: input ``images`` float32
-``[N, 3, H, W]`` (preprocessed), outputs ``scores`` (merged), ``global_logits`` and
-``local_logits``, each ``[N, C]``, with a dynamic batch axis (:mod:`taidpt.export.tracing`).
-Preprocessing, class names and provenance go into ``metadata_props`` (:mod:`taidpt.serve.metadata`).
-
-Precision (``--precision``; ``--fp16`` is ``--precision fp16``): the fp32 graph is always traced and
-checked first; fp16 (float16 encoder) and int8 (static QDQ int8 encoder, activation ranges from
-``--calibration-images``, :mod:`taidpt.export.quantize`) are made from it and must pass a gate before
-they are written (:mod:`taidpt.export.reduced`, :mod:`taidpt.export.gate`). With
-``--gate-root DATA --gate-dataset-config-file YAML`` the merged mAP on that labelled set may drop by at
-most ``--max-map-drop`` points (0.5) from fp32's; without one, the outputs must agree with fp32's on
-images relative to the logits' range (``--max-relative-diff``, ``--min-top-k-agreement``), never by an
-absolute difference. A refused file is not written: one line says why, with both numbers, and the
-command exits 1. The precision goes into the metadata.
-
-Before reporting success the command checks the file with ``onnx.checker`` and runs it in
-onnxruntime (CPU) against PyTorch on preprocessed images at several batch sizes, printing the max
-abs difference of each output; for fp32 it exits 1 when that exceeds 1e-4 (``--tolerance``)
-(:mod:`taidpt.export.parity`). ``--open-vocabulary`` also writes the text model, the open image graph
-and the BPE vocabulary beside it and checks them (:mod:`taidpt.export.open_vocab`). Every file is
-written and checked in a staging folder beside the output and moved into place only afterwards, all
-with one export id (:mod:`taidpt.export.staging`). Installed, the same command is ``taidpt-export``.
+The command line and its order of work: trace and check the fp32 graph (:mod:`taidpt.export.tracing`,
+:mod:`taidpt.export.parity`), make and gate a reduced precision (:mod:`taidpt.export.reduced`) and add the
+open-vocabulary files (:mod:`taidpt.export.open_vocab`), all in one staging folder moved into place only when
+every check passed (:mod:`taidpt.export.staging`); then, with ``--label-free-thresholds``, calibrate the
+written file. See docs/deployment.md, section 1.
 """
 
 from __future__ import annotations
@@ -53,6 +31,7 @@ from taidpt.export.scorer_loading import load_scorer
 from taidpt.methods import DEFAULT_METHOD, get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
 from taidpt.serve.export_unit import new_export_id
+from taidpt.serve.open_vocab import OpenVocabError, parse_class_names
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, PRECISIONS, ModelMetadata, read_onnx_metadata
 from taidpt.utils.commands import prog_name
 
@@ -107,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainer", default="", help="TaIDPT, DualCoOp, CoOpMultiLabel or ZeroshotCLIPDense (default: the run's TRAINER.NAME)")
     p.add_argument("--config-file", action="append", default=[], help="extra yaml merged over the run's config")
     p.add_argument("--dataset-config-file", default="", help="dataset yaml (class names for the zero-shot model)")
-    p.add_argument("--classes", default="", help="class list name or file (zero-shot; must match a trained run)")
+    p.add_argument("--class-list", default="", help="the zero-shot model's classes: a built-in class list name "
+                                                    "(voc2007, coco2014, nuswide) or a class-list file")
+    p.add_argument("--classes", default="", help='the zero-shot model\'s classes, comma-separated: "cat,dog,zebra" '
+                                                 '(a trained run keeps its own)')
     p.add_argument("--open-vocabulary", action="store_true",
                    help="also write M.text.onnx (class names -> embeddings), M.open.onnx (images + embeddings -> scores) "
                         "and M.bpe.txt.gz, so that any class list can be scored (runs with generic contexts)")
@@ -204,6 +186,27 @@ def stage_and_check(args: argparse.Namespace, inputs: PrecisionInputs, loaded: A
     return report
 
 
+def zero_shot_classes(args: argparse.Namespace) -> str | list[str]:
+    """``--class-list NAME|FILE`` as given, or the names of ``--classes "a,b"``. The old ``--classes NAME|FILE``
+    (a built-in list or an existing file, no comma) still works, with a deprecation note."""
+    from taidpt.captions.classes import load_class_list
+
+    if args.classes and args.class_list:
+        raise ValueError("give --classes or --class-list, not both")
+    if args.class_list or not args.classes:
+        return args.class_list
+    if "," not in args.classes:
+        try:
+            load_class_list(args.classes)
+        except (ValueError, OSError):
+            pass
+        else:
+            print(f"note: --classes {args.classes} (a class list) is deprecated in export.onnx; use --class-list "
+                  f"(--classes is a comma-separated list of names in every command)", file=sys.stderr)
+            return args.classes
+    return parse_class_names(classes=args.classes) or []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -224,19 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print("note: --gate-*/--calibration-* are for --precision fp16/int8 (and --label-free-thresholds); "
                "ignored here")
     try:
+        classes = zero_shot_classes(args)
         if args.model_dir:
             Run(args.model_dir)
         elif get_method(args.trainer or DEFAULT_METHOD).trains_on:
             early = (f"exporting {args.trainer or DEFAULT_METHOD} needs --model-dir RUN (a train.py output directory with "
                      f"prompts)")
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OpenVocabError) as exc:
         early = str(exc)
     if early:
         print(f"error: {early}", file=sys.stderr)
         return 2
     try:
         loaded = load_scorer(args.model_dir or None, trainer=args.trainer, config_files=configs, opts=args.opts,
-                             load_epoch=args.load_epoch, image_size=args.image_size, classes=args.classes)
+                             load_epoch=args.load_epoch, image_size=args.image_size, classes=classes)
     except Exception as exc:  # noqa: BLE001 - every failure here is a user input problem; one line
         msg = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
         print(f"error: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)

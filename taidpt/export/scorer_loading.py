@@ -33,7 +33,7 @@ def load_scorer(
     opts: Sequence[str] = (),
     load_epoch: int | None = None,
     image_size: int | None = None,
-    classes: str = "",
+    classes: str | Sequence[str] = "",
 ) -> LoadedScorer:
     """Build the frozen scorer of a run (any trained method) or of an untrained method (the zero-shot
     baseline), on CPU in fp32, through :class:`taidpt.engine.run.Run`.
@@ -52,7 +52,7 @@ def load_scorer(
     cfg = (run.config(config_files, extra) if run is not None
            else assemble_config(get_cfg_default(), files=config_files, opts=extra))
     method = Run.method_of(cfg)
-    names = list(load_class_list(classes).names) if classes else None
+    names = (list(load_class_list(classes).names) if isinstance(classes, str) else list(classes)) if classes else None
     if run is not None:
         trained = run.load_model(cfg, load_epoch, classnames=names)
     elif method.trains_on:

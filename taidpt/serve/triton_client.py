@@ -1,26 +1,10 @@
-"""Query a TaI-DPT model served by Triton (a client example; needs ``pip install tritonclient[http]``).
+"""Query a TaI-DPT model served by Triton: ``python -m export.triton_client``, a client example.
 
-    tritonserver --model-repository DIR            # DIR written by python -m export.triton
-    python -m export.triton_client --url localhost:8000 --model taidpt --images photos/ [--protocol grpc]
-    # any class list (a repository written with --open-vocabulary; the vocabulary is the export's M.bpe.txt.gz)
-    python -m export.triton_client --model taidpt --images photos/ --classes "cat,zebra" --vocab M.bpe.txt.gz
-
-The client reads the model's preprocessing (image size, mean/std, interpolation), class names and
-stored per-class thresholds from the ``taidpt.*`` parameters that ``python -m export.triton`` put into
-``config.pbtxt`` (Triton's ONNX backend cannot apply thresholds itself), preprocesses each image with
-numpy + PIL exactly as evaluation does, sends batches of ``images`` and prints one JSON line per
-image, the rows of ``python -m export.batch_infer``: ``{"path", "scores": {class: logit},
-"confidence": {class: c or null}, "labels", "decision"}`` (or ``"error"``), labels decided by
-:mod:`taidpt.serve.decision` (``--threshold`` / ``--top-k`` override); paths are escaped as the other
-export tools write them (:mod:`taidpt.utils.pathtext`).
-With ``--classes`` / ``--class-list`` the names are put into the prompt template (the
-``<model>_text`` model's parameters), tokenized here (:mod:`taidpt.serve.tokenizer`, with the
-export's BPE vocabulary: ``--vocab``, copied into ``<model>_text/`` as ``bpe.txt.gz``), embedded once
-by ``<model>_text``, and every batch is scored by ``<model>_open`` with those embeddings; stored
-thresholds apply to the names that have one, top-k decides the others.
-``tritonclient`` is imported only when the client runs, so the rest of taidpt does not need it.
-
-This module must not import torch.
+It reads the model's preprocessing, class names and stored thresholds from the ``taidpt.*`` parameters of
+the served config (Triton's ONNX backend cannot apply thresholds), preprocesses as evaluation does, and
+prints the rows of ``python -m export.batch_infer``; ``--classes`` goes through the ``<model>_text`` and
+``<model>_open`` models of an open-vocabulary repository. ``tritonclient`` is imported only when the
+client runs, so nothing else needs it. See docs/deployment.md, section 6.
 """
 
 from __future__ import annotations
@@ -43,7 +27,7 @@ from taidpt.serve.predictor import load_image
 from taidpt.serve.metadata import EMBEDDING_NAMES, INPUT_NAME, TOKEN_IDS_NAME, MetadataError, ModelMetadata
 from taidpt.serve.open_vocab import CLASS_LIST_HELP, OpenVocabError, parse_class_names, prompts_for
 from taidpt.serve.result_log import json_row
-from taidpt.utils.commands import prog_name
+from taidpt.utils.commands import DeprecatedFlag, prog_name
 
 INSTALL_HINT = "pip install 'tritonclient[http]' (or [grpc])"
 
@@ -137,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score images with a TaI-DPT model served by Triton Inference Server.")
     p.add_argument("--url", default="localhost:8000", help="server address (8000: HTTP, 8001: gRPC)")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    p.add_argument("--model", default="taidpt", help="model name in the repository")
+    p.add_argument("--model-name", default="taidpt", help="model name in the repository")
+    p.add_argument("--model", dest="model_name", action=DeprecatedFlag, use="--model-name")
     p.add_argument("--images", required=True, help="a folder, a .txt list of paths, or a glob")
     p.add_argument("--batch-size", type=int, default=8, help="images per request")
     p.add_argument("--classes", default=None, help='score these class names, e.g. "cat,dog,zebra" (a repository '
@@ -158,20 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = client_module(args.protocol)
         client = module.InferenceServerClient(url=args.url)
-        if not client.is_model_ready(args.model):
-            raise TritonClientError(f"model {args.model!r} is not ready on {args.url}")
-        meta = served_metadata(client, args.model, args.protocol)
+        if not client.is_model_ready(args.model_name):
+            raise TritonClientError(f"model {args.model_name!r} is not ready on {args.url}")
+        meta = served_metadata(client, args.model_name, args.protocol)
         names = parse_class_names(args.classes, args.class_list)
         embeddings = None
         if names is not None:
             if not args.vocab:
                 raise TritonClientError("--classes and --class-list need --vocab M.bpe.txt.gz (the export's BPE "
                                         "vocabulary, also written into the repository's <model>_text/ folder)")
-            embeddings = embed_classes(client, module, args.model, args.protocol, names, args.vocab)
+            embeddings = embed_classes(client, module, args.model_name, args.protocol, names, args.vocab)
         decision = for_model(meta, classnames=names, threshold=args.threshold, top_k=args.top_k)
         paths, _ = image_source(args.images)
-        print(f"{args.model} on {args.url}: labels: {decision.text()}", file=sys.stderr)
-        for row in score_paths(client, module, args.model, meta, paths, batch_size=args.batch_size,
+        print(f"{args.model_name} on {args.url}: labels: {decision.text()}", file=sys.stderr)
+        for row in score_paths(client, module, args.model_name, meta, paths, batch_size=args.batch_size,
                                decision=decision, embeddings=embeddings):
             print(json.dumps(row))
     except (TritonClientError, MetadataError, InputError, DecisionError, OpenVocabError) as exc:

@@ -6,8 +6,10 @@ installed package; usage lines should show the one the user ran. Torch-free.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def prog_name(module_form: str) -> str:
@@ -16,4 +18,19 @@ def prog_name(module_form: str) -> str:
     return invoked if invoked.startswith("taidpt-") else module_form
 
 
-__all__ = ["prog_name"]
+class DeprecatedFlag(argparse.Action):
+    """An old spelling kept for one release: stores into the new flag's ``dest`` and prints one line
+    naming the flag to use (``add_argument("--old", dest=..., action=DeprecatedFlag, use="--new")``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, use: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.use = use
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"note: {option_string} is deprecated in {parser.prog}; use {self.use} (one meaning per flag "
+              f"across the taidpt commands)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+__all__ = ["DeprecatedFlag", "prog_name"]
