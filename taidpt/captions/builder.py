@@ -1,21 +1,11 @@
 """Caption corpora: labelled training sentences built from one caption file.
 
-TaI-DPT trains on sentences instead of images. A corpus is built from one
-caption file (read by :mod:`taidpt.captions.sources`), labelled with a
-:class:`~taidpt.captions.labelling.CaptionLabeller` (sentences that mention no class are
-dropped), and completed with 89 template sentences per class (:mod:`taidpt.captions.templates`).
-Sources:
-
-- ``"coco_captions"``: a COCO captions json, the source for the VOC2007 and COCO 2014 targets;
-  a :class:`~taidpt.captions.selection.CaptionSelection` says which of its captions are read.
-- ``"localized_narratives"``: OpenImages Localized Narratives jsonl, the
-  source for NUS-WIDE. By default, as in the reference, only the first 77
-  tokens of a narrative are labelled, each labelled narrative is assigned to its
-  rarest class (fewest labelled narratives) and at most 1000 are kept per class.
-- ``"text"``: any text file, one sentence per line.
-
-Built corpora can be cached on disk (json + npz, keyed by every setting;
-:mod:`taidpt.captions.corpus`).
+TaI-DPT trains on sentences instead of images. A corpus holds the sentences of one source
+(:data:`SOURCES`, read by :mod:`taidpt.captions.sources`) that mention a class, labelled by a
+:class:`~taidpt.captions.labelling.CaptionLabeller`, plus 89 template sentences per class
+(:mod:`taidpt.captions.templates`); it can be cached on disk, keyed by every setting
+(:mod:`taidpt.captions.corpus`). Each source has the reference's defaults (:func:`source_defaults`).
+See docs/datasets.md, "Captions".
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""Caption features computed once and reused every epoch, run and seed.
+"""Caption features computed once by the frozen text tower and reused every epoch, run and seed.
 
-The caption branch has no trainable part, so each caption's global (EOT) feature and the features of
-its tokens SOS .. EOT are computed once by the frozen text tower. They are stored ragged: ``tokens``
-concatenates every caption's token features and ``offsets[i]:offsets[i+1]`` selects caption ``i``.
-``token_mask`` (one bool per stored token) says which of them take part in the local softmax: the
-rule of the uncached path and of the reference is "token id != 0", which also leaves out a real
-token whose id is 0 (``!`` inside a word, e.g. ``"a dog !~"``), not only the padding. A batch is
-gathered and right-padded to its longest caption, with that mask, so the training step sees exactly
-what the uncached path computes.
-
-On disk (:meth:`CaptionFeatureStore.open_or_build`) the arrays are ``.npy`` files read through
-memory maps, so corpora larger than RAM stream from disk. The folder name is a hash of everything
-the features depend on (text-tower weights, captions, context length, dtype, format version); the
-build runs in fixed chunks and records its progress, so an interrupted build resumes where it
-stopped, and a finished cache is shared by every seed and run. A second process that wants the same
-folder waits for the first one's build (:class:`~taidpt.utils.runlock.FolderLock`).
+Each caption's global (EOT) feature and its token features SOS .. EOT are stored ragged (``tokens`` with
+``offsets``) as memory-mapped ``.npy`` files in a folder named by a hash of everything they depend on; an
+interrupted build resumes, and a second process waits for the first one's (:class:`CaptionFeatureStore`).
+``token_mask`` keeps the reference's rule "token id != 0", which also drops a real token with id 0 (``!``
+inside a word), so a cached batch is exactly what the uncached path computes.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
-"""Caption labelling: the classes a sentence mentions, read off its words.
+"""Caption labelling: the classes a sentence mentions, read off its lemmatized words.
 
-A sentence is lower-cased, tokenized and lemmatized (see :mod:`taidpt.captions.lemmatize`),
-then matched against the synonym lists of a :class:`~taidpt.captions.classes.ClassList`:
-
-1. Multi-word synonyms ("hot dog", "motor bike") are matched first, as whole
-   token sequences, longest first (by token count, then by characters, then
-   alphabetically, a fixed order where the reference iterated a Python set).
-   Each match sets its class and is removed from the sentence, so "a hot dog on
-   a plate" is labelled "hot dog" only and not also "dog".
-2. Then single words, whole tokens only. The space-free form of every
-   multi-word synonym counts as a single word ("motorbike" for "motor bike").
-
-Synonyms are matched as written against the lemmatized sentence, as in the
-reference: "two dogs" becomes "two dog" and matches "dog". Differences from the
-reference, which only matter in rare sentences: a removed phrase leaves a gap
-rather than joining its neighbours (the reference replaced " phrase " by " ",
-so removing a phrase could create a new match across it), and a phrase listed
-under two classes labels both (the reference kept the last class).
+Multi-word synonyms are matched first, longest first in a fixed order (the reference iterated a Python
+set), and each match is removed, so "a hot dog" is not also "dog"; then whole single words, including the
+space-free form of every multi-word synonym. Synonyms are matched as written against the lemmatized
+sentence ("two dogs" -> "two dog"). Unlike the reference, a removed phrase leaves a gap (no new match
+across it) and a phrase listed under two classes labels both. See docs/datasets.md, "Captions".
 """
 
 from __future__ import annotations

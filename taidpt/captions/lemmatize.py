@@ -1,28 +1,9 @@
-"""Tokenizing and lemmatizing captions for caption labelling, with two backends.
+"""Tokenizing and lemmatizing captions for caption labelling, with two backends sharing :func:`tokenize`.
 
-Caption labelling matches class synonyms against the *lemmatized* words of a
-sentence, so "two dogs" counts as "dog". Two backends do the lemmatizing:
-
-- ``"nltk"``: the reference recipe. NLTK's ``pos_tag`` tags every token, the
-  tag is mapped to a WordNet part of speech (J -> adjective, V -> verb,
-  N -> noun, R -> adverb, anything else -> noun) and ``WordNetLemmatizer``
-  lemmatizes with it. NLTK ships its tagger and WordNet as separate downloads
-  (``python -m nltk.downloader averaged_perceptron_tagger_eng wordnet``); the
-  backend exists only where they are installed.
-- ``"lemminflect"``: offline, its dictionary ships inside the ``lemminflect``
-  PyPI package. There is no tagger offline, so every token is lemmatized as a
-  noun: the dictionary's noun lemma (the shortest when there are several, as
-  WordNetLemmatizer picks), the token itself when the dictionary knows the word
-  only as another part of speech, and lemminflect's noun rules for words it does
-  not know ("frisbees" -> "frisbee"). Verbs therefore stay inflected ("sitting"
-  stays "sitting"); that is harmless for labelling because class synonyms are
-  nouns. The two backends can still disagree on some words: "leaves" is always
-  "leaf" here while the NLTK backend gives "leave" when it tags a verb, and
-  "men" becomes "man" here while WordNetLemmatizer keeps "men" (WordNet lists
-  "men" as a noun of its own, and of two equally short lemmas it keeps the
-  first), so the reference recipe does not label "two men" as a person.
-
-Both backends use the same tokenizer, :func:`tokenize`.
+``"nltk"`` is the reference recipe (POS tag -> WordNet lemmatizer); it exists only where NLTK's tagger and
+WordNet data are installed. ``"lemminflect"`` works offline but has no tagger, so every token is lemmatized
+as a noun: verbs stay inflected, which is harmless because class synonyms are nouns. The two disagree on a
+few words ("leaves", "men"): see docs/datasets.md, "Captions".
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Readers of the caption sources and of the id files that go with them.
 
-- COCO captions json (``captions_train2017.json``), the source for the VOC2007 and COCO 2014
-  targets: :func:`read_coco_captions`, which reads the captions a
-  :class:`~taidpt.captions.selection.CaptionSelection` picks. Caveat of the reference recipe:
-  COCO train2017 contains most val2014 images, the COCO 2014 test set, so their captions
-  describe test images; ``exclude_image_ids`` drops them (e.g.
-  ``read_coco_image_ids("instances_val2014.json")``).
-- a caption-id list (json, text or pickle; the reference's 118,287 ids): :func:`read_caption_ids`.
-- OpenImages Localized Narratives jsonl, the source for NUS-WIDE: :func:`read_localized_narratives`.
-- any text file, one sentence per line: :func:`read_text_file`.
-
-Each reader returns the sentences in file order and, given a ``stats`` dict, records what it
-counted (sentences read, blank, excluded, undecodable).
+COCO captions json (:func:`read_coco_captions`, the captions a
+:class:`~taidpt.captions.selection.CaptionSelection` picks; ``exclude_image_ids`` drops test images'
+captions), caption-id lists (:func:`read_caption_ids`), Localized Narratives jsonl
+(:func:`read_localized_narratives`) and plain text (:func:`read_text_file`). Each returns the sentences
+in file order and, given a ``stats`` dict, records what it counted (read, blank, excluded, undecodable).
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""Global and dense image features from CLIP's image tower.
+"""Global and dense image features from CLIP's image tower (ResNet: the reference's backbones; ViT: beyond it).
 
-ResNet CLIP (the reference's backbones): the trunk runs to the last feature map; the *global*
-feature is the attention pool's output for the mean token, computed with or without the positional
-embedding (TaI-DPT switches it off, the zero-shot baseline keeps it); the *dense* features apply
-the pool's value projection and then its output projection to every spatial vector (no q/k
-attention, no positional embedding), as DenseCLIP/MaskCLIP do.
-
-ViT CLIP (beyond the reference): the global feature is the normal image embedding; dense features
-take the value path of the last block for every patch token (``out_proj(v_proj(ln_1(x)))``, no
-residual, no MLP), then ``ln_post`` and the projection. This is MaskCLIP's choice without its
-residual, which keeps locations from collapsing onto the class token.
-
-Positional embeddings are interpolated (bicubic) when the input is not the model's native size.
-For the ResNet pool the interpolation follows the reference exactly (scale factor
-``(side + 0.1) / native_side``) so numbers match it at 448 px.
+ResNet: the global feature is the attention pool's output with or without its positional embedding; dense
+features apply the pool's value and output projections to every location (DenseCLIP/MaskCLIP). ViT: dense
+features take the last block's value path per patch, without residual or MLP. Positional embeddings are
+interpolated for other input sizes with the reference's scale factor, so numbers match it at 448 px.
+The computation: docs/method.md.
 """
 
 from __future__ import annotations

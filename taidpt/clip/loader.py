@@ -1,23 +1,11 @@
 """Build a frozen CLIP model (open_clip classes) from a backbone name and a weights source.
 
-Weights sources (``MODEL.BACKBONE.PRETRAINED``):
-
-* ``""`` / ``"none"`` / ``"random"``: random initialisation of the named architecture. Logged
-  loudly because every number it produces is chance level.
-* an open_clip pretrained tag such as ``"openai"``: taken from the Hugging Face hub cache when it
-  is there (no network access at all), else downloaded. Without network (or with
-  ``HF_HUB_OFFLINE`` set) and no cached copy, one quick check fails with one
-  :class:`ClipLoadError` line that says to pass a local file instead. The tag's activation
-  (QuickGELU for OpenAI's weights) is applied. Resolved by :mod:`taidpt.clip.pretrained`.
-* a path to a local file: a TorchScript archive (OpenAI's released ``RN50.pt``), a plain state
-  dict (``.pt``/``.pth``/``.bin``, loaded with ``weights_only=True``), or ``.safetensors``.
-  TorchScript archives are read by :mod:`taidpt.clip.torchscript_weights` without running their code;
-  ``torch.jit.load`` (which runs it) is used only with ``allow_torchscript_code=True``.
-  OpenAI-format state dicts (``text_projection`` at the top level) are rebuilt with every
-  architecture size inferred from the tensors, so a small RN-style CLIP saved in OpenAI format
-  loads without a config. open_clip-format state dicts are loaded into the named architecture.
-  A checkpoint ``{"model_cfg": {...}, "state_dict": {...}}`` (what ``taidpt.demo`` writes)
-  carries its own open_clip config.
+``MODEL.BACKBONE.PRETRAINED`` is ``""`` / ``"none"`` / ``"random"`` (random weights, logged loudly), an
+open_clip tag (:mod:`taidpt.clip.pretrained`) or a local file: a TorchScript archive (read as data by
+:mod:`taidpt.clip.torchscript_weights` unless ``allow_torchscript_code``), a state dict or ``.safetensors``.
+OpenAI-format state dicts are rebuilt with every size inferred from the tensors; a
+``{"model_cfg", "state_dict"}`` checkpoint (what :mod:`taidpt.demo` writes) carries its own config.
+See docs/training.md, "CLIP weights", and docs/robustness.md, "Weights files".
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """CLIP's text tower over token ids or token embeddings, with per-position outputs.
 
-TaI-DPT needs two things the stock ``encode_text`` does not give: prompts enter as *embeddings*
-(learned context vectors spliced between token embeddings), and captions must yield the projected
-feature of *every* position (the "dense" text features that stand in for image locations).
-
-The transformer is causal, so the features of positions ``0..k`` do not depend on anything after
-``k``. :meth:`TextTower.forward` therefore accepts sequences shorter than the context length; cutting
-a batch to its longest real sequence gives the same features as running at 77 tokens.
+TaI-DPT needs what the stock ``encode_text`` does not give: prompts entering as *embeddings* (learned
+contexts spliced between token embeddings), and the projected feature of *every* caption position (the
+dense text features that stand in for image locations). The transformer is causal, so
+:meth:`TextTower.forward` accepts sequences cut to the batch's longest real one: the features are those
+of a run at 77 tokens.
 """
 
 from __future__ import annotations

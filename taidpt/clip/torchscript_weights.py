@@ -1,21 +1,11 @@
 """Read the parameters and buffers of a TorchScript archive without running any of its code.
 
-``torch.jit.load`` compiles and runs the code an archive carries (a module's ``__setstate__`` runs at
-load time and can, for example, write files). OpenAI's released CLIP ``.pt`` files are TorchScript
-archives, so their weights are read here from the archive's parts instead:
-
-* ``<top>/data.pkl``: the module tree, a pickle whose classes are TorchScript's (``__torch__.*``).
-  It is read with :func:`taidpt.utils.safe_pickle.load_restricted`: every TorchScript class becomes an
-  inert stand-in, tensors are rebuilt by this module's own functions from their storage records,
-  and any other name (``os.system``, ``builtins.open``, ...) is refused.
-* ``<top>/data/<key>``: the raw bytes of each storage; persistent ids in ``data.pkl`` are
-  ``('storage', torch.HalfStorage, key, location, numel)``.
-* ``<top>/code/**.py``: the classes' source, read as text and never run, only for each module
-  class's ``__parameters__`` / ``__buffers__`` lists, so the names returned are those of
-  ``torch.jit.load(path).state_dict()`` (a plain tensor attribute is not part of it).
-
-``<top>`` is whatever folder name the writer chose (``archive``, or the saved file's stem as in
-OpenAI's files written by torch 1.7). Archives written by torch 1.6 and later use this layout.
+``torch.jit.load`` runs the code an archive carries (a ``__setstate__`` can write files), and OpenAI's
+released CLIP ``.pt`` files are TorchScript archives. Here ``<top>/data.pkl`` is unpickled with
+:func:`taidpt.utils.safe_pickle.load_restricted` (TorchScript classes become inert stand-ins, tensors are
+rebuilt from the raw ``<top>/data/<key>`` storages, any other name is refused), and ``<top>/code/`` is read
+as text only for the ``__parameters__`` / ``__buffers__`` lists, so the names are those of
+``state_dict()``. ``<top>`` is whatever folder the writer chose. See docs/robustness.md, "Weights files".
 """
 
 from __future__ import annotations

@@ -1,40 +1,10 @@
-"""The offline demo end to end: pretrain a small CLIP, then zero-shot CLIP vs TaI-DPT on shapes.
+"""The offline demo end to end (``python -m taidpt.demo``): pretrain a small CLIP, then zero-shot vs TaI-DPT.
 
-``python -m taidpt.demo --out DIR``:
-
-1. writes ``DIR/data``: held-out test images (``generate_images``, stream ``STREAM_IMAGES``) in the
-   real VOC2007 layout with the 14 shape classes, and ``DIR/data/captions.txt``, a caption corpus
-   from its own stream (``generate_captions``): no image is seen during prompt tuning;
-2. gets the demo CLIP pretrained on (image, caption) pairs of a third stream, from the cache or by
-   pretraining it (``taidpt.demo.pretrain``);
-3. runs the zero-shot baseline once and TaI-DPT once per prompt seed through the real CLI path:
-   the argument list of ``train.py`` is parsed by ``taidpt.engine.cli`` and the config assembled by
-   ``taidpt.engine.cli.setup_cfg`` (dataset yaml -> method yaml -> flags -> KEY VALUE pairs), then
-   ``taidpt.engine.session.run`` executes it, exactly what ``train.py`` does without Dassl;
-4. prints a table (mean ± sample std over prompt seeds), writes ``DIR/summary.json`` with every
-   number and ``DIR/per_class_ap.png`` (per-class AP, zero-shot merged vs TaI-DPT merged); the table
-   and the chart are drawn by ``taidpt.demo.report``.
-
-``quick=True`` shrinks every stage for a smoke run; its numbers are labelled as not the measured
-setting.
-
-Cost on 2 CPU cores (measured): pool generation ~22 s, pretraining 1400 steps at 0.19-0.24 s/step
-(4.5-5.6 min), zero-shot ~1 s, TaI-DPT ~21-28 s per prompt seed; 7.4 min cold in all, ~90 s with
-the CLIP cached, ~10 s for an identical rerun into the same directory (the runner resumes the saved
-prompts; runs made with other settings are deleted first). When another process holds one of
-the two cores a pretraining step takes 0.4-0.55 s (10-13 min cold). ``python -m taidpt.demo`` sets
-``OMP_WAIT_POLICY=PASSIVE`` (see ``__main__``) because spinning OpenMP threads made that case
-another 10x slower.
-
-Measured (held-out test images, prompt seeds 1-3, mean ± sample std):
-
-==============  =====================  =========  ==========  ===============
-pretrain seed   zero-shot g / l / m    TaI (g)    local       TaI-DPT (m)
-==============  =====================  =========  ==========  ===============
-0               76.9 / 58.3 / 78.0     86.4±0.3   92.8±0.7    92.4±0.1
-1               77.6 / 62.8 / 80.3     85.6±0.4   91.9±0.7    91.5±0.4
-2               78.3 / 75.2 / 85.1     86.9±0.1   94.5±0.4    93.4±0.2
-==============  =====================  =========  ==========  ===============
+Test images, the caption corpus and the CLIP's pretraining pairs come from three disjoint random streams,
+so no test image is seen during pretraining or prompt tuning. The zero-shot baseline and TaI-DPT (once per
+prompt seed) run through train.py's own path (``taidpt.engine.cli`` then ``taidpt.engine.session.run``);
+the table and chart come from :mod:`taidpt.demo.report`. ``quick=True`` is a smoke run, labelled as not
+the measured setting. Cost and measured numbers: docs/demo.md and the README.
 """
 
 from __future__ import annotations

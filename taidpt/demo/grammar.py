@@ -1,13 +1,9 @@
 """Captions of demo scenes: a small grammar over the shapes' synonym lists.
 
-Captions come from a small grammar: openers ("a photo of", ...), counts for repeated shapes
-("two stars", "a pair of crosses"), spatial relations computed from the real positions, optional
-size/colour adjectives, synonyms (including multi-word ones such as "half circle") and distractor
-phrases. Colour is mentioned rarely on purpose: when captions often name colours the small CLIP
-learns a colour shortcut and every method falls to near chance (observed while building the demo).
-
-Synonym lists come from the bundled class file (``world.CLASS_FILE``) or any class list given to
-``load_synonyms``; the caption labeller reads captions through the same lists.
+Openers, counts ("two stars"), spatial relations from the real positions, optional adjectives, synonyms
+(multi-word ones too) and distractor phrases. Colour is mentioned rarely on purpose: when captions often
+name colours the small CLIP learns a colour shortcut and every method falls to near chance. Synonyms come
+from ``world.CLASS_FILE`` or any list given to ``load_synonyms``, the lists the caption labeller reads.
 """
 
 from __future__ import annotations

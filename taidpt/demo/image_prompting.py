@@ -1,20 +1,9 @@
 """Offline demo of the paper's second claim: TaI-DPT adds to prompts learned from labelled images.
 
-    python -m taidpt.demo.image_prompting --out DIR [--proportions 0.1 0.5] [--shots 1 4 16]
-        [--rates 0.5 0.9] [--n-train 1000] [--seed 1] [--pretrain-seed 0]
-
-1. runs the TaI-DPT demo (:func:`taidpt.demo.experiment.run_demo`, one prompt seed): the test
-   images, the caption corpus, the cached demo CLIP, zero-shot CLIP and TaI-DPT (whose test step
-   writes ``predictions.npz``);
-2. writes ``n_train`` labelled training images, generated from a data seed disjoint from the test
-   images', as the VOC ``trainval`` split next to the test split;
-3. trains DualCoOp on each partial-label proportion and few-shot CoOp on each k-shot sample of
-   that split, through train.py's code path (``configs/trainers/{DualCoOp,CoOpMultiLabel}/demo.yaml``);
-4. ensembles each image-prompting run with TaI-DPT (:mod:`taidpt.evaluation.ensemble`) at each fixed rate,
-   prints the table and writes ``DIR/image_prompting.json``.
-
-Every setting (learning rates, epochs, the rates) is fixed in advance; nothing is chosen on the
-test images, so the ensemble rows are reported at every rate given, not at the best one.
+``python -m taidpt.demo.image_prompting`` runs the TaI-DPT demo with one prompt seed, writes labelled
+training images from a data seed disjoint from the test images', trains DualCoOp (partial labels) and
+few-shot CoOp on them through train.py's path, and ensembles each with TaI-DPT at every given rate. Every
+setting is fixed in advance; nothing is chosen on the test images. See docs/image-prompting.md, "Offline".
 """
 
 from __future__ import annotations

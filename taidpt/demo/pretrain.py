@@ -1,18 +1,10 @@
 """Contrastive pretraining of the demo's small CLIP on generated (image, caption) pairs.
 
-The demo must run where no pretrained CLIP weights can be downloaded, so it pretrains its own
-CLIP: open_clip's ``CLIP`` with a ModifiedResNet image tower (a 2x2 dense map at 64 px, so
-TaI-DPT's local branch has real locations) and a 3-layer text transformer, trained with InfoNCE
-on a pool of procedural scenes and their captions (``taidpt.demo.scenes.generate_pairs``,
-stream ``STREAM_PAIRS``; the demo's test images and prompt-tuning captions come from other
-streams and are never seen here).
-
-Everything is deterministic for a seed: a fixed step count (never a time budget), a fixed torch
-thread count, ``torch.manual_seed`` for the initialisation and a numpy ``Generator`` for the
-batch order (:func:`taidpt.utils.seeding.seed_demo_clip_init`, ``demo_pretraining_order_rng``). The result is saved as ``{"model_cfg", "state_dict", "meta"}``, which
-``taidpt.clip.loader.load_clip`` reads with ``weights_only=True`` (source "taidpt"), and cached
-under the user cache directory by :func:`cached_demo_clip`, keyed by the settings, the recipe
-version and a digest of the scene generator.
+The demo must run where no pretrained weights can be downloaded, so it pretrains open_clip's ``CLIP`` with a
+ModifiedResNet tower (a 2x2 dense map at 64 px, so the local branch has real locations) on its own stream
+of scenes. It is deterministic for a seed: a fixed step count (never a time budget), a fixed thread count
+and seeded generators (:mod:`taidpt.utils.seeding`). The weights are cached by :func:`cached_demo_clip`,
+keyed by the settings, the recipe version and a digest of the scene generator.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """The demo's three datasets, one random stream each, and the public face of the demo world.
 
-``generate_pairs`` (CLIP pretraining, stream ``STREAM_PAIRS``), ``generate_captions`` (prompt
-tuning, ``STREAM_CAPTIONS``) and ``generate_images`` (held-out test images, ``STREAM_IMAGES``)
-draw each item from its own generator (:func:`taidpt.utils.seeding.demo_item_rng`): a scene
-(``world.sample_scene``), then its image (``rendering.render_scene``) and/or its caption
-(``grammar``), in that order, so an item is fixed by (seed, stream, index). ``code_digest``
-fingerprints the source of all of them and of that generator's recipe, for the caches that hold
-generated data (the pretrained CLIP, the demo's data folder).
-
-The world's public names (classes, scenes, rendering, captions) are re-exported here, so
-``taidpt.demo.scenes`` stays the one import for users of the world.
+``generate_pairs`` (CLIP pretraining), ``generate_captions`` (prompt tuning) and ``generate_images`` (test
+images) draw item ``i`` from its own generator (:func:`taidpt.utils.seeding.demo_item_rng`): scene, then
+image and/or caption, so an item is fixed by (seed, stream, index). ``code_digest`` fingerprints the
+generator's source for the caches of generated data. The world's public names are re-exported here.
 """
 
 from __future__ import annotations

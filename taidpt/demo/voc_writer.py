@@ -1,15 +1,9 @@
 """Write generated images in the real PASCAL VOC2007 layout, and caption corpora as text files.
 
-The demo evaluates on generated images through the same reader as the real VOC2007 test set, so
-the files written here follow the VOC devkit exactly:
-
-- ``root/VOCdevkit/VOC2007/JPEGImages/<id>.jpg`` (JPEG quality 95),
-- ``root/VOCdevkit/VOC2007/ImageSets/Main/<split>.txt``: one six-digit id per line,
-- ``root/VOCdevkit/VOC2007/ImageSets/Main/<cls>_<split>.txt``: lines ``"<id> <label>"`` with the
-  label right-aligned in two characters, as in VOC (``"000001  1"``, ``"000001 -1"``).
-
-The class names are the caller's (the demo's 14 shapes, or any other list): a reader must then be
-given the same class list, since VOC readers default to the 20 VOC categories.
+The demo's test images go through the same reader as the real VOC2007 test set, so the files follow the
+devkit exactly (``JPEGImages``, ``ImageSets/Main/<split>.txt`` and ``<cls>_<split>.txt``). The class names
+are the caller's: a reader must be given the same class list, since VOC readers default to the 20 VOC
+categories.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
 """The demo world's vocabulary and its scene sampler: 14 shape classes, colours, themes, scenes.
 
-The demo of the project needs an "offline world": images with multi-hot labels and natural
-sentences about such images, so that a small CLIP can be pretrained on (image, caption) pairs and
-TaI-DPT can then be prompt-tuned on captions only and tested on held-out images. This module holds
-what a scene *is*; ``rendering`` draws scenes, ``grammar`` describes them, ``scenes`` generates the
-demo's datasets from them.
-
-Scenes hold 1-3 objects drawn from 14 shape classes; 70% of scenes draw their shapes from one of 5
-co-occurrence themes, so the label distribution has structure, as in real data. Each object has a
-jittered colour, a position, a size and a rotation.
-
-Determinism and disjoint streams: item ``i`` of a generator call uses its own
-``numpy.random.Generator`` (:func:`taidpt.utils.seeding.demo_item_rng`), keyed by
-``(seed, stream, i)`` with spawn keys, where ``stream`` is fixed per purpose (pretraining pairs,
-prompt-tuning captions, test images). Streams with different spawn keys are statistically
-independent, so for any seed the test images are not drawn from the pretraining pool, and item
-``i`` does not depend on ``n`` (a longer call extends a shorter one).
+A scene holds 1-3 objects (jittered colour, position, size, rotation); 70% draw their shapes from one of 5
+co-occurrence themes, so labels have structure as in real data. ``rendering`` draws scenes, ``grammar``
+describes them, ``scenes`` generates the datasets. Item ``i`` uses its own generator keyed by
+``(seed, stream, i)`` with spawn keys, one stream per purpose: streams are independent, so test images
+never come from the pretraining pool, and item ``i`` does not depend on how many items are drawn.
 """
 
 from __future__ import annotations

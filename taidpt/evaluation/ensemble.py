@@ -1,19 +1,9 @@
 """Ensemble a TaI-DPT run with an image-prompting run (the paper's "TaI-DPT + DualCoOp / CoOp").
 
-    python -m taidpt.evaluation.ensemble --runs RUN_TAIDPT RUN_IMAGES --rate 0.9 --output OUT
-
-Each run's ``predictions.npz`` (written by its test step) gives a score matrix [N, C] (its
-headline ``scores``: TaI-DPT's merged score, DualCoOp's local score, CoOp's global score). Each
-matrix is min-max normalised over all its entries, ``(s - min) / (max - min)``, and the two are
-combined as ``(1 - rate) * taidpt + rate * images``: ``rate`` weighs the *second* run, as in the
-reference's ``ensemble_score.py`` (which uses 0.9 with DualCoOp on partial labels). Rows are
-matched by image path, so both runs must have scored the same test images (with the same labels
-and classes).
-
-Writes ``OUT/ensemble.json`` (mAP of each run and of the ensemble, per-class AP, the rate, the
-sources) and ``OUT/ensemble_predictions.npz`` (no pickle): ``scores_a`` and ``scores_b`` (each run's
-raw scores, rows aligned), ``normalized_a``, ``normalized_b``, ``ensemble`` [N, C] float32,
-``targets`` [N, C] int8, ``paths`` [N] and ``classnames`` [C] strings, ``rate``.
+Each run's ``predictions.npz`` headline ``scores`` are min-max normalised over the whole matrix and combined
+as ``(1 - rate) * first + rate * second``: ``rate`` weighs the *second* run, as in the reference's
+``ensemble_score.py``. Rows are matched by image path, so both runs must have scored the same test images.
+Command and output files: docs/image-prompting.md, "Predictions and ensembling".
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
-"""Multi-label evaluation metrics (numpy only, no torch).
+"""Multi-label evaluation metrics (numpy only): AP/mAP, CP/CR/CF1 and OP/OR/OF1.
 
-Target convention everywhere: an int array ``[N, C]`` with 1 = positive, 0 = negative and
--1 = ignored (e.g. VOC "difficult" objects under the official protocol). Ignored entries take no
-part in any count: they are neither positives nor negatives.
-
-* AP is the non-interpolated average precision over the distinct score thresholds: with
-  precision P_n and recall R_n of "score >= n-th highest distinct score",
-  AP = sum_n (R_n - R_{n-1}) P_n. Tied scores form one threshold step, so AP does not depend on
-  the order of the rows; without ties it is the precision at each positive's rank averaged over
-  the positives. This is what ``sklearn.metrics.average_precision_score`` computes.
-* mAP is the mean AP over the scorable classes, in percent: a class without a positive has no
-  defined AP, and a class without a negative scores 100 whatever the model does, so both are left
-  out and named (see :func:`excluded_classes`).
-* CP/CR/CF1 and OP/OR/OF1 follow the ML-GCN convention (see :func:`multilabel_prf`).
-
-The reference implementation treats every non-positive label as negative; pass targets with -1
-to get the official VOC protocol instead. This module must never import torch.
+Targets are an int array ``[N, C]``: 1 positive, 0 negative, -1 ignored (e.g. VOC "difficult" under the
+official protocol), which counts neither way; the reference treats every non-positive as negative. AP is
+non-interpolated over the distinct score thresholds, so tied scores form one step (sklearn's definition);
+classes without a positive or without a negative are left out of mAP and named (:func:`excluded_classes`).
+See docs/datasets.md, "How mAP is computed".
 """
 
 from __future__ import annotations

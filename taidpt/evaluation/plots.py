@@ -1,19 +1,8 @@
 """Precision-recall curves and per-class AP bars of a run, drawn from its ``predictions.npz``.
 
-    python -m taidpt.evaluation.plots RUN [--out DIR] [--score merged|global|local] [--classes a,b,...]
-
-``RUN`` is a run folder (or a ``predictions.npz`` file); the PNGs go to ``DIR`` (default: the folder
-holding the predictions):
-
-* ``pr_curves.png``: one small precision-recall plot per class (up to :data:`GRID_MAX` classes), or
-  one plot with the :data:`EXTREMES` best and worst classes by AP when there are more;
-* ``per_class_ap.png``: AP of every class, sorted, with the run's mAP as a line.
-
-The curves use :func:`taidpt.evaluation.metrics.precision_recall_curve`, the thresholds AP is defined over
-(tied scores are one step, ignored labels dropped), drawn as steps: the area under each curve is
-the class's AP. ``merged`` is ``merge_rate * global + (1 - merge_rate) * local`` with the run's
-rate, as ``results.json`` computes it. Classes left out of mAP (no positive or no negative label)
-are skipped and listed under the figures and on stdout.
+``python -m taidpt.evaluation.plots RUN`` writes ``pr_curves.png`` and ``per_class_ap.png``. The curves use
+:func:`taidpt.evaluation.metrics.precision_recall_curve`, the thresholds AP is defined over, drawn as steps,
+so the area under each curve is the class's AP. Options and figures: docs/training.md, "Watching a run".
 """
 
 from __future__ import annotations

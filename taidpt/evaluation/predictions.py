@@ -1,24 +1,8 @@
 """``predictions.npz``: the test-set scores of a run, in a safe format (numpy ``.npz``, no pickle).
 
-Every trainer's test step writes ``RUN/predictions.npz`` next to ``results.json``, so runs can be
-compared or ensembled (``python -m taidpt.evaluation.ensemble``) without re-running the model. Arrays:
-
-==============  ==============  ===========================================================
-key             shape / dtype   meaning
-==============  ==============  ===========================================================
-``scores``      [N, C] float32  the run's headline score: ``merge_rate * global + (1 -
-                                merge_rate) * local`` (TaI-DPT: merged; DualCoOp: local;
-                                CoOp: global)
-``global``      [N, C] float32  global logits
-``local``       [N, C] float32  local logits (equal to ``global`` for a single-score model)
-``targets``     [N, C] int8     1 positive, 0 negative, -1 ignored (the evaluation's labels)
-``paths``       [N] str         image files, in row order (unreadable images are left out)
-``classnames``  [C] str         class names, in column order
-``merge_rate``  float64         the rate used for ``scores``
-``trainer``     str             the trainer that produced the run
-==============  ==============  ===========================================================
-
-Read it with ``numpy.load(path, allow_pickle=False)`` or :func:`load_predictions`.
+Every trainer's test step writes ``RUN/predictions.npz`` beside ``results.json``, so runs can be compared or
+ensembled without re-running the model. Read it with :func:`load_predictions` or
+``numpy.load(path, allow_pickle=False)``. The arrays: docs/image-prompting.md, "Predictions and ensembling".
 """
 
 from __future__ import annotations
@@ -43,7 +27,7 @@ PREDICTIONS_FILE = "predictions.npz"
 
 @dataclass
 class Predictions:
-    """The arrays of one ``predictions.npz`` (see the module docstring)."""
+    """The arrays of one ``predictions.npz`` (listed in docs/image-prompting.md)."""
 
     scores: np.ndarray
     global_: np.ndarray

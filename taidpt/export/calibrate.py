@@ -1,28 +1,9 @@
-"""Choose per-class decision thresholds for an exported model and store them in its metadata.
+"""Choose per-class decision thresholds for an exported model and store them in it (``export.calibrate``).
 
-    # labelled: the F1-optimal threshold of each class on a labelled split that is not the test split
-    python -m export.calibrate --model MODEL.onnx --labelled-split trainval \\
-        --dataset-config-file configs/datasets/voc2007.yaml --root DATA [--output CALIBRATED.onnx] [KEY VALUE ...]
-    # label-free: each class predicted on as many unlabelled images as the run's captions name it
-    python -m export.calibrate --model MODEL.onnx --unlabelled-images DIR|LIST.txt|GLOB --model-dir RUN \\
-        [--root DATA] [--output CALIBRATED.onnx] [KEY VALUE ...]
-
-The images are scored with the model itself (onnxruntime, the model's own preprocessing: the
-numbers serving will see), thresholds are chosen by :mod:`taidpt.export.thresholds`, and the model's
-``taidpt.thresholds`` / ``taidpt.calibration`` metadata are rewritten atomically, graph untouched
-(:mod:`taidpt.export.threshold_store`). ``python -m export.infer``, ``export.batch_infer`` and the
-Triton client then label by them (:mod:`taidpt.serve.decision`). A class whose support is below
-:data:`~taidpt.export.thresholds.MIN_SUPPORT` (positive images in the labelled split; expected
-positives, caption rate x images, label-free) gets no threshold and is decided by top-k; the table
-says why. When no class reaches it the command refuses and leaves the model unchanged. The number of
-images and every class's support are stored with the thresholds.
-
-The labelled split is refused when it is the split the test numbers are reported on
-(:func:`taidpt.export.calibration_data.labelled_split`). The label-free way uses no label at all:
-the target rates are the frequencies of the classes among the run's caption sentences (templates
-left out), the method's own text-as-image assumption. Prints a per-class table; ``--report`` also
-writes it as JSON. The labelled way imports no torch; the label-free way opens the run folder through
-:class:`taidpt.engine.run.Run`, the one reader of runs, which needs torch installed.
+Labelled (F1-optimal on a split that is not the test split) or label-free (each class predicted as often as
+the run's captions name it); the images are scored by the model itself, so the thresholds fit the numbers
+serving sees. A class below :data:`~taidpt.export.thresholds.MIN_SUPPORT` gets none and is decided by top-k.
+The labelled way runs without torch. See docs/deployment.md, section 7.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""What ``python -m export.calibrate`` calibrates on: a labelled split that is not the test split, or
-the caption frequencies of a run (for unlabelled images).
+"""What ``python -m export.calibrate`` calibrates on, and the one rule for unreadable calibration images.
 
-* :func:`labelled_split` reads another split of the dataset with the same readers as the test set
-  (``DATASET.TEST_SPLIT`` set to the calibration split, as :func:`taidpt.images.train_data.load_train_set`
-  reads training splits) and refuses it when it *is* the split the numbers are reported on: same
-  split name, same image set, or any image in common with the test set.
-* :func:`caption_frequencies` rebuilds a run's caption corpus from its ``config.yaml`` exactly as
-  training did (:func:`taidpt.images.registry.load_caption_corpus`, the cached corpus when there is
-  one) and returns each class's frequency among the *caption* sentences (the template sentences,
-  added per class, are left out: they say nothing about how often a class occurs).
-* :func:`check_readable` is the one rule for unreadable calibration images (int8 activation ranges,
-  thresholds): they are skipped and counted in one warning line, and the images are refused only
-  when none or fewer than half of them can be read. :func:`readable_batch` loads images by it.
-
-No torch is imported.
+:func:`labelled_split` reads another split with the test-set readers and refuses it when it *is* the split
+the numbers are reported on (same name, same images, or any image shared). :func:`caption_frequencies`
+rebuilds a run's caption corpus as training did and returns each class's frequency among the caption
+sentences, template sentences left out. :func:`check_readable` skips and counts unreadable images and
+refuses only when fewer than half can be read.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """The gate a reduced-precision export (fp16, int8) must pass before ``python -m export.onnx`` writes it.
 
-The reduced ONNX file is compared with the fp32 one it was made from (which the parity check has
-already matched to PyTorch), both in onnxruntime on the CPU:
-
-* with a labelled set (``--gate-root DATA --gate-dataset-config-file YAML``): the merged mAP of both
-  on its images, read and scored exactly as ``python -m export.evaluate`` does; the file is refused
-  when it loses more than ``--max-map-drop`` points (default 0.5). This is the gate that matters:
-  it measures the task.
-* without one: agreement on images (the parity images, else the calibration images, else synthetic
-  ones), measured relative to the scale of the logits, never as an absolute difference: a logit
-  scale of 100 makes 1e-2 noise, a scale of 0.01 makes 1e-2 a different ranking. Two numbers: for
-  each output, the max abs difference divided by the range (max - min) of the fp32 output over the
-  images and classes; and the mean share of each image's top-k classes (by merged score) that both
-  models agree on.
+The reduced file is compared with the fp32 one, both in onnxruntime on the CPU: with a labelled set, by the
+merged mAP it loses (``--max-map-drop``); without one, by agreement on images measured relative to the
+scale of the logits, never as an absolute difference (a scale of 100 makes 1e-2 noise, a scale of 0.01
+makes it a different ranking). See docs/deployment.md, "Precision ladder".
 """
 
 from __future__ import annotations

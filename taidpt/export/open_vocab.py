@@ -1,25 +1,10 @@
 """``python -m export.onnx --open-vocabulary``: the files that let a deployment score any class list.
 
-Beside ``M.onnx`` (unchanged: images in, the trained classes' scores out) the export writes
-
-* ``M.text.onnx``: ``token_ids`` int64 ``[C, L]`` (each class name put into the prompt template and
-  tokenized; ``L`` is CLIP's context length) -> ``text_global`` and ``text_local`` float32 ``[C, D]``,
-  L2-normalised as the scorer uses them. The learned contexts are constants in it; it is always fp32
-  (it runs once per class list);
-* ``M.open.onnx``: ``images`` ``[N, 3, H, W]`` plus ``text_global`` and ``text_local`` ``[C, D]`` ->
-  ``scores``, ``global_logits``, ``local_logits`` ``[N, C]``, dynamic ``N`` and ``C``. The embeddings
-  are required inputs, not initializers with defaults: TensorRT's parser freezes initializers into
-  weights, so optional inputs would not survive an engine build. Same precision as ``M.onnx``;
-* ``M.bpe.txt.gz``: a copy of CLIP's BPE merge list, read by the torch-free tokenizer
-  (:mod:`taidpt.serve.tokenizer`), so serving needs no open_clip.
-
-``M.onnx``'s metadata names the three files (``taidpt.text_model``, ``taidpt.open_model``,
-``taidpt.bpe_vocab``), the prompt template, the context length and the vocabulary's sha256
-(``taidpt.bpe_sha256``); the companions carry the same metadata, the export id included, so that
-serving refuses files of different exports used together (:mod:`taidpt.serve.export_unit`). Before success is reported, two checks run through the serving code
-(:class:`taidpt.serve.open_vocab.OpenVocabModel`): the text model's embeddings of class names the run
-never saw equal PyTorch's (a model built for those names with the run's learned contexts), and the
-open graph fed the trained names' embeddings gives ``M.onnx``'s outputs; both within 1e-5.
+Beside ``M.onnx`` it writes the text model ``M.text.onnx``, the open image graph ``M.open.onnx`` (the class
+embeddings are required inputs, not initializers: TensorRT would freeze those into weights) and the BPE
+vocabulary ``M.bpe.txt.gz``, all with ``M.onnx``'s export id, and checks them through the serving code
+(:class:`taidpt.serve.open_vocab.OpenVocabModel`) against PyTorch and ``M.onnx`` within 1e-5.
+See docs/deployment.md, section 8.
 """
 
 from __future__ import annotations

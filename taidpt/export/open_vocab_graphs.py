@@ -1,18 +1,9 @@
 """The two modules an open-vocabulary export traces, and what decides whether a run can have them.
 
-A run whose learned contexts are shared by all classes (TaI-DPT's generic contexts; zero-shot CLIP,
-whose prompt is a fixed template) can embed any class name. Two graphs then replace the fused
-scorer's constant class embeddings:
-
-* :class:`ClassEmbedder`: prompt token ids ``[C, L]`` (the class's prompt text, tokenized) ->
-  ``(text_global, text_local)`` ``[C, D]`` each, L2-normalised, exactly the embeddings the run's
-  scorer holds; the learned contexts are constants in it.
-* :class:`OpenImageScorer`: images plus those two matrices -> ``scores``, ``global_logits``,
-  ``local_logits``, the run's own scorer with its embeddings fed in.
-
-Both reuse the model's own code paths (``class_embeddings``, the scorer's ``forward``) by feeding
-traced tensors through the attributes those paths read, so each method's scoring (TaI-DPT, CoOp,
-DualCoOp's positive/negative pair, zero-shot) is followed without a second implementation.
+Only a run whose contexts are shared by all classes (generic contexts, or zero-shot CLIP's template) can
+embed any class name. :class:`ClassEmbedder` maps prompt token ids to the two class-embedding matrices;
+:class:`OpenImageScorer` is the run's scorer with those matrices fed in. Both feed traced tensors through the
+model's own code paths, so each method's scoring is followed without a second implementation.
 """
 
 from __future__ import annotations

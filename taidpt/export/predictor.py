@@ -1,17 +1,9 @@
 """The Python API straight from a training run, in PyTorch: ``Predictor.from_run(RUN)``.
 
-    from taidpt.export.predictor import Predictor
-
-    predictor = Predictor.from_run("output/voc2007/TaIDPT/rn50_voc2007/seed1")
-    print(predictor.predict("photo.jpg", classes=["cat", "zebra"]).labels)
-
-The same :class:`taidpt.serve.predictor.Predictor` as the ONNX one (``from_onnx`` works here too),
-over :class:`TorchRunner`: the run read through :class:`taidpt.engine.run.Run` (config, class names,
-checkpoint) as ``python -m export.onnx`` reads it, its frozen scorer on CUDA when available, images
-preprocessed from the same metadata an export would carry. ``classes`` re-embeds other class names
-with the run's learned contexts (refused, in one line, for class-specific contexts). A run folder
-holds no calibrated thresholds: labels are top-k unless ``thresholds`` (e.g. the calibrated export
-of the same run) or ``threshold`` / ``top_k`` are given.
+The same :class:`taidpt.serve.predictor.Predictor` as the ONNX one, over :class:`TorchRunner`: the run read
+through :class:`taidpt.engine.run.Run` as ``python -m export.onnx`` reads it, its frozen scorer on CUDA when
+available. A run holds no calibrated thresholds, so labels are top-k unless ``thresholds`` (e.g. the
+calibrated export of the same run), ``threshold`` or ``top_k`` is given. Usage: docs/deployment.md, section 2.
 """
 
 from __future__ import annotations

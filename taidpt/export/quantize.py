@@ -1,28 +1,10 @@
-"""The int8 variant of an fp32 export: onnxruntime static quantization of the image encoder.
+"""The int8 variant of an fp32 export: onnxruntime static (QDQ) quantization of the image encoder.
 
-Used by ``python -m export.onnx --precision int8 --calibration-images DIR|LIST``.
-
-Format: QDQ (QuantizeLinear/DequantizeLinear pairs, which onnxruntime's CPU provider fuses into
-integer kernels), int8 weights quantized per output channel (symmetric), uint8 activations
-(asymmetric) whose ranges are calibrated on the user's images, preprocessed exactly as at
-inference (unreadable ones skipped and counted:
-:func:`taidpt.export.calibration_data.check_readable`). uint8 x int8 is the fast path of onnxruntime's x86 kernels on CPUs with VNNI (AVX-512
-VNNI / AVX-VNNI); weights keep all 8 bits (``reduce_range`` off), which CPUs without VNNI may
-saturate: there, the mAP gate of the export is the check that counts.
-
-Which nodes run in int8 (``scope``):
-
-* ``"tower"`` (the default): inside the image encoder (``/encoder/`` nodes), every Conv, every
-  MatMul/Gemm with a constant weight, and the Relu, Add and AveragePool between them, so that the
-  ResNet's activations stay int8 from one convolution to the next;
-* ``"weights"``: only the encoder's Conv and constant-weight MatMul/Gemm (activations go back to
-  float after each);
-
-and never: the attention products of two activations (``q @ k``, ``softmax @ v`` in the attention
-pool or a ViT block, where both operands would carry activation rounding), Softmax, LayerNorm, and
-the whole scoring head after the encoder (L2 normalisation, the cosine similarity with the class
-embeddings, the spatial softmax and the merge), which stays float32 like the input and outputs.
-Measured in ``docs/performance.md`` (``bench/precision_map.py``, ``bench/inference_speed.py``).
+Weights are int8 per output channel, activations uint8 with ranges calibrated on the user's images. Only
+``/encoder/`` nodes are quantized. Scope ``"tower"`` (the default) takes every Conv, every MatMul/Gemm with a
+constant weight and the Relu, Add and AveragePool between them, so a ResNet's activations stay int8 from one
+convolution to the next; ``"weights"`` takes only the Conv and constant-weight MatMul/Gemm. Attention products
+of two activations, Softmax and the scoring head stay float. See docs/deployment.md, "Precision ladder".
 """
 
 from __future__ import annotations

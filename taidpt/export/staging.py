@@ -1,18 +1,10 @@
 """Writing an export as one unit: every file staged in one folder, checked there, then moved into place.
 
-``python -m export.onnx`` writes ``M.onnx`` (and, with ``--open-vocabulary``, ``M.text.onnx``,
-``M.open.onnx`` and ``M.bpe.txt.gz``) into a staging folder ``.export-XXXXXXXX`` beside the output,
-runs every check there, and only then replaces the files in place one by one (:func:`publish_set`),
-``M.onnx`` (which names the others) last. All of them carry one export id, so a set replaced only in
-part (a killed export) holds two ids and the serving side refuses it
-(:mod:`taidpt.serve.export_unit`). A set whose checks fail is moved beside the output as
-``*.failed-parity`` (:func:`keep_failed`), leaving the deployed set as it was.
-
-Each export holds its staging folder's lock (:class:`taidpt.utils.runlock.FolderLock`) while it
-works, so the next export beside it removes the staging folders whose lock it can take: those of
-killed exports (:func:`sweep_staging`). A staging folder without a lock file (an older taidpt's, or
-one being set up this instant) is removed only when untouched for an hour, the rule of
-:func:`taidpt.utils.atomic.remove_stale_temps`.
+:func:`publish_set` replaces the files one by one, ``M.onnx`` (which names the others) last; they share one
+export id, so a set replaced only in part holds two ids and serving refuses it. A set that fails its checks
+is kept as ``*.failed-parity`` (:func:`keep_failed`). An export holds its staging folder's lock while it
+works, so :func:`sweep_staging` removes only the folders of killed exports. See docs/robustness.md,
+"An export is one unit".
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
-"""Build a TensorRT engine from an exported TaI-DPT ONNX file, and print the matching ``trtexec`` command.
+"""A TensorRT engine from an exported ONNX file, and the matching ``trtexec`` commands (``export.tensorrt``).
 
-    python -m export.tensorrt --onnx MODEL.onnx --engine MODEL.plan [--fp16] [--min-batch 1]
-        [--opt-batch 16] [--max-batch 64] [--timing-cache FILE] [--workspace-gb 4] [--trtexec]
-
-The engine gets one explicit optimization profile on ``images`` (min/opt/max batch, the image size
-from the model's metadata). Its metadata (class names, preprocessing) is written next to it as
-``MODEL.plan.json``, which ``python -m export.infer --model MODEL.plan`` reads; ``--metadata-only``
-writes just that file for an engine built elsewhere (e.g. by hand with trtexec). The sidecar records the
-engine file's size and sha256: beside another engine file it is refused (:mod:`taidpt.serve.export_unit`).
-
-Precision. TensorRT 10 builds fp16 engines from an fp32 ONNX with ``BuilderFlag.FP16`` /
-``trtexec --fp16`` (weak typing). TensorRT 11 (the ``tensorrt-cu13`` 11.4 wheels) removed weak typing:
-networks are strongly typed and the precision comes from the ONNX file itself, and ``--fp16`` no
-longer exists in trtexec. So with TensorRT >= 11, ``--fp16`` here builds from an fp16 ONNX file
-(float16 encoder, float32 input, outputs and scoring head): ``MODEL.fp16.onnx`` when
-``python -m export.onnx --precision fp16`` already wrote and gated it for this same model (its
-metadata equals MODEL.onnx's but for the precision), which is then used as it is and never
-rewritten; otherwise the same conversion is made here and gated the same way (agreement with the
-fp32 file relative to the logits' range), into ``MODEL.fp16.onnx`` when that name is free, else into
-``MODEL.trt-fp16.onnx``. Both trtexec variants are printed.
-
-Without TensorRT or a GPU the command still prints the trtexec commands, says why it cannot build,
-and exits 3.
+The engine gets one explicit batch profile on ``images`` and a ``MODEL.plan.json`` sidecar with the model's
+metadata and the engine's size and sha256 (``--metadata-only`` writes just the sidecar). TensorRT 11 removed
+weak typing, so there ``--fp16`` builds from the gated fp16 ONNX file (reused when ``export.onnx`` already
+wrote it for this model) instead of setting a builder flag. Without TensorRT or a GPU it prints the
+commands and exits 3. See docs/deployment.md, section 3.
 """
 
 from __future__ import annotations

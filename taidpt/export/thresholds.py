@@ -1,21 +1,10 @@
 """Per-class decision thresholds on merged logits, two ways (numpy only; used by ``python -m export.calibrate``).
 
-* :func:`f1_optimal` (labelled): for each class the threshold that maximises that class's F1 on a
-  labelled calibration set. Every distinct cut of the sorted scores is tried, so the result is the
-  exact optimum over all thresholds (ties: the highest threshold, i.e. the fewest predictions).
-* :func:`rate_matching` (label-free, the method's own assumption that captions describe the target
-  images): for each class the threshold at which the fraction of unlabelled images predicted
-  positive equals a target rate, the class's frequency in the caption corpus.
-
-Both place a threshold halfway between the last score labelled and the next lower one, so the
-decision ``logit >= threshold`` reproduces the chosen cut with a margin on either side (scores of
-the same image may move by ~1e-5 between batch sizes or providers).
-
-The calibration minimum, the same for both ways: a class gets a threshold only when its *support*
-reaches :data:`MIN_SUPPORT`. Support is the number of positive images of the class in the labelled
-split (labelled), or the expected number of positives, target rate x images rounded down
-(label-free). Below it (no positive, a target rate of 0, one image) the class gets ``nan``: serving
-decides it by top-k.
+:func:`f1_optimal` (labelled) tries every distinct cut of the sorted scores, so it finds the exact F1
+optimum per class (ties: the fewest predictions); :func:`rate_matching` (label-free) makes a target fraction
+of the images positive. Both put the threshold halfway between two scores, so ``logit >= threshold``
+reproduces the cut with a margin for the ~1e-5 a score moves between batch sizes or providers. A class whose
+support is below :data:`MIN_SUPPORT` gets ``nan``: serving decides it by top-k.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""Tracing the frozen scorer into an fp32 ONNX graph with a dynamic batch axis.
+"""Tracing the frozen scorer into an fp32 ONNX graph with a dynamic batch axis; the class embeddings are constants.
 
-The graph is the :class:`taidpt.networks.model.ImageScorer` the evaluation runs: input ``images``
-float32 ``[N, 3, H, W]`` (preprocessed), outputs ``scores`` (merged), ``global_logits`` and
-``local_logits``, each ``[N, C]``. The class embeddings are computed once and stored as constants,
-so no text encoder is left in the graph.
-
-Exporter: torch 2.14's default ``torch.onnx.export(dynamo=True)`` needs the ``onnxscript`` package,
-which is not a dependency of this project; the TorchScript-based exporter (``dynamo=False``) handles
-this model exactly (measured differences ~1e-7), so it is used. Opset 17 is the default: it is the
-first opset with a native ``LayerNormalization`` (the ViT towers), it is fully supported by every
-TensorRT since 8.6 and by onnxruntime >= 1.14, and nothing in the model needs a newer operator.
+torch 2.14's default ``torch.onnx.export(dynamo=True)`` needs ``onnxscript``, which is not a dependency; the
+TorchScript-based exporter (``dynamo=False``) exports this model exactly, so it is used. Opset 17 is the
+default: the first with a native ``LayerNormalization``. See docs/deployment.md, section 1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The methods taidpt trains and evaluates, one registered class per method (see ``registry``).
 
-Importing this package registers the built-in methods, in the order ``--help`` lists them; it does
-not import torch.
+Importing this package registers the built-in methods, in the order ``--help`` lists them.
 """
 
 from taidpt.methods import taidpt  # noqa: F401, I001 - registration order is listing order

@@ -1,13 +1,9 @@
 """The method registry: every method taidpt runs is one registered :class:`Method` class.
 
-A method declares what the engine needs to run it, and nothing outside ``taidpt/methods`` compares
-method names: the runners, the Dassl adapters, ``train.py``, export and the run object look a method
-up here (:func:`get_method`) and ask it. Adding a method is one new file in this package (plus its
-configs): subclass :class:`Method`, decorate it with :func:`register`, and import the file in
-``taidpt/methods/__init__.py``.
-
-Importing the registry and the built-in methods stays light (no torch): each method imports its
-networks inside :meth:`Method.build_model`, so ``train.py --help`` can list the methods quickly.
+A method declares what the engine needs to run it; nothing outside ``taidpt/methods`` compares method
+names, everything looks a method up (:func:`get_method`) and asks it. Methods import their networks inside
+:meth:`Method.build_model`, so listing them (``train.py --help``) stays fast. Adding a method:
+docs/methods.md.
 """
 
 from __future__ import annotations

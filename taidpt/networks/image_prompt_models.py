@@ -1,27 +1,11 @@
 """Prompt models learned from labelled images: DualCoOp (partial labels) and CoOp (few-shot).
 
-Both reuse TaI-DPT's machinery (frozen CLIP, prompt construction, causal cut, shared prefix,
-dense image features); only the scoring and the trainable parts differ.
-
-**DualCoOp** (Sun et al. 2022, as in the TaI-DPT reference's ``Caption_dual``): every class has a
-positive and a negative prompt, ``t+(c)`` and ``t-(c)`` (16 class-specific context tokens each,
-then the class name), a learnable logit scale ``s = exp(temperature)`` (init 50) and spatial
-scale ``tau = exp(spatial_T)`` (init 20). With L2-normalised image features ``f`` (attention
-pool, no positional embedding) and ``f_l`` (dense value path):
-
-* global ``z_g(c) = s * (cos(f, t+(c)) - cos(f, t-(c)))``;
-* local ``z_l(c) = s * sum_l w_l(c) * (cos(f_l, t+(c)) - cos(f_l, t-(c)))`` with
-  ``w_l(c) = softmax_l(tau * cos(f_l, t+(c)))``: the *positive* similarity decides where to look,
-  and the negative similarity is read at the same locations (the reference's formula).
-
-Parameter names follow the reference (``ctx``, ``temperature``, ``spatial_T``) so its checkpoints
-load; the negative context is the learner's second context set, ``ctx_double`` (the reference's
-``ctx_neg``, accepted on load and readable as :attr:`DualPromptLearner.ctx_neg`).
-
-**CoOp** on images: TaI-DPT's model whose contexts are trained on labelled images. Trained on the
-global logits only (CoOp's setting), the global context also scores the dense features (the
-local branch is tied to it, as in the zero-shot baseline), so every reported score comes from a
-learned prompt; trained on both branches it is "DPT learned from images".
+Both reuse TaI-DPT's machinery (frozen CLIP, prompts, causal cut, dense image features); only the scoring and
+the trainable parts differ. DualCoOp scores positive minus negative prompt similarities, its local weights
+taken from the *positive* similarity (the reference's formula); its parameter names follow the reference so
+its checkpoints load (the negative context is ``ctx_double``, the reference's ``ctx_neg``). CoOp trained on
+the global logits only scores the dense features with that same context, so every reported score comes
+from a learned prompt. The formulas: docs/image-prompting.md.
 """
 
 from __future__ import annotations

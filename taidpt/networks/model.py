@@ -1,17 +1,10 @@
 """TaI-DPT and the dense zero-shot CLIP baseline on top of a frozen CLIP.
 
-Training (texts as images): a caption's projected EOT feature plays the whole-image embedding and
-its per-token features play the image locations. Testing: the image's attention-pool feature and
-its dense value-path features take those roles. In both cases
-
-* global logits  ``z_g(c) = s * cos(f, t_g(c))``
-* local logits   ``z_l(c) = s * sum_l softmax_l(tau * cos(f_l, t_l(c))) * cos(f_l, t_l(c))``
-
-with padding positions masked out of the softmax (additive -1e4, as the reference does).
-
-At test time the class embeddings are fixed: :meth:`TaIDPTModel.image_scorer` computes them once
-and returns an :class:`ImageScorer`, a small module whose only input is the image batch. The same
-module is what the ONNX export traces, so evaluation and deployment share one code path.
+Training uses a caption's EOT feature as the whole-image embedding and its token features as the image
+locations; testing uses the image's attention-pool and dense value-path features (the logits:
+docs/method.md). At test time :meth:`TaIDPTModel.image_scorer` computes the class embeddings once into an
+:class:`ImageScorer` whose only input is the image batch; the ONNX export traces that same module, so
+evaluation and deployment share one code path.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Multi-label losses on *partial* targets: 1 positive, -1 negative, 0 unknown (ignored).
 
-Image-prompting trainers (``DualCoOp``, ``CoOpMultiLabel``) learn from images whose labels may be
-partly unknown; an unknown entry must contribute nothing, neither as a positive nor as a negative.
-The losses here read targets in that convention (the reference's partial-label files and
-DualCoOp's), unlike :mod:`taidpt.networks.losses`, whose targets are multi-hot. None of them modifies its
-inputs in place.
-
-:func:`image_prompt_loss` picks the loss and the branch it is applied to (``global``, ``local``
-or ``both``), as ``TRAINER.DUALCOOP.LOSS`` / ``LOSS_ON`` (and the ``TRAINER.COOP`` pair) say.
+The image-prompting trainers learn from images whose labels may be partly unknown; an unknown entry
+contributes nothing. Unlike :mod:`taidpt.networks.losses` (multi-hot targets), these read the reference's
+and DualCoOp's convention. None modifies its inputs in place. :func:`image_prompt_loss` picks the loss and
+its branch as ``TRAINER.DUALCOOP.LOSS`` / ``LOSS_ON`` (and the ``TRAINER.COOP`` pair) say.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Python API of a deployed model: images (paths, PIL images, ``uint8`` arrays) in; labels, confidences, logits out.
+"""The Python API of a deployed model: images (paths, PIL images, arrays) in; labels, confidences, logits out.
 
 :class:`Predictor` wraps any :class:`taidpt.serve.runtime.Runner`: an ONNX model or TensorRT engine here
 (:meth:`Predictor.from_onnx`), or a run's PyTorch model on the build side (``taidpt.export.predictor``).

@@ -3,7 +3,7 @@
 Rows are appended and flushed one batch at a time, so a killed run leaves at most one partial last line.
 :meth:`ResultLog.read_done` cuts that line off and returns the paths already written, as 16-byte digests in
 a sorted array (16 bytes per row, not the paths). Every row names ``model_sha256``, so a resume with another
-model of the same classes is refused instead of mixing two models' rows. Row formats: docs/deployment.md, section 5.
+model of the same classes is refused instead of mixing two models' rows. Formats: docs/deployment.md, section 5.
 """
 
 from __future__ import annotations

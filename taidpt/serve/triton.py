@@ -1,50 +1,10 @@
-"""Export a Triton Inference Server model repository for an exported TaI-DPT model.
+"""Write a Triton Inference Server model repository for an exported model: ``python -m export.triton``.
 
-    python -m export.triton --onnx MODEL.onnx --repository DIR [--name taidpt] \\
-        [--backend onnxruntime|tensorrt [--engine MODEL.plan]] [--max-batch 64] [--preferred-batch 8,16] \\
-        [--instances 1] [--instance-kind auto|gpu|cpu] [--queue-delay-us 100] [--version 1] [--no-warmup]
-        [--open-vocabulary] [--replace] [--check]
-
-writes::
-
-    DIR/<name>/config.pbtxt     platform onnxruntime_onnx or tensorrt_plan, dynamic batching,
-                                inputs/outputs (names, data types, dims) read from the ONNX file
-    DIR/<name>/labels.txt       the class names, one per line (label_filename of every output)
-    DIR/<name>/1/model.onnx     (or model.plan: the TensorRT engine given with --engine)
-
-and with ``--open-vocabulary`` (an ONNX file exported with ``--open-vocabulary``) two more models, so
-that a client scores any class list: ``DIR/<name>_text`` (``M.text.onnx``: ``token_ids`` -> class
-embeddings; the BPE vocabulary is copied beside its config as ``bpe.txt.gz``) and ``DIR/<name>_open``
-(``M.open.onnx``: images + embeddings -> scores). Their embeddings have no batch axis, so they are
-written with ``max_batch_size: 0`` (full shapes, dynamic class count).
-
-Every model gets a ``model_warmup`` entry (all-zero inputs, batch 1), so Triton runs each instance
-once at load time (onnxruntime's graph preparation, TensorRT's context setup) instead of during the
-first client request; ``--no-warmup`` leaves it out.
-
-The model name is its folder in the repository, so it must be one plain folder name: letters,
-digits, ``_``, ``-`` and ``.``, starting with a letter, digit or ``_`` (so never ``.``, ``..``, a
-hidden folder, a path or empty); anything else is refused before a file is written.
-
-With ``max_batch_size > 0`` Triton adds the batch axis itself, so ``dims`` leave out the ONNX
-file's (dynamic) first axis. The model's taidpt metadata (classes, image size, mean/std,
-interpolation, the per-class decision thresholds ``taidpt.thresholds`` stored by ``python -m
-export.calibrate``, ...) is copied into the config's ``parameters``: the backends ignore keys they do
-not know (so Triton returns raw logits), and a client (:mod:`taidpt.serve.triton_client`) reads its
-preprocessing and labelling rule from them.
-``--check`` re-reads a written repository and compares it with the ONNX file.
-
-The ONNX file's metadata is checked against its graph first (:mod:`taidpt.serve.graph_check`: as
-many class names as output columns, the image size of the ``images`` input, ...), so a mismatched
-file is refused before anything is written. Each folder written carries ``taidpt-owner.json``
-(:mod:`taidpt.serve.triton_owner`): a write refuses a folder that another model or export owns
-unless ``--replace`` is given, never writes through a symbolic link, and ``--check`` names collisions.
-The folder contents are built and checked in :mod:`taidpt.serve.triton_config` (whose public names
-are importable from here too).
-
-Serve it with ``tritonserver --model-repository DIR``.
-
-This module must not import torch.
+Each model folder gets ``config.pbtxt``, ``labels.txt`` and the model file; ``--open-vocabulary`` adds the
+``<name>_text`` and ``<name>_open`` models. The model's ``taidpt.*`` metadata goes into the config's
+``parameters``, where the backends ignore it and :mod:`taidpt.serve.triton_client` reads its preprocessing
+and thresholds. Folder contents and ``--check``: :mod:`taidpt.serve.triton_config` (its public names are
+importable from here too); folder ownership: :mod:`taidpt.serve.triton_owner`. See docs/deployment.md, section 6.
 """
 
 from __future__ import annotations

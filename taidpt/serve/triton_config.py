@@ -1,13 +1,9 @@
 """What a Triton model folder holds, and the check that reads a written folder back.
 
-:func:`model_config` builds the ``ModelConfig`` (``config.pbtxt``) of a model from its ONNX file's
-interface (:func:`onnx_signature`) and taidpt metadata; :func:`check_repository` compares a written
-folder with the ONNX file again: name, platform, model file, inputs and outputs (data types, dims),
-``labels.txt`` (one line per column of the outputs that name it, the model's class names in order),
-warm-up inputs, the ``taidpt.*`` parameters, and the metadata against the graph
-(:mod:`taidpt.serve.graph_check`). :mod:`taidpt.serve.triton` writes repositories with these.
-
-This module must not import torch.
+:func:`model_config` builds a model's ``config.pbtxt`` from its ONNX interface (:func:`onnx_signature`) and
+taidpt metadata; :func:`check_repository` compares a written folder with the ONNX file again (config,
+``labels.txt``, warm-up inputs, parameters, metadata against the graph). :mod:`taidpt.serve.triton` writes
+repositories with these.
 """
 
 from __future__ import annotations

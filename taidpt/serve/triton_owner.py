@@ -1,18 +1,9 @@
 """Which model owns a folder of a Triton repository, so that one write never replaces another model.
 
-``python -m export.triton`` leaves ``taidpt-owner.json`` in every model folder it writes: the model
-name it was called with (``--name``), the part (``model``, or ``text`` / ``open`` for the
-open-vocabulary models ``<name>_text`` / ``<name>_open``) and the export it came from (the
-metadata's ``export_id``, else the ONNX file's sha256). Triton ignores files it does not know in a
-model folder. A write refuses, before anything is written,
-
-* a folder another model owns, or one written for another export, or an existing non-empty folder
-  without the marker, unless ``--replace`` is given;
-* a symbolic link as the model folder, the version folder or any file it would write (always).
-
-``--check`` reports the same collisions (:func:`ownership_problems`).
-
-This module must not import torch.
+``python -m export.triton`` leaves ``taidpt-owner.json`` (model name, part, export id) in every model folder
+it writes; Triton ignores it. A write refuses a folder owned by another model, part or export, or an
+unmarked non-empty one, unless ``--replace``, and never writes through a symbolic link;
+:func:`ownership_problems` reports the same for ``--check``. See docs/deployment.md, section 6.
 """
 
 from __future__ import annotations

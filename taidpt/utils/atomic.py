@@ -1,14 +1,10 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written file.
 
-Every writer goes to a temporary file ``.<name>.XXXXXXXX.tmp`` in the target's folder, which is
-flushed, fsynced and then renamed over the target (``os.replace`` is atomic on one filesystem); the
-folder is fsynced after the rename, so the new name survives a power cut too. On an error the
-temporary file is removed and the old target, if any, is left as it was; a writer killed outright
-leaves its temporary file behind, which :func:`remove_stale_temps` clears on a later start.
-
-The written file gets the permissions a plain ``open()`` would give it: those of the file it
-replaces, or ``0o666`` less the process umask for a new file (not ``mkstemp``'s private ``0o600``).
-Torch-free, so the deployment tools (``export/``) use it too.
+Each writer writes a temporary ``.<name>.XXXXXXXX.tmp`` in the target's folder, fsyncs it, renames it over
+the target and fsyncs the folder; on an error the old target stays as it was, and the temporary file of a
+writer killed outright is cleared later by :func:`remove_stale_temps`. The file gets the permissions a plain
+``open()`` would give it (those of the file it replaces, or ``0o666`` less the umask), not ``mkstemp``'s
+``0o600``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""How a command names itself in ``--help``: the console script a user typed, or the module form.
+"""How a command names itself in ``--help`` (:func:`prog_name`), and old flag spellings kept for a release.
 
 The same ``main`` runs as ``python -m export.infer`` from a checkout and as ``taidpt-infer`` from an
-installed package; usage lines should show the one the user ran. Torch-free.
+installed package; usage lines should show the one the user ran. :class:`DeprecatedFlag` stores an old
+spelling into the new flag and prints one line naming the flag to use.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """File names as printable, reversible text: the one escaping every output file uses for paths.
 
-A file name is a byte string on POSIX; Python hands out the bytes that are not valid UTF-8 as
-"surrogate escapes" (``os.fsdecode``, ``os.listdir`` and ``os.scandir`` on str paths), characters
-that no UTF-8 file (JSON, JSONL, CSV) can hold. :func:`escape_path` turns a path into text every
-output can hold, and :func:`unescape_path` gives the original path back:
-
-- an undecodable byte ``0xNN`` (a surrogate escape, U+DC80..U+DCFF) becomes ``\\xNN``
-  (two lower-case hex digits), e.g. latin-1 ``caf\\xe9.jpg``;
-- any other lone surrogate (only Windows names hold those) becomes ``\\uNNNN``;
-- a backslash that is followed by text that reads as one of those escapes (``x`` and two hex digits,
-  or ``u`` and four) becomes ``\\x5c``, so the text stays unambiguous;
-- everything else, other backslashes included (Windows folders), is kept as it is, so names that
-  are valid UTF-8 are written unchanged.
-
-Torch-free: the export and serving tools use it.
+POSIX file names are bytes; Python hands out the bytes that are not UTF-8 as surrogate escapes, which no
+UTF-8 file can hold. :func:`escape_path` writes such a byte as ``\\xNN`` (``caf\\xe9.jpg``), any other lone
+surrogate as ``\\uNNNN``, and a backslash as ``\\x5c`` only where it would otherwise read as one of those
+escapes; everything else, valid UTF-8 names and Windows backslashes included, is unchanged.
+:func:`unescape_path` gives the original path back.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Exclusive folder locks: one writer per run folder (or cache folder) at a time.
 
-Two processes writing one run folder mix their files (one run's ``config.yaml`` beside the other's
-checkpoints) and one result is lost without a word. A :class:`FolderLock` makes the second process
-stop at once with one line that names the holder.
-
-Format, inside the locked folder:
-
-- ``.taidpt.lock``: the lock file itself, held through the ``filelock`` package (``fcntl`` on POSIX,
-  ``msvcrt`` on Windows; the OS releases it when the holder dies, so a killed run never leaves a
-  stale lock behind);
-- ``.taidpt.lock.owner``: JSON ``{"pid", "host", "since", "command"}`` written by the holder after it
-  has the lock (``filelock`` records no owner), read only to word the refusal.
-
-Torch-free: the export and serving tools use it too.
+Two processes writing one run folder would mix their files and lose one result without a word; with a
+:class:`FolderLock` the second one stops at once with one line naming the holder. The lock is
+``.taidpt.lock`` in the folder, held through ``filelock``, so the OS releases it when the holder dies and a
+killed run leaves no stale lock; ``.taidpt.lock.owner`` (JSON: pid, host, since, command) only words the refusal.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
-"""Reading pickles without running code from them.
+"""Reading pickles without running code from them: every pickle this project reads goes through here.
 
-``pickle.load`` calls whatever callables a file names, so a weights or id file can run code on the
-reader's machine. Every pickle this project reads goes through this module:
-
-- :func:`load_plain` reads pickles of plain data (ints, floats, strings, bytes, lists, tuples,
-  dicts, sets, None, bools) and refuses any class or function reference.
-- :func:`load_restricted` also resolves the names a caller allows: each allowed name maps to the
-  caller's own object (for example its own tensor-rebuild function), names the caller marks as
-  stand-ins become :class:`InertObject` subclasses that only record their state, and every other
-  name is refused. Nothing named by the file is ever imported or called.
-
-Torch-free.
+``pickle.load`` calls whatever a file names. :func:`load_plain` reads plain data only and refuses any class
+or function reference; :func:`load_restricted` also resolves the names a caller allows, to the caller's own
+objects or to inert stand-ins (:class:`InertObject`), and refuses every other name. Nothing named by the
+file is ever imported or called.
 """
 
 from __future__ import annotations

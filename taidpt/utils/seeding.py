@@ -1,20 +1,10 @@
 """Every seed recipe of taidpt: which generator each random draw uses, and what it is keyed by.
 
-A run's random numbers come from many small generators, each seeded by a fixed recipe rather than
-from one global stream, so that a draw depends only on what it is about (the seed, the epoch, the
-image index, ...) and not on what ran before it, how many DataLoader workers there are, or whether
-the run was resumed. Keeping the recipes here, one named function each, makes them easy to audit
-and hard to copy with a small difference; ``tests/test_seeding.py`` pins values drawn from each,
-so any change to a recipe (which changes results) is caught.
-
-The rule for the run seed (``SEED``, ``--seed``) is CoOp's: a negative seed means *unseeded*
-(:func:`is_seeded`): the global generators (Python, numpy, torch) are left as they are. The
-recipes that key their own generators still need a number, and an unseeded run draws them as
-seed 0 (:func:`seed_or_zero`).
-
-This module imports no torch at module level: the augmentation runs in DataLoader workers as plain
-numpy, and the caption and demo data modules are torch-free. The three recipes that seed torch
-import it when called.
+Each draw has its own small generator keyed by what it is about (seed, epoch, image index, ...), so it does
+not depend on what ran before, on the number of DataLoader workers or on a resume. One named function per
+recipe keeps them auditable; ``tests/test_seeding.py`` pins their values. A negative run seed means
+unseeded, as in CoOp (:func:`is_seeded`), and the keyed recipes then use 0 (:func:`seed_or_zero`). The
+recipes that seed torch import it when called, so numpy-only callers never load it.
 """
 
 from __future__ import annotations
