@@ -2,7 +2,11 @@
 # TaI-DPT runs, CoOp style.
 #
 #   bash run.sh demo                 offline miniature world (no download, 2-core CPU, < 10 min)
-#   DATA=/path/to/datasets bash run.sh voc2007|coco|nuswide [CFG] [SEEDS]
+#   DATA=/path/to/datasets bash run.sh DATASET [CFG] [SEEDS]
+#
+# The datasets (and the files each needs under DATA) come from their specs in
+# taidpt/images/registry.py, through `python -m taidpt.images.datasets_cli --run-sh-table`;
+# `bash run.sh --help` lists them.
 #
 # For a real dataset it evaluates the zero-shot baseline once, then trains and evaluates
 # TaI-DPT for each seed (default "1 2 3"), skipping runs that already have results.json, and
@@ -16,20 +20,34 @@ if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3; fi
 
+target=${1:-}
+if [ "$target" = demo ]; then
+  exec "$PY" -m taidpt.demo --out "${OUT:-output/demo}" ${DEMO_ARGS:-}
+fi
+
+# One row per dataset: config <TAB> name,name,... <TAB> the files it needs under DATA.
+table=$("$PY" -m taidpt.images.datasets_cli --run-sh-table)
+shown=()
+DATASET=""
+need=()
+while IFS=$'\t' read -r -a row; do
+  [ "${#row[@]}" -ge 2 ] || continue
+  IFS=, read -r -a names <<< "${row[1]}"
+  shown+=("${names[0]}")
+  for name in "${names[@]}"; do
+    if [ "$name" = "$target" ]; then DATASET=${row[0]}; need=("${row[@]:2}"); fi
+  done
+done <<< "$table"
+
 usage() {
-  echo "usage: bash run.sh {demo|voc2007|coco|nuswide} [CFG] [SEEDS]   (real datasets need DATA=/path/to/datasets)" >&2
+  local IFS='|'
+  echo "usage: bash run.sh {demo|${shown[*]}} [CFG] [SEEDS]   (real datasets need DATA=/path/to/datasets)" >&2
 }
 
-target=${1:-}
 case "$target" in
-  demo)
-    exec "$PY" -m taidpt.demo --out "${OUT:-output/demo}" ${DEMO_ARGS:-} ;;
-  voc2007|voc) DATASET=voc2007 ;;
-  coco|coco2014) DATASET=coco2014 ;;
-  nuswide|nus-wide) DATASET=nuswide ;;
   -h|--help) usage; exit 0 ;;
-  *) usage; exit 2 ;;
 esac
+if [ -z "$DATASET" ]; then usage; exit 2; fi
 
 CFG=${2:-rn50_${DATASET}}
 SEEDS=${3:-${SEEDS:-1 2 3}}
@@ -38,12 +56,8 @@ if [ -z "${DATA:-}" ]; then
   echo "       expected layout: see 'Datasets' in README.md" >&2
   exit 2
 fi
-case "$DATASET" in
-  voc2007) need=("$DATA/VOCdevkit/VOC2007/ImageSets/Main/test.txt" "$DATA/COCO/annotations/captions_train2017.json") ;;
-  coco2014) need=("$DATA/COCO/annotations/instances_val2014.json" "$DATA/COCO/annotations/captions_train2017.json") ;;
-  nuswide) need=("$DATA/NUSWIDE/Concepts81.txt" "$DATA/OpenImages/captions/open_images_train_v6_captions.jsonl") ;;
-esac
 for f in "${need[@]}"; do
+  f=$DATA/$f
   if [ ! -e "$f" ]; then
     echo "error: $f is missing: $DATASET needs it under DATA=$DATA (see 'Datasets' in README.md)" >&2
     exit 2

@@ -1,11 +1,14 @@
-"""Dassl dataset classes for TaI-DPT's test sets: ``VOC2007``, ``COCO2014``, ``NUSWIDE``,
-``COCOFormat`` and ``CSV`` (the ``DATASET.NAME`` values of ``configs/datasets/*.yaml``).
+"""Dassl dataset classes for TaI-DPT's test sets: one per dataset spec of ``taidpt.images.registry``.
 
-Each class reads its images with the core reader (``taidpt.images.registry.load_test_set``), so
-the Dassl path and the core path see the same images, labels and class list. Import this module
+Every :class:`~taidpt.images.registry.DatasetSpec` (``VOC2007``, ``COCO2014``, ``NUSWIDE``,
+``COCOFormat``, ``CSV``, and any spec registered later) becomes a :class:`MultiLabelTestSet`
+subclass named after it (its ``DATASET.NAME``, the value ``configs/datasets/*.yaml`` set), with the
+spec's ``doc`` as its docstring, registered in Dassl's ``DATASET_REGISTRY``; no dataset is named
+here. Each class reads its images with the core reader (``taidpt.images.registry.load_test_set``),
+so the Dassl path and the core path see the same images, labels and class list. Import this module
 (CoOp style: ``import datasets.taidpt_datasets`` in ``train.py``) to register the classes; it
 must be imported under one module path only, since Dassl's registry refuses a second
-registration of a name.
+registration of a name. A spec registered after the import is added by :func:`register_datasets`.
 
 Multi-label data in Dassl: a :class:`~dassl.data.datasets.Datum` holds a single ``label``, and
 Dassl's own code reads it in only a few places (``DatasetBase.get_num_classes`` /
@@ -36,7 +39,7 @@ import torch
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 
 from taidpt.captions.classes import ClassList
-from taidpt.images.registry import load_test_set
+from taidpt.images.registry import DATASETS, load_test_set
 from taidpt.images.readers.common import ImageSet
 
 
@@ -64,26 +67,26 @@ class MultiLabelTestSet(DatasetBase):
         return dict(enumerate(names)), names
 
 
-@DATASET_REGISTRY.register()
-class VOC2007(MultiLabelTestSet):
-    """PASCAL VOC 2007 test split under ``DATASET.ROOT/VOCdevkit/VOC2007`` (20 classes)."""
+def _ours(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, MultiLabelTestSet)
 
 
-@DATASET_REGISTRY.register()
-class COCO2014(MultiLabelTestSet):
-    """MS-COCO 2014 validation images under ``DATASET.ROOT/COCO`` (80 classes)."""
+def register_datasets() -> list[str]:
+    """Register a Dassl dataset class for every dataset spec not registered yet; returns their names.
+
+    Each class is also an attribute of this module, so ``datasets.taidpt_datasets.VOC2007`` works.
+    """
+    added = []
+    for name, spec in DATASETS.items():
+        if name in DATASET_REGISTRY.registered_names():
+            if not _ours(DATASET_REGISTRY.get(name)):
+                raise KeyError(f"Dassl already has a dataset named {name!r}: give the taidpt dataset spec another name")
+            continue
+        dataset = type(name, (MultiLabelTestSet,), {"__doc__": spec.doc, "__module__": __name__})
+        DATASET_REGISTRY.register(dataset)
+        globals()[name] = dataset
+        added.append(name)
+    return added
 
 
-@DATASET_REGISTRY.register()
-class NUSWIDE(MultiLabelTestSet):
-    """NUS-WIDE test split under ``DATASET.ROOT/NUSWIDE`` (81 concepts)."""
-
-
-@DATASET_REGISTRY.register()
-class COCOFormat(MultiLabelTestSet):
-    """Any COCO-format instances json (``DATASET.ANNOTATION``, images in ``DATASET.IMAGE_DIR``)."""
-
-
-@DATASET_REGISTRY.register()
-class CSV(MultiLabelTestSet):
-    """A CSV of image paths and labels (``DATASET.ANNOTATION``; classes from ``DATASET.CLASS_LIST``)."""
+register_datasets()

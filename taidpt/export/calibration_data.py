@@ -61,16 +61,13 @@ def readable_batch(metadata: Any, paths: Sequence[str]) -> np.ndarray:
 def labelled_split(cfg: Any, split: str, classnames: Sequence[str]) -> Any:
     """The labelled ``split`` of ``cfg.DATASET`` as an ImageSet whose columns are ``classnames``; raises
     :class:`CalibrationDataError` when it is the reported test split or shares images with it."""
-    from taidpt.images.registry import load_test_set
+    from taidpt.images.registry import load_split, load_test_set
 
     reported = cfg.DATASET.TEST_SPLIT
     if reported and split == reported:
         raise CalibrationDataError(f"--labelled-split {split} is the split the test numbers are reported on "
                                    f"(DATASET.TEST_SPLIT); calibrate on another labelled split, e.g. trainval")
-    calib_cfg = cfg.clone()
-    calib_cfg.defrost()
-    calib_cfg.DATASET.TEST_SPLIT = split
-    image_set, classes = load_test_set(calib_cfg)
+    image_set, classes = load_split(cfg, split)
     if tuple(classes.names) != tuple(classnames):
         raise CalibrationDataError(f"the model has classes {list(classnames)[:4]}... but the dataset config gives "
                                    f"{list(classes.names)[:4]}...: pass the run's DATASET.CLASS_LIST")

@@ -1,23 +1,8 @@
-"""Training-time image augmentation in PIL + numpy (no torchvision), deterministic per draw.
-
-The image-prompting trainers (``DualCoOp``, ``CoOpMultiLabel``) train on labelled images. The
-reference (DualCoOp's recipe in the TaI-DPT fork of Dassl) augments with a random choice between
-a random resized crop and a resize followed by a cutout, then a horizontal flip. This module does
-the same with the names of Dassl's ``INPUT.TRANSFORMS``:
-
-* ``random_resized_crop``: torchvision's algorithm (area fraction in ``INPUT.RRCROP_SCALE``,
-  aspect ratio in [3/4, 4/3] log-uniform, 10 tries, then a centre crop), resized to ``INPUT.SIZE``;
-* ``cutout``: resize to ``INPUT.SIZE``, then ``INPUT.CUTOUT_N`` squares of ``INPUT.CUTOUT_LEN``
-  px (clipped at the border) filled with a random colour (the reference's ``CutoutPIL`` fill);
-  with ``random_resized_crop`` also listed, each image gets one of the two with probability 1/2;
-* ``random_flip``: horizontal flip with probability 1/2;
-* ``normalize``: always applied (``(x / 255 - mean) / std``, as at test time).
-
-Every random number comes from a generator passed in by the caller;
-:func:`taidpt.utils.seeding.augmentation_rng` seeds it with ``(seed, epoch, index)``, so an image's augmentation does not depend on DataLoader workers, batch
-composition or what ran before, and a resumed run sees the same pixels as an uninterrupted one.
-
-This module must never import torch (the augmentation runs in DataLoader workers as plain numpy).
+"""Training-time image augmentation in PIL + numpy, deterministic per draw: DualCoOp's recipe
+(random resized crop or resize + cutout, then a horizontal flip) under Dassl's ``INPUT.TRANSFORMS``
+names. Every random number comes from the generator the caller passes
+(:func:`taidpt.utils.seeding.augmentation_rng`, seeded by seed, epoch and index), so a resumed run
+and any number of DataLoader workers see the same pixels. See docs/image-prompting.md.
 """
 
 from __future__ import annotations

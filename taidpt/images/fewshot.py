@@ -1,18 +1,8 @@
 """A deterministic multi-label few-shot sampler: at least ``k`` labelled images per class.
 
-Single-label few-shot sampling (CoOp, Dassl's ``generate_fewshot_dataset``) draws ``k`` images of
-each class. With several labels per image that is ill-defined: an image drawn for "person" is also
-a "dog" image. The rule used here:
-
-1. shuffle the image order with a generator seeded by ``seed`` (and ``k``);
-2. visit the classes from the rarest to the most frequent (ties by class index);
-3. for each class, count the images already chosen that are positive for it, and add the next
-   unchosen positives in the shuffled order until there are ``k`` (or no more).
-
-Every class thus has at least ``min(k, #positives)`` positive images; an image counts for all its
-labels, so frequent classes usually get more than ``k`` and the set holds at most ``k * C``
-images. Visiting rare classes first keeps the set small: the images picked for a rare class often
-carry frequent labels too and fill those classes' quota. The chosen images keep all their labels.
+Classes are visited from the rarest; each takes unchosen positives from a seeded shuffle until the
+images already chosen hold ``k`` of its positives, so every class has ``min(k, #positives)`` and the
+set stays small (at most ``k * C`` images). See docs/image-prompting.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Partial labels: hide a fraction of a training set's labels, deterministically, and keep the mask.
 
-Convention (DualCoOp's and the reference's partial-label files): ``1`` positive, ``-1`` negative,
-``0`` unknown. The core readers use another one (``1`` positive, ``0`` negative, ``-1``
-ignored, e.g. a VOC "difficult" entry under ``VOC_DIFFICULT ignore``); :func:`to_partial`
-converts, and an ignored entry becomes unknown.
-
-Masking (:func:`mask_labels`): of the ``K`` known entries, exactly ``round(proportion * K)``
-stay known, chosen uniformly at random by a generator seeded with ``(seed, proportion)``; the
-rest become 0. The reference draws an independent Bernoulli(proportion) per entry (numpy seed 0), which keeps
-the same fraction in expectation; an exact count makes "proportion 0.3" mean 30 % in every run.
-
-Storage (:func:`load_or_create`): an ``.npz`` file (no pickle) holding the partial labels, the
-image paths, the class names, the proportion and the seed. A file that exists and matches is
-reused, so a run (or a resumed run, or several runs sharing one file) trains on exactly the same
-mask; a file made for other images, classes, proportion or seed is refused.
+Convention: ``1`` positive, ``-1`` negative, ``0`` unknown (the readers' ``-1`` ignored becomes
+unknown). Exactly ``round(proportion * K)`` of the ``K`` known entries stay known, drawn from
+``(seed, proportion)``; the mask is stored in an ``.npz`` and reused, and a file made for other
+images, classes, proportion or seed is refused. See docs/image-prompting.md and docs/method.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Test-time image preprocessing in numpy + PIL, identical to Dassl's test transform.
-
-Dassl builds its test transform from torchvision as
-``Resize(max(size), BICUBIC) -> CenterCrop(size) -> ToTensor() -> Normalize(mean, std)``.
-The ONNX/TensorRT inference CLI must not import torch, so this module re-implements that
-pipeline with PIL and numpy only, operation for operation, so that an exported model sees
-exactly the pixels the PyTorch evaluation saw (tests check bit-equality against torchvision).
-
-This module must never import torch.
+"""Test-time image preprocessing in numpy + PIL, identical to Dassl's test transform
+(``Resize(max(size), BICUBIC) -> CenterCrop -> ToTensor -> Normalize``), operation for operation,
+so that an exported model served without torch sees exactly the pixels the PyTorch evaluation saw
+(tests check bit-equality against torchvision).
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""What each ``DATASET.NAME`` means: its test reader, class list and default caption corpus.
+"""The datasets ``DATASET.NAME`` can name: one :class:`DatasetSpec` each, registered in one place.
 
-=============  ====================================  ==========  =====================================================
-DATASET.NAME   test images (under DATASET.ROOT)      class list  default captions (under DATASET.ROOT)
-=============  ====================================  ==========  =====================================================
-VOC2007        VOCdevkit/VOC2007 (test split)        voc2007     COCO/annotations/captions_train2017.json
-COCO2014       COCO/annotations/instances_val2014    coco2014    COCO/annotations/captions_train2017.json
-NUSWIDE        NUSWIDE/ (Test split)                 nuswide     OpenImages/captions/open_images_train_v6_captions.jsonl
-COCOFormat     DATASET.ANNOTATION + IMAGE_DIR        from json   DATASET.CAPTION_FILE (required)
-CSV            DATASET.ANNOTATION (+ IMAGE_DIR)      CLASS_LIST  DATASET.CAPTION_FILE (required)
-=============  ====================================  ==========  =====================================================
+A spec says everything about a dataset: how to read one of its splits, its default test and training
+splits, its class list and caption corpus, and how ``run.sh`` runs it. Everything else follows from it:
+:func:`load_test_set`, the training-split reader (:func:`taidpt.images.train_data.load_train_set`), the
+Dassl dataset classes (``datasets/taidpt_datasets.py``) and ``run.sh``'s list of datasets
+(:mod:`taidpt.images.datasets_cli`). :data:`BUILT_IN` is the table; :func:`register_dataset` adds one.
 
 ``DATASET.CLASS_LIST`` replaces the class list (e.g. the demo's shapes in VOC layout), and
 ``DATASET.CAPTION_FILE`` / ``CAPTION_SOURCE`` replace the caption corpus. Of COCO captions,
@@ -44,6 +40,10 @@ log = logging.getLogger(__name__)
 COCO_CAPTIONS = "COCO/annotations/captions_train2017.json"
 NARRATIVES = "OpenImages/captions/open_images_train_v6_captions.jsonl"
 
+# (cfg, split, class list or None) -> images; ``split`` is a split name, or the annotation file of an
+# ``annotation`` dataset as the config writes it.
+SplitReader = Callable[[CfgNode, str, ClassList | None], ImageSet]
+
 
 def _under_root(cfg: CfgNode, value: str) -> str:
     """A path from the config: absolute or ``~`` paths as given, others relative to DATASET.ROOT."""
@@ -51,57 +51,122 @@ def _under_root(cfg: CfgNode, value: str) -> str:
     return value if os.path.isabs(value) else os.path.join(os.path.expanduser(cfg.DATASET.ROOT), value)
 
 
-def _require(cfg: CfgNode, key: str) -> str:
-    value = cfg.DATASET.get(key, "")
-    if not value:
-        raise ValueError(f"DATASET.NAME {cfg.DATASET.NAME} needs DATASET.{key} to be set")
-    return value
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Defaults and test reader of one dataset name."""
+    """One dataset: what ``DATASET.NAME`` means. Field by field, see docs/datasets.md, "Adding a dataset"."""
 
-    name: str
-    class_list: str | None
-    caption_file: str | None
-    read_test: Callable[[CfgNode, ClassList | None], ImageSet]
+    name: str  # DATASET.NAME, and the name of its Dassl dataset class
+    doc: str  # one line, what and where: the Dassl class's docstring
+    read_split: SplitReader
+    class_list: str | None = None  # built-in class list; None: DATASET.CLASS_LIST or the test set's own
+    caption_file: str | None = None  # default corpus under DATASET.ROOT; None: DATASET.CAPTION_FILE is required
+    test_split: str = ""  # default DATASET.TEST_SPLIT
+    train_split: str = ""  # default DATASET.TRAIN_SPLIT; "" = no training split
+    annotation: str = ""  # kind of file read from DATASET.ANNOTATION / TRAIN_ANNOTATION (no named splits)
     coco_test_ids: str | None = None  # instances json whose image ids EXCLUDE_TEST_CAPTIONS drops
+    config: str = ""  # run.sh runs configs/datasets/<config>.yaml into output/<config>; "" = not in run.sh
+    run_names: tuple[str, ...] = ()  # more names run.sh accepts; the first is the one its usage shows
+    run_needs: tuple[str, ...] = ()  # files under $DATA run.sh checks before it starts (+ caption_file)
+
+    def split(self, cfg: CfgNode, train: bool = False) -> str:
+        """The split ``cfg`` reads: ``DATASET.TEST_SPLIT`` / ``TRAIN_SPLIT`` or this dataset's default;
+        for an ``annotation`` dataset, ``DATASET.ANNOTATION`` / ``TRAIN_ANNOTATION``."""
+        if self.annotation:
+            key = "TRAIN_ANNOTATION" if train else "ANNOTATION"
+            value = cfg.DATASET.get(key, "")
+            if value:
+                return value
+            if train:
+                raise ValueError(f"DATASET.NAME {self.name} has no training split: set DATASET.TRAIN_ANNOTATION "
+                                 f"to a {self.annotation} of labelled training images")
+            raise ValueError(f"DATASET.NAME {self.name} needs DATASET.{key} to be set")
+        split = (cfg.DATASET.get("TRAIN_SPLIT", "") or self.train_split) if train else \
+            (cfg.DATASET.TEST_SPLIT or self.test_split)
+        if not split:
+            raise ValueError(f"DATASET.NAME {self.name} has no {'training' if train else 'test'} split: "
+                             f"set DATASET.{'TRAIN' if train else 'TEST'}_SPLIT")
+        return split
+
+    def read_test(self, cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+        """The test images of ``cfg`` (:meth:`split`)."""
+        return self.read_split(cfg, self.split(cfg), classes)
+
+    def shell_names(self) -> tuple[str, ...]:
+        """The names ``bash run.sh NAME`` accepts (none unless ``config`` is set)."""
+        if not self.config:
+            return ()
+        return tuple(dict.fromkeys((*self.run_names, self.config)))
+
+    def shell_needs(self) -> tuple[str, ...]:
+        """The files under ``$DATA`` run.sh checks: ``run_needs``, then the caption corpus."""
+        return (*self.run_needs, *((self.caption_file,) if self.caption_file else ()))
 
 
-def _voc(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
-    return read_voc2007(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "test", difficult=cfg.DATASET.VOC_DIFFICULT,
+def _voc(cfg: CfgNode, split: str, classes: ClassList | None) -> ImageSet:
+    return read_voc2007(cfg.DATASET.ROOT, split=split, difficult=cfg.DATASET.VOC_DIFFICULT,
                         classnames=classes.names if classes is not None else None)
 
 
-def _coco(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
-    return read_coco2014(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "val2014")
+def _coco(cfg: CfgNode, split: str, classes: ClassList | None) -> ImageSet:
+    return read_coco2014(cfg.DATASET.ROOT, split=split)
 
 
-def _nus(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
-    return read_nuswide(cfg.DATASET.ROOT, split=cfg.DATASET.TEST_SPLIT or "Test")
+def _nus(cfg: CfgNode, split: str, classes: ClassList | None) -> ImageSet:
+    return read_nuswide(cfg.DATASET.ROOT, split=split)
 
 
-def _coco_format(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
-    return read_coco_format(_under_root(cfg, _require(cfg, "ANNOTATION")),
-                            _under_root(cfg, cfg.DATASET.IMAGE_DIR or "."))
+def _coco_format(cfg: CfgNode, annotation: str, classes: ClassList | None) -> ImageSet:
+    return read_coco_format(_under_root(cfg, annotation), _under_root(cfg, cfg.DATASET.IMAGE_DIR or "."))
 
 
-def _csv(cfg: CfgNode, classes: ClassList | None) -> ImageSet:
+def _csv(cfg: CfgNode, annotation: str, classes: ClassList | None) -> ImageSet:
     image_root = _under_root(cfg, cfg.DATASET.IMAGE_DIR) if cfg.DATASET.IMAGE_DIR else None
-    return read_csv(_under_root(cfg, _require(cfg, "ANNOTATION")),
-                    classnames=classes.names if classes is not None else None, image_root=image_root,
-                    labels=cfg.DATASET.CSV_LABELS)
+    return read_csv(_under_root(cfg, annotation), classnames=classes.names if classes is not None else None,
+                    image_root=image_root, labels=cfg.DATASET.CSV_LABELS)
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "VOC2007": DatasetSpec("VOC2007", "voc2007", COCO_CAPTIONS, _voc),
-    "COCO2014": DatasetSpec("COCO2014", "coco2014", COCO_CAPTIONS, _coco,
-                            coco_test_ids="COCO/annotations/instances_val2014.json"),
-    "NUSWIDE": DatasetSpec("NUSWIDE", "nuswide", NARRATIVES, _nus),
-    "COCOFormat": DatasetSpec("COCOFormat", None, None, _coco_format),
-    "CSV": DatasetSpec("CSV", None, None, _csv),
-}
+BUILT_IN: tuple[DatasetSpec, ...] = (
+    DatasetSpec("VOC2007", "PASCAL VOC 2007 test split under ``DATASET.ROOT/VOCdevkit/VOC2007`` (20 classes).",
+                _voc, "voc2007", COCO_CAPTIONS, test_split="test", train_split="trainval",
+                config="voc2007", run_names=("voc2007", "voc"),
+                run_needs=("VOCdevkit/VOC2007/ImageSets/Main/test.txt",)),
+    DatasetSpec("COCO2014", "MS-COCO 2014 validation images under ``DATASET.ROOT/COCO`` (80 classes).",
+                _coco, "coco2014", COCO_CAPTIONS, test_split="val2014", train_split="train2014",
+                coco_test_ids="COCO/annotations/instances_val2014.json",
+                config="coco2014", run_names=("coco", "coco2014"),
+                run_needs=("COCO/annotations/instances_val2014.json",)),
+    DatasetSpec("NUSWIDE", "NUS-WIDE test split under ``DATASET.ROOT/NUSWIDE`` (81 concepts).",
+                _nus, "nuswide", NARRATIVES, test_split="Test", train_split="Train",
+                config="nuswide", run_names=("nuswide", "nus-wide"), run_needs=("NUSWIDE/Concepts81.txt",)),
+    DatasetSpec("COCOFormat", "Any COCO-format instances json (``DATASET.ANNOTATION``, images in "
+                "``DATASET.IMAGE_DIR``).", _coco_format, annotation="COCO-format json"),
+    DatasetSpec("CSV", "A CSV of image paths and labels (``DATASET.ANNOTATION``; classes from "
+                "``DATASET.CLASS_LIST``).", _csv, annotation="CSV"),
+)
+
+DATASETS: dict[str, DatasetSpec] = {}
+RESERVED_SHELL_NAMES = ("demo", "-h", "--help")  # run.sh's own targets
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Make ``spec`` what ``DATASET.NAME`` = ``spec.name`` means; a name (or run.sh name) already taken
+    is refused. Returns ``spec``."""
+    if spec.name in DATASETS:
+        raise KeyError(f"a dataset named {spec.name!r} is already registered")
+    taken = {n for other in DATASETS.values() for n in other.shell_names()} | set(RESERVED_SHELL_NAMES)
+    if set(spec.shell_names()) & taken:
+        raise KeyError(f"run.sh name(s) {sorted(set(spec.shell_names()) & taken)} of {spec.name} are taken")
+    if not spec.name.isidentifier():
+        raise ValueError(f"dataset name {spec.name!r} must be a Python identifier (it names a Dassl class)")
+    if any(not field or any(c in field for c in "\t\n\r,") for field in (*spec.shell_names(), *spec.shell_needs())):
+        raise ValueError(f"dataset {spec.name}: run.sh names and files must be non-empty, without tabs, "
+                         f"newlines or commas")
+    DATASETS[spec.name] = spec
+    return spec
+
+
+for _spec in BUILT_IN:
+    register_dataset(_spec)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -111,15 +176,15 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_test_set(cfg: CfgNode) -> tuple[ImageSet, ClassList]:
-    """Read the test images and the class list of ``cfg.DATASET``.
+def load_split(cfg: CfgNode, split: str) -> tuple[ImageSet, ClassList]:
+    """Read the images of ``split`` (see :meth:`DatasetSpec.split`) and the class list of ``cfg.DATASET``.
 
-    The class list is ``DATASET.CLASS_LIST`` when set, else the dataset's own; its length must
-    match the test set's label columns (the prompt class names come from the class list).
+    The class list is ``DATASET.CLASS_LIST`` when set, else the dataset's own, else the one the split
+    defines; its length must match the split's label columns (the prompt class names come from it).
     """
     spec = get_spec(cfg.DATASET.NAME)
     custom = load_class_list(_class_list_arg(cfg.DATASET.CLASS_LIST)) if cfg.DATASET.CLASS_LIST else None
-    image_set = spec.read_test(cfg, custom)
+    image_set = spec.read_split(cfg, split, custom)
     if custom is not None:
         classes = custom
     elif spec.class_list is not None:
@@ -130,6 +195,11 @@ def load_test_set(cfg: CfgNode) -> tuple[ImageSet, ClassList]:
         raise ValueError(f"class list {classes.dataset!r} has {len(classes)} classes but the {spec.name} test set "
                          f"has {image_set.targets.shape[1]} label columns")
     return image_set, classes
+
+
+def load_test_set(cfg: CfgNode) -> tuple[ImageSet, ClassList]:
+    """Read the test images (``DATASET.TEST_SPLIT`` or the default) and the class list of ``cfg.DATASET``."""
+    return load_split(cfg, get_spec(cfg.DATASET.NAME).split(cfg))
 
 
 def class_list_of(cfg: CfgNode) -> ClassList:

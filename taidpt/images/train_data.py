@@ -1,9 +1,9 @@
 """Labelled training images for the image-prompting trainers: dataset, loader, training-set reader.
 
-* :func:`load_train_set` reads a dataset's *training* split with the same core readers as the
-  test set (VOC2007 ``trainval``, COCO ``train2014``, NUS-WIDE ``Train``, or a CSV / COCO-format
-  annotation in ``DATASET.TRAIN_ANNOTATION``), so listed-but-missing images are reported and left
-  out exactly as at test time.
+* :func:`load_train_set` reads a dataset's *training* split with the same core reader as the
+  test set (its spec's ``train_split``: VOC2007 ``trainval``, COCO ``train2014``, NUS-WIDE ``Train``;
+  or a CSV / COCO-format annotation in ``DATASET.TRAIN_ANNOTATION``), so listed-but-missing images
+  are reported and left out exactly as at test time.
 * :class:`TrainImageDataset` yields augmented images (:mod:`taidpt.images.augment`, seeded by
   ``(seed, epoch, index)``) with their partial labels (1 / -1 / 0); an unreadable image yields
   ``ok=False`` and is dropped from its batch (see :func:`taidpt.images.loaders.split_ok`), never fatal.
@@ -23,35 +23,22 @@ from yacs.config import CfgNode
 
 from taidpt.images.augment import AugmentConfig, augment
 from taidpt.captions.classes import ClassList
-from taidpt.images.registry import load_test_set
+from taidpt.images.registry import get_spec, load_split
 from taidpt.images.loaders import ImageSetDataset, capped_workers
 from taidpt.images.preprocess import PreprocessConfig, input_size
 from taidpt.images.readers.common import ImageSet
 from taidpt.engine.caption_training import EpochPermutationSampler
 from taidpt.utils.seeding import augmentation_rng
 
-# The training split each dataset reads when DATASET.TRAIN_SPLIT is empty.
-TRAIN_SPLITS = {"VOC2007": "trainval", "COCO2014": "train2014", "NUSWIDE": "Train"}
-
 
 def load_train_set(cfg: CfgNode, classes: ClassList) -> ImageSet:
     """The training images and full labels of ``cfg.DATASET`` (core convention: 1 / 0 / -1 ignored).
 
-    The split is ``DATASET.TRAIN_SPLIT`` or the dataset's default (:data:`TRAIN_SPLITS`);
-    ``COCOFormat`` and ``CSV`` read ``DATASET.TRAIN_ANNOTATION`` instead of ``DATASET.ANNOTATION``.
+    The split is ``DATASET.TRAIN_SPLIT`` or the dataset's ``train_split``; annotation datasets
+    (``COCOFormat``, ``CSV``) read ``DATASET.TRAIN_ANNOTATION`` (:meth:`DatasetSpec.split`).
     The class list must be the test set's.
     """
-    name = cfg.DATASET.NAME
-    train_cfg = cfg.clone()
-    train_cfg.defrost()
-    if name in TRAIN_SPLITS:
-        train_cfg.DATASET.TEST_SPLIT = cfg.DATASET.TRAIN_SPLIT or TRAIN_SPLITS[name]
-    elif cfg.DATASET.TRAIN_ANNOTATION:
-        train_cfg.DATASET.ANNOTATION = cfg.DATASET.TRAIN_ANNOTATION
-    else:
-        raise ValueError(f"DATASET.NAME {name} has no training split: set DATASET.TRAIN_ANNOTATION to a "
-                         f"{'CSV' if name == 'CSV' else 'COCO-format json'} of labelled training images")
-    image_set, train_classes = load_test_set(train_cfg)
+    image_set, train_classes = load_split(cfg, get_spec(cfg.DATASET.NAME).split(cfg, train=True))
     if list(train_classes.names) != list(classes.names):
         raise ValueError(f"the training annotation has classes {list(train_classes.names)[:4]}... but the test set "
                          f"{list(classes.names)[:4]}...: both must use the same class list")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from taidpt.images.readers.common import ImageSet, _finish, _read_text, _require_dir, _require_file
+from taidpt.images.readers.common import ImageSet, finish_image_set, read_text, require_dir, require_file
 
 __all__ = ["read_coco2014", "read_coco_format"]
 
@@ -80,10 +80,10 @@ def read_coco_format(
     json_path = os.fspath(json_path)
     image_dir = os.fspath(image_dir)
     hint = "Pass a COCO-format instances json and the folder holding its images."
-    _require_file(json_path, "COCO annotation file", hint)
-    _require_dir(image_dir, "COCO image folder", hint)
+    require_file(json_path, "COCO annotation file", hint)
+    require_dir(image_dir, "COCO image folder", hint)
     try:
-        data = json.loads(_read_text(json_path))
+        data = json.loads(read_text(json_path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{json_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     _check_coco_fields(json_path, data)
@@ -120,7 +120,7 @@ def read_coco_format(
     paths = [os.path.join(image_dir, coco.imgs[iid]["file_name"]) for iid in img_ids]
     if name is None:
         name = os.path.splitext(os.path.basename(json_path))[0]
-    return _finish(name, paths, targets, classnames)
+    return finish_image_set(name, paths, targets, classnames)
 
 
 def read_coco2014(root: str | os.PathLike, split: str = "val2014") -> ImageSet:
@@ -128,10 +128,10 @@ def read_coco2014(root: str | os.PathLike, split: str = "val2014") -> ImageSet:
     ``root/COCO/<split>/``; see :func:`read_coco_format` for the conventions."""
     root = os.fspath(root)
     hint = "Set the dataset root to the folder that contains COCO/annotations and COCO/<split>."
-    _require_dir(root, "COCO data root", hint)
+    require_dir(root, "COCO data root", hint)
     coco_dir = os.path.join(root, "COCO")
-    _require_dir(coco_dir, "COCO folder", hint)
+    require_dir(coco_dir, "COCO folder", hint)
     json_path = os.path.join(coco_dir, "annotations", f"instances_{split}.json")
-    _require_file(json_path, "COCO annotation file", hint)
-    _require_dir(os.path.join(coco_dir, split), "COCO image folder", hint)
+    require_file(json_path, "COCO annotation file", hint)
+    require_dir(os.path.join(coco_dir, split), "COCO image folder", hint)
     return read_coco_format(json_path, os.path.join(coco_dir, split), name=f"coco2014_{split}")

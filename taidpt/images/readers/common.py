@@ -2,7 +2,7 @@
 
 :class:`ImageSet` holds image paths, int8 targets ``[N, C]`` (1 positive, 0 negative, -1
 ignored), class names and the paths listed by the annotation but absent on disk (collected and
-removed by :func:`_finish` instead of raised, so a run with a few missing files still proceeds
+removed by :func:`finish_image_set` instead of raised, so a run with a few missing files still proceeds
 and reports them). The helpers raise FileNotFoundError naming the expected path for a missing
 data root or file, and read text files as UTF-8, reporting a byte that is not with its line and
 byte offset.
@@ -23,7 +23,7 @@ __all__ = ["ImageSet"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_MISSING_SHOWN = 5
+MAX_MISSING_SHOWN = 5
 
 
 @dataclass
@@ -71,17 +71,17 @@ class ImageSet:
 # helpers
 
 
-def _require_dir(path: str, what: str, hint: str) -> None:
+def require_dir(path: str, what: str, hint: str) -> None:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{what} not found: expected the directory {path}. {hint}")
 
 
-def _require_file(path: str, what: str, hint: str) -> None:
+def require_file(path: str, what: str, hint: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: expected the file {path}. {hint}")
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     """The file decoded as UTF-8 (a leading byte-order mark dropped); bytes that are not UTF-8
     are a ValueError naming the line and byte offset, so the user can find them."""
     with open(path, "rb") as f:
@@ -94,10 +94,10 @@ def _read_text(path: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_lines(path: str) -> list[tuple[int, str]]:
+def read_lines(path: str) -> list[tuple[int, str]]:
     """Non-empty stripped lines with their 1-based numbers; blank lines only allowed at the end
     (a blank line in the middle would shift a line-aligned label file)."""
-    raw = _read_text(path).splitlines()
+    raw = read_text(path).splitlines()
     while raw and not raw[-1].strip():
         raw.pop()
     out = []
@@ -109,7 +109,7 @@ def _read_lines(path: str) -> list[tuple[int, str]]:
     return out
 
 
-def _finish(
+def finish_image_set(
     name: str,
     paths: list[str],
     targets: np.ndarray,
@@ -120,8 +120,8 @@ def _finish(
     exists = np.array([os.path.isfile(p) for p in paths], dtype=bool)
     missing = [p for p, e in zip(paths, exists) if not e]
     if missing:
-        shown = ", ".join(missing[:_MAX_MISSING_SHOWN])
-        more = f" (and {len(missing) - _MAX_MISSING_SHOWN} more)" if len(missing) > _MAX_MISSING_SHOWN else ""
+        shown = ", ".join(missing[:MAX_MISSING_SHOWN])
+        more = f" (and {len(missing) - MAX_MISSING_SHOWN} more)" if len(missing) > MAX_MISSING_SHOWN else ""
         logger.warning(
             "%s: %d of %d images listed by the annotation are missing and skipped: %s%s",
             name, len(missing), len(paths), shown, more,

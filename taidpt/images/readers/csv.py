@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from taidpt.images.readers.common import ImageSet, _finish, _read_text, _require_dir, _require_file
+from taidpt.images.readers.common import ImageSet, finish_image_set, read_text, require_dir, require_file
 
 __all__ = ["CSV_LABEL_CONVENTIONS", "read_csv"]
 
@@ -63,15 +63,15 @@ def read_csv(
         raise ValueError(f"CSV label convention (DATASET.CSV_LABELS) must be one of "
                          f"{', '.join(CSV_LABEL_CONVENTIONS)}; got {labels!r}")
     path = os.fspath(path)
-    _require_file(path, "CSV annotation file", "Pass the path of a CSV with a 'path,...' header.")
+    require_file(path, "CSV annotation file", "Pass the path of a CSV with a 'path,...' header.")
     base = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     if image_root is not None:
-        _require_dir(base, "CSV image root", "Pass the folder the relative image paths start from.")
+        require_dir(base, "CSV image root", "Pass the folder the relative image paths start from.")
     given = None if classnames is None else [str(c).strip() for c in classnames]
     if given is not None and len(set(given)) != len(given):
         raise ValueError(f"classnames contain duplicates: {given}")
 
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
     if not rows:
         raise ValueError(f"{path}: empty file; expected a header 'path,labels' or 'path,<class1>,...'")
@@ -93,7 +93,7 @@ def read_csv(
         targets = _CSV_TO_TARGETS[convention][values + 1]
     paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in raw_paths]
     name = os.path.splitext(os.path.basename(path))[0]
-    return _finish(name, paths, targets, classes, csv_labels=convention)
+    return finish_image_set(name, paths, targets, classes, csv_labels=convention)
 
 
 def _csv_names_style(path: str, body: _CsvRows, given: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from taidpt.images.readers.common import ImageSet, _finish, _read_lines, _require_dir, _require_file
+from taidpt.images.readers.common import ImageSet, finish_image_set, read_lines, require_dir, require_file
 
 __all__ = ["read_nuswide"]
 
@@ -25,16 +25,16 @@ def read_nuswide(root: str | os.PathLike, split: str = "Test") -> ImageSet:
     """
     root = os.fspath(root)
     hint = "Set the dataset root to the folder that contains NUSWIDE/ (ImageList, TrainTestLabels, Flickr, Concepts81.txt)."
-    _require_dir(root, "NUS-WIDE data root", hint)
+    require_dir(root, "NUS-WIDE data root", hint)
     base = os.path.join(root, "NUSWIDE")
-    _require_dir(base, "NUS-WIDE folder", hint)
+    require_dir(base, "NUS-WIDE folder", hint)
     concepts_file = os.path.join(base, "Concepts81.txt")
-    _require_file(concepts_file, "NUS-WIDE concept list", hint)
+    require_file(concepts_file, "NUS-WIDE concept list", hint)
     list_file = os.path.join(base, "ImageList", f"{split}Imagelist.txt")
-    _require_file(list_file, f"NUS-WIDE image list '{split}'", hint)
+    require_file(list_file, f"NUS-WIDE image list '{split}'", hint)
 
     concepts: list[str] = []
-    for lineno, line in _read_lines(concepts_file):
+    for lineno, line in read_lines(concepts_file):
         if len(line.split()) != 1:
             raise ValueError(f"{concepts_file}:{lineno}: expected one concept name per line, got {line!r}")
         if line in concepts:
@@ -45,15 +45,15 @@ def read_nuswide(root: str | os.PathLike, split: str = "Test") -> ImageSet:
 
     flickr = os.path.join(base, "Flickr")
     paths = []
-    for _, line in _read_lines(list_file):
+    for _, line in read_lines(list_file):
         parts = [p for p in re.split(r"[\\/]+", line) if p]
         paths.append(os.path.join(flickr, *parts))
 
     targets = np.zeros((len(paths), len(concepts)), dtype=np.int8)
     for c, concept in enumerate(concepts):
         label_file = os.path.join(base, "TrainTestLabels", f"Labels_{concept}_{split}.txt")
-        _require_file(label_file, f"NUS-WIDE label file for concept '{concept}'", hint)
-        lines = _read_lines(label_file)
+        require_file(label_file, f"NUS-WIDE label file for concept '{concept}'", hint)
+        lines = read_lines(label_file)
         if len(lines) != len(paths):
             raise ValueError(
                 f"{label_file}: has {len(lines)} labels but {list_file} lists {len(paths)} images; "
@@ -63,4 +63,4 @@ def read_nuswide(root: str | os.PathLike, split: str = "Test") -> ImageSet:
             if line not in ("0", "1"):
                 raise ValueError(f"{label_file}:{lineno}: expected 0 or 1, got {line!r}")
             targets[i, c] = 1 if line == "1" else 0
-    return _finish(f"nuswide_{split}", paths, targets, concepts)
+    return finish_image_set(f"nuswide_{split}", paths, targets, concepts)

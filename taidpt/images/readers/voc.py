@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from taidpt.images.readers.common import _MAX_MISSING_SHOWN, ImageSet, _finish, _read_lines, _require_dir, _require_file
+from taidpt.images.readers.common import MAX_MISSING_SHOWN, ImageSet, finish_image_set, read_lines, require_dir, require_file
 
 __all__ = ["VOC_CLASSES", "read_voc2007"]
 
@@ -40,16 +40,16 @@ def read_voc2007(
         raise ValueError(f"difficult must be 'negative' or 'ignore', got {difficult!r}")
     root = os.fspath(root)
     hint = "Set the dataset root to the folder that contains VOCdevkit/VOC2007."
-    _require_dir(root, "VOC2007 data root", hint)
+    require_dir(root, "VOC2007 data root", hint)
     voc = os.path.join(root, "VOCdevkit", "VOC2007")
-    _require_dir(voc, "VOC2007 folder", hint)
+    require_dir(voc, "VOC2007 folder", hint)
     main = os.path.join(voc, "ImageSets", "Main")
     split_file = os.path.join(main, f"{split}.txt")
-    _require_file(split_file, f"VOC2007 split list '{split}'", hint)
+    require_file(split_file, f"VOC2007 split list '{split}'", hint)
 
     ids: list[str] = []
     seen: set[str] = set()
-    for lineno, line in _read_lines(split_file):
+    for lineno, line in read_lines(split_file):
         parts = line.split()
         if len(parts) != 1:
             raise ValueError(f"{split_file}:{lineno}: expected one image id per line, got {line!r}")
@@ -65,9 +65,9 @@ def read_voc2007(
     targets = np.zeros((len(ids), len(classes)), dtype=np.int8)
     for c, cls in enumerate(classes):
         label_file = os.path.join(main, f"{cls}_{split}.txt")
-        _require_file(label_file, f"VOC2007 label file for class '{cls}'", hint)
+        require_file(label_file, f"VOC2007 label file for class '{cls}'", hint)
         filled = np.zeros(len(ids), dtype=bool)
-        lines = _read_lines(label_file)
+        lines = read_lines(label_file)
         for lineno, line in lines:
             parts = line.split()
             try:
@@ -91,10 +91,10 @@ def read_voc2007(
             filled[i] = True
             targets[i, c] = value_map[value]
         if not filled.all():
-            absent = [ids[i] for i in np.flatnonzero(~filled)[:_MAX_MISSING_SHOWN]]
+            absent = [ids[i] for i in np.flatnonzero(~filled)[:MAX_MISSING_SHOWN]]
             raise ValueError(
                 f"{label_file}: has {int(filled.sum())} labelled ids but {split_file} lists "
                 f"{len(ids)}; missing ids include {absent}"
             )
     paths = [os.path.join(voc, "JPEGImages", f"{img_id}.jpg") for img_id in ids]
-    return _finish(f"voc2007_{split}", paths, targets, classes)
+    return finish_image_set(f"voc2007_{split}", paths, targets, classes)
