@@ -294,7 +294,7 @@ def test_export_cli_errors_are_one_line(case, tmp_path, capsys):
     elif case == "bad_suffix":
         args, expect = ["--model-dir", str(tmp_path), "--output", str(tmp_path / "m.pt")], "expected a .onnx"
     else:
-        args = ["--trainer", "ZeroshotCLIPDense", "--classes", "voc2007", "--output", out,
+        args = ["--trainer", "ZeroshotCLIPDense", "--class-list", "voc2007", "--output", out,
                 "MODEL.BACKBONE.PRETRAINED", str(tmp_path / "missing.pt")]
         expect = "CLIP weights file not found"
     assert main(args) == 2

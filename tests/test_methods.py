@@ -168,3 +168,19 @@ def test_only_the_registry_compares_method_names():
 def test_the_rule_sees_a_name_switch():
     assert COMPARISON.search('if trainer == "DualCoOp":') and COMPARISON.search("x in ('TaIDPT', 'y')")
     assert not COMPARISON.search('name = "TaIDPT"')
+
+
+def test_the_model_settings_are_one_object_built_once_from_the_config(tiny_rn):
+    from taidpt.engine.config import get_cfg_default
+    from taidpt.methods import get_method
+    from taidpt.networks.model import PromptSettings
+
+    cfg = get_cfg_default()
+    cfg.TRAINER.TAIDPT.N_CTX, cfg.TRAINER.TAIDPT.SPATIAL_SCALE_IMAGE = 4, 20.0
+    method = get_method("TaIDPT")
+    settings = method.prompt_settings(cfg)
+    assert settings == PromptSettings(n_ctx=4, tau_image=20.0)
+    model = method.build_model(cfg, tiny_rn, ["cat", "dog"])
+    assert model.settings == settings and model.tau_image == 20.0 and model.prompt_learner.ctx.shape[0] == 4
+    with pytest.raises(TypeError):  # a misspelt field is an error, not a silent default
+        PromptSettings(n_ctxs=4)

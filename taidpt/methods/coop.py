@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from yacs.config import CfgNode
@@ -36,5 +37,6 @@ class CoOpMultiLabel(ImagePromptMethod):
         from taidpt.networks.image_prompt_models import CoOpModel
 
         t = cls.settings(cfg)
-        return CoOpModel(clip_model, list(classnames), train_local=t.LOSS_ON == "both", logit_scale=float(t.LOGIT_SCALE),
-                         tau_image=float(t.SPATIAL_SCALE_IMAGE), **cls.prompt_settings(cfg))
+        settings = dataclasses.replace(cls.prompt_settings(cfg), logit_scale=float(t.LOGIT_SCALE),
+                                       tau_image=float(t.SPATIAL_SCALE_IMAGE))
+        return CoOpModel(clip_model, list(classnames), settings, train_local=t.LOSS_ON == "both")

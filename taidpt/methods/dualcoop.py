@@ -45,8 +45,8 @@ class DualCoOp(ImagePromptMethod):
         from taidpt.networks.image_prompt_models import DualCoOpModel
 
         t = cls.settings(cfg)
-        return DualCoOpModel(clip_model, list(classnames), logit_scale_init=float(t.LOGIT_SCALE_INIT),
-                             spatial_scale_init=float(t.SPATIAL_SCALE_INIT), **cls.prompt_settings(cfg))
+        return DualCoOpModel(clip_model, list(classnames), cls.prompt_settings(cfg),
+                             logit_scale_init=float(t.LOGIT_SCALE_INIT), spatial_scale_init=float(t.SPATIAL_SCALE_INIT))
 
     @classmethod
     def describe_model(cls, model: Any) -> dict[str, Any]:

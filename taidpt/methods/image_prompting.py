@@ -51,9 +51,11 @@ class ImagePromptMethod(Method):
         augment_config(cfg)  # refuses unknown INPUT.TRANSFORMS and bad crop scales
 
     @classmethod
-    def prompt_settings(cls, cfg: CfgNode) -> dict[str, Any]:
-        """The keyword arguments both image-prompt models take from ``TRAINER.<node>``."""
+    def prompt_settings(cls, cfg: CfgNode) -> Any:
+        """The :class:`~taidpt.networks.model.PromptSettings` both image-prompt models take from ``TRAINER.<node>``."""
+        from taidpt.networks.model import PromptSettings
+
         t = cls.settings(cfg)
-        return dict(n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT, class_token_position=t.CLASS_TOKEN_POSITION,
-                    merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=True,
-                    shared_prefix=True)
+        return PromptSettings(n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT,
+                              class_token_position=t.CLASS_TOKEN_POSITION, merge_rate=float(t.MERGE_RATE),
+                              use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=True, shared_prefix=True)

@@ -71,14 +71,19 @@ class TaIDPT(Method):
     def build_model(cls, cfg: CfgNode, clip_model: Any, classnames: list[str] | tuple[str, ...]) -> Any:
         from taidpt.networks.model import TaIDPTModel
 
-        t = cfg.TRAINER.TAIDPT
-        return TaIDPTModel(
-            clip_model, list(classnames), n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT,
-            class_token_position=t.CLASS_TOKEN_POSITION, logit_scale=float(t.LOGIT_SCALE),
-            tau_text=float(t.SPATIAL_SCALE_TEXT), tau_image=float(t.SPATIAL_SCALE_IMAGE),
-            merge_rate=float(t.MERGE_RATE), use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=bool(t.TRIM_TOKENS),
-            shared_prefix=bool(t.SHARED_PREFIX),
-        )
+        return TaIDPTModel(clip_model, list(classnames), cls.prompt_settings(cfg))
+
+    @classmethod
+    def prompt_settings(cls, cfg: CfgNode) -> Any:
+        """The model's :class:`~taidpt.networks.model.PromptSettings`, built once from ``TRAINER.TAIDPT``."""
+        from taidpt.networks.model import PromptSettings
+
+        t = cls.settings(cfg)
+        return PromptSettings(
+            n_ctx=int(t.N_CTX), csc=bool(t.CSC), ctx_init=t.CTX_INIT, class_token_position=t.CLASS_TOKEN_POSITION,
+            logit_scale=float(t.LOGIT_SCALE), tau_text=float(t.SPATIAL_SCALE_TEXT),
+            tau_image=float(t.SPATIAL_SCALE_IMAGE), merge_rate=float(t.MERGE_RATE),
+            use_pos_embed=bool(t.USE_POS_EMBED), trim_tokens=bool(t.TRIM_TOKENS), shared_prefix=bool(t.SHARED_PREFIX))
 
     @classmethod
     def trainable_parameters(cls, model: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from taidpt.networks.model import ImageScorer, TaIDPTModel, l2_normalize
+from taidpt.networks.model import ImageScorer, PromptSettings, TaIDPTModel, l2_normalize
 from taidpt.networks.merge import merge_scores
 from taidpt.networks.prompts import DoublePromptLearner
 
@@ -93,9 +93,10 @@ class DualCoOpModel(TaIDPTModel):
 
     prompt_learner_class = DualPromptLearner
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], *, logit_scale_init: float = LOGIT_SCALE_INIT,
-                 spatial_scale_init: float = SPATIAL_SCALE_INIT, **kwargs) -> None:
-        super().__init__(clip_model, classnames, **kwargs)
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], settings: PromptSettings | None = None, *,
+                 logit_scale_init: float = LOGIT_SCALE_INIT, spatial_scale_init: float = SPATIAL_SCALE_INIT,
+                 **overrides: object) -> None:
+        super().__init__(clip_model, classnames, settings, **overrides)
         self.prompt_learner.init_scales(logit_scale_init, spatial_scale_init)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -122,9 +123,9 @@ class CoOpModel(TaIDPTModel):
     """TaI-DPT's prompts trained on images; with ``train_local`` False the local branch reuses the
     global context (CoOp: one learned prompt per class)."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], *, train_local: bool = False,
-                 **kwargs) -> None:
-        super().__init__(clip_model, classnames, **kwargs)
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], settings: PromptSettings | None = None, *,
+                 train_local: bool = False, **overrides: object) -> None:
+        super().__init__(clip_model, classnames, settings, **overrides)
         self.train_local = bool(train_local)
 
     def trainable_parameters(self) -> list[nn.Parameter]:

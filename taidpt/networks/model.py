@@ -127,34 +127,42 @@ class FrozenCLIPModule(nn.Module):
         return self
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptSettings:
+    """Everything a :class:`TaIDPTModel` is built with besides CLIP and the classes, built once from a
+    method's config node (e.g. ``TaIDPT.prompt_settings(cfg)``); the defaults are the paper's."""
+
+    n_ctx: int = 16
+    csc: bool = False
+    ctx_init: str = ""
+    class_token_position: str = "end"
+    logit_scale: float = 4.0
+    tau_text: float = 50.0
+    tau_image: float = 40.0
+    merge_rate: float = 0.5
+    use_pos_embed: bool = False
+    trim_tokens: bool = True  # exact speed-ups: cut sequences to the longest real length ...
+    shared_prefix: bool = True  # ... and encode the common SOS + context prefix once
+
+
 class TaIDPTModel(FrozenCLIPModule):
-    """Frozen CLIP + double-grained prompts; only ``prompt_learner`` has trainable parameters."""
+    """Frozen CLIP + double-grained prompts; only ``prompt_learner`` has trainable parameters.
+
+    Built from a :class:`PromptSettings` (``settings``); keyword arguments override single fields."""
 
     prompt_learner_class: type[DoublePromptLearner] = DoublePromptLearner  # subclasses may swap the learner
 
-    def __init__(
-        self,
-        clip_model: nn.Module,
-        classnames: Sequence[str],
-        *,
-        n_ctx: int = 16,
-        csc: bool = False,
-        ctx_init: str = "",
-        class_token_position: str = "end",
-        logit_scale: float = 4.0,
-        tau_text: float = 50.0,
-        tau_image: float = 40.0,
-        merge_rate: float = 0.5,
-        use_pos_embed: bool = False,
-        trim_tokens: bool = True,
-        shared_prefix: bool = True,
-    ) -> None:
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], settings: PromptSettings | None = None,
+                 **overrides: object) -> None:
         super().__init__(clip_model, classnames)
+        s = dataclasses.replace(settings or PromptSettings(), **overrides)
+        self.settings = s
         self.prompt_learner = self.prompt_learner_class(
-            classnames, self.text, n_ctx=n_ctx, csc=csc, ctx_init=ctx_init, class_token_position=class_token_position)
-        self.logit_scale, self.tau_text, self.tau_image = float(logit_scale), float(tau_text), float(tau_image)
-        self.merge_rate, self.use_pos_embed, self.trim_tokens = float(merge_rate), bool(use_pos_embed), bool(trim_tokens)
-        self.shared_prefix = bool(shared_prefix) and self.prompt_learner.shares_prefix
+            classnames, self.text, n_ctx=s.n_ctx, csc=s.csc, ctx_init=s.ctx_init,
+            class_token_position=s.class_token_position)
+        self.logit_scale, self.tau_text, self.tau_image = float(s.logit_scale), float(s.tau_text), float(s.tau_image)
+        self.merge_rate, self.use_pos_embed, self.trim_tokens = float(s.merge_rate), bool(s.use_pos_embed), bool(s.trim_tokens)
+        self.shared_prefix = bool(s.shared_prefix) and self.prompt_learner.shares_prefix
         self.train()
 
     # ----------------------------------------------------------------- class side
