@@ -10,6 +10,7 @@ importable from here too); folder ownership: :mod:`taidpt.serve.triton_owner`. S
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ from taidpt.serve import pbtxt
 from taidpt.serve.graph_check import check_graph
 from taidpt.serve.metadata import MetadataError, ModelMetadata, read_onnx_metadata, read_sidecar, sidecar_path
 from taidpt.serve.triton_config import (  # noqa: F401 - re-exported: the public names of the Triton export
+    ServingOptions,
     CONFIG_FILE,
     KINDS,
     LABELS_FILE,
@@ -115,8 +117,7 @@ def owners(onnx_path: Path, repository: Path, name: str, open_vocabulary: bool) 
     return out
 
 
-def _open_parts(onnx_path: Path, folders: dict[Path, Owner], *, instances: int, instance_kind: str,
-                warm_up: bool) -> list[Part]:
+def _open_parts(onnx_path: Path, folders: dict[Path, Owner], options: ServingOptions) -> list[Part]:
     """``<name>_text`` and ``<name>_open`` (onnxruntime, ``max_batch_size: 0``)."""
     files = open_vocabulary_files(onnx_path)
     parts = []
@@ -124,8 +125,8 @@ def _open_parts(onnx_path: Path, folders: dict[Path, Owner], *, instances: int, 
         if owner.part == "model":
             continue
         meta, inputs, outputs = checked_interface(files[owner.part])
-        config = model_config(folder.name, "onnxruntime", inputs, outputs, meta, max_batch=0, preferred=(),
-                              instances=instances, instance_kind=instance_kind, warm_up=warm_up, labels=False)
+        unbatched = dataclasses.replace(options, max_batch=0, preferred=())
+        config = model_config(folder.name, "onnxruntime", inputs, outputs, meta, unbatched, labels=False)
         header = (f"# written by python -m export.triton from {files[owner.part].name} "
                   f"(open vocabulary, {owner.part})\n")
         vocab = files["bpe"] if owner.part == "text" else None
@@ -135,9 +136,11 @@ def _open_parts(onnx_path: Path, folders: dict[Path, Owner], *, instances: int, 
 
 def write_repository(onnx_path: Path, repository: Path, *, name: str = "taidpt", backend: str = "onnxruntime",
                      engine: Path | None = None, version: int = 1, open_vocabulary: bool = False,
-                     replace: bool = False, **config_options: Any) -> Path:
+                     replace: bool = False, options: ServingOptions | None = None, **config_options: Any) -> Path:
     """Write ``repository/<name>`` for the model (and with ``open_vocabulary`` ``<name>_text`` and
-    ``<name>_open``); returns the model folder. Everything is checked before a file is written."""
+    ``<name>_open``); returns the model folder. Everything is checked before a file is written.
+    ``options`` (or its fields as keywords) say how Triton serves it."""
+    options = options or ServingOptions(**config_options)
     check_model_name(name)
     check_version(version)
     if not onnx_path.is_file():
@@ -150,20 +153,18 @@ def write_repository(onnx_path: Path, repository: Path, *, name: str = "taidpt",
         if engine is None or not engine.is_file():
             raise TritonExportError("--backend tensorrt needs --engine MODEL.plan (build it with python -m "
                                     "export.tensorrt --onnx MODEL.onnx --engine MODEL.plan)")
-        _check_engine_profile(engine, int(config_options.get("max_batch", 64)))
+        _check_engine_profile(engine, options.max_batch)
     elif engine is not None:
         raise TritonExportError("--engine is only used with --backend tensorrt")
     meta, inputs, outputs = checked_interface(onnx_path)
     folders = owners(onnx_path, repository, name, open_vocabulary)
     folder = repository / name
     source = engine if backend == "tensorrt" else onnx_path
-    parts = [Part(folder, folders[folder], model_config(name, backend, inputs, outputs, meta, **config_options),
+    parts = [Part(folder, folders[folder], model_config(name, backend, inputs, outputs, meta, options),
                   source, backend, labels=meta.classnames,  # type: ignore[arg-type]
                   header=f"# written by python -m export.triton from {onnx_path.name} ({backend})\n")]
     if open_vocabulary:
-        parts += _open_parts(onnx_path, folders, instances=int(config_options.get("instances", 1)),
-                             instance_kind=str(config_options.get("instance_kind", "auto")),
-                             warm_up=bool(config_options.get("warm_up", True)))
+        parts += _open_parts(onnx_path, folders, options)
     claim(repository, folders, [f for part in parts for f in part.files(version)], replace)
     for part in parts:
         part.write(version)
@@ -243,11 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             return check_main(onnx_path, repository, args.name, args.open_vocabulary)
         kind = args.instance_kind or ("gpu" if args.backend == "tensorrt" else "auto")
+        options = ServingOptions(max_batch=args.max_batch, preferred=args.preferred_batch, instances=args.instances,
+                                 instance_kind=kind, queue_delay_us=args.queue_delay_us, warm_up=not args.no_warmup)
         write_repository(onnx_path, repository, name=args.name, backend=args.backend,
                          engine=Path(args.engine) if args.engine else None, version=args.version,
-                         max_batch=args.max_batch, preferred=args.preferred_batch, instances=args.instances,
-                         instance_kind=kind, queue_delay_us=args.queue_delay_us, warm_up=not args.no_warmup,
-                         open_vocabulary=args.open_vocabulary, replace=args.replace)
+                         open_vocabulary=args.open_vocabulary, replace=args.replace, options=options)
         problems = check_repository(folder, onnx_path)
         if args.open_vocabulary:
             problems += check_open_models(repository, args.name, onnx_path)

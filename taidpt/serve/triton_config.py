@@ -122,18 +122,34 @@ def warmup(inputs: Sequence[TensorSpec], max_batch: int) -> list[dict[str, Any]]
     return [entry]
 
 
+@dataclass(frozen=True)
+class ServingOptions:
+    """How Triton serves a model (``export.triton``'s flags), checked once when built."""
+
+    max_batch: int = 64
+    preferred: tuple[int, ...] = (8, 16)
+    instances: int = 1
+    instance_kind: str = "auto"
+    queue_delay_us: int = 100
+    warm_up: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preferred", tuple(int(b) for b in self.preferred))
+        if self.max_batch < 0 or self.instances < 1 or self.queue_delay_us < 0:
+            raise TritonExportError("--max-batch must be >= 0, --instances >= 1 and --queue-delay-us >= 0")
+        bad = [b for b in self.preferred if not 1 <= b <= max(self.max_batch, 0)]
+        if bad:
+            raise TritonExportError(f"--preferred-batch {list(bad)} must lie between 1 and --max-batch {self.max_batch}")
+        if self.instance_kind != "auto" and self.instance_kind not in KINDS:
+            raise TritonExportError(f"--instance-kind must be auto, gpu or cpu, got {self.instance_kind!r}")
+
+
 def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                 meta: ModelMetadata, *, max_batch: int = 64, preferred: Sequence[int] = (8, 16),
-                 instances: int = 1, instance_kind: str = "auto", queue_delay_us: int = 100,
-                 warm_up: bool = True, labels: bool = True) -> dict[str, Any]:
+                 meta: ModelMetadata, options: ServingOptions = ServingOptions(), *, labels: bool = True) -> dict[str, Any]:
     """The ``ModelConfig`` of the repository, as a dict for :func:`taidpt.serve.pbtxt.render`."""
     if backend not in PLATFORMS:
         raise TritonExportError(f"--backend must be one of {', '.join(PLATFORMS)}, got {backend!r}")
-    if max_batch < 0 or instances < 1 or queue_delay_us < 0:
-        raise TritonExportError("--max-batch must be >= 0, --instances >= 1 and --queue-delay-us >= 0")
-    bad = [b for b in preferred if not 1 <= b <= max(max_batch, 0)]
-    if bad:
-        raise TritonExportError(f"--preferred-batch {list(bad)} must lie between 1 and --max-batch {max_batch}")
+    max_batch, preferred = options.max_batch, options.preferred
     config: dict[str, Any] = {
         "name": name,
         "platform": PLATFORMS[backend],
@@ -144,17 +160,15 @@ def model_config(name: str, backend: str, inputs: Sequence[TensorSpec], outputs:
                     **({"label_filename": LABELS_FILE} if labels else {})} for s in outputs],
     }
     if max_batch > 0:
-        batching: dict[str, Any] = {"max_queue_delay_microseconds": int(queue_delay_us)}
+        batching: dict[str, Any] = {"max_queue_delay_microseconds": int(options.queue_delay_us)}
         if preferred:
             batching = {"preferred_batch_size": [int(b) for b in preferred], **batching}
         config["dynamic_batching"] = batching
-    group: dict[str, Any] = {"count": int(instances)}
-    if instance_kind != "auto":
-        if instance_kind not in KINDS:
-            raise TritonExportError(f"--instance-kind must be auto, gpu or cpu, got {instance_kind!r}")
-        group["kind"] = pbtxt.Enum(KINDS[instance_kind])
+    group: dict[str, Any] = {"count": int(options.instances)}
+    if options.instance_kind != "auto":
+        group["kind"] = pbtxt.Enum(KINDS[options.instance_kind])
     config["instance_group"] = [group]
-    if warm_up:
+    if options.warm_up:
         config["model_warmup"] = warmup(inputs, max_batch)
     config["parameters"] = pbtxt.Repeated({"key": k, "value": {"string_value": v}} for k, v in meta.to_props().items())
     return config
