@@ -566,3 +566,14 @@ def test_undecodable_lines_are_a_log_warning_built_or_cached(tmp_path, toy, capl
         assert corpus.n_captions == 4 and corpus.stats["invalid_utf8_lines"] == 2
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len(warnings) == 1 and "random.txt: 2 lines are not valid UTF-8" in warnings[0]
+
+
+def test_a_corpus_recipe_is_one_object_resolved_per_source():
+    from taidpt.captions.builder import CorpusRecipe
+
+    narratives = CorpusRecipe().resolve("localized_narratives")
+    assert (narratives.rarest_assignment, narratives.per_class_cap, narratives.max_words) == (True, 1000, 77)
+    coco = CorpusRecipe(per_class_cap=5, exclude_image_ids=[3, 1]).resolve("coco_captions")
+    assert coco.per_class_cap == 5 and coco.exclude_image_ids == {1, 3} and coco.rarest_assignment is False
+    with pytest.raises(ValueError, match="coco_captions"):
+        CorpusRecipe(exclude_image_ids=[1]).resolve("text")

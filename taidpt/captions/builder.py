@@ -10,10 +10,12 @@ See docs/datasets.md, "Captions".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from taidpt.captions.templates import template_sentences
 
 __all__ = [
     "AUTO",
+    "CorpusRecipe",
     "SOURCES",
     "assign_rarest",
     "build_corpus",
@@ -102,45 +105,68 @@ def _check_positive_or_none(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, None or {AUTO!r}, got {value!r}")
 
 
-def build_corpus(
-    source: str,
-    path: str | Path,
-    class_list: ClassList,
-    labeller: CaptionLabeller,
-    *,
-    add_templates: bool = True,
-    exclude_image_ids: Iterable[int] | None = None,
-    per_class_cap: int | None | str = AUTO,
-    rarest_assignment: bool | str = AUTO,
-    max_words: int | None | str = AUTO,
-    selection: CaptionSelection | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-) -> CaptionCorpus:
-    """Read, label and select the sentences of a caption file; append the templates.
+@dataclass(frozen=True)
+class CorpusRecipe:
+    """How a corpus is made from its caption file: which captions are read, labelled and kept.
 
-    ``source`` is ``"coco_captions"``, ``"localized_narratives"`` or ``"text"``.
-    ``"auto"`` options take the source's defaults (:func:`source_defaults`):
-    for ``"localized_narratives"`` ``rarest_assignment=True``,
-    ``per_class_cap=1000``, ``max_words=77``; for the others ``False``, ``None``,
-    ``None``. ``None`` means no cap / no word limit. ``max_words`` limits the
-    tokens that are labelled (the stored text stays whole). ``per_class_cap``
-    assigns each labelled sentence to one class (its rarest with
-    ``rarest_assignment``, else its lowest class index) and keeps the first
-    ``per_class_cap`` sentences of each class; kept sentences stay in file order
-    (the reference grouped them by class, which only changes the order a
-    shuffled loader starts from). ``exclude_image_ids`` (``"coco_captions"``
-    only) drops the captions of those COCO images. ``selection``
-    (``"coco_captions"`` only) picks the captions read (:class:`CaptionSelection`:
-    every caption by default); ``stats["caption_recipe"]`` and
-    ``stats["selected_captions"]`` record it. Templates (89 per class) come
-    after the captions when ``add_templates``.
+    ``"auto"`` options take the source's defaults (:func:`source_defaults`); ``None`` means no cap /
+    no word limit. ``max_words`` limits the tokens that are labelled (the text stays whole).
+    ``per_class_cap`` assigns each labelled sentence to one class (its rarest with
+    ``rarest_assignment``, else its lowest class index) and keeps the first ``per_class_cap`` of each
+    class, in file order. ``exclude_image_ids`` and ``selection`` apply to ``"coco_captions"`` only.
+    Templates (89 per class) come after the captions when ``add_templates``.
+    """
 
-    With ``cache_dir``, the result is stored as ``corpus-<sha256>.json`` + ``.npz``
-    keyed by every setting (labeller, file identity, options) and reused.
-    Raises ``ValueError`` when nothing is left (no labelled sentence, no template).
-    A text file with undecodable lines is read anyway and logged as a warning
-    (also when the corpus comes from the cache).
+    add_templates: bool = True
+    exclude_image_ids: Iterable[int] | None = None
+    per_class_cap: int | None | str = AUTO
+    rarest_assignment: bool | str = AUTO
+    max_words: int | None | str = AUTO
+    selection: CaptionSelection | None = None
+
+    def resolve(self, source: str) -> "CorpusRecipe":
+        """This recipe for ``source``: ``"auto"`` replaced by its defaults, every option checked."""
+        _check_source(source)
+        defaults = _DEFAULTS[source]
+        rarest = _resolve(self.rarest_assignment, defaults["rarest_assignment"])
+        cap = _resolve(self.per_class_cap, defaults["per_class_cap"])
+        max_words = _resolve(self.max_words, defaults["max_words"])
+        if not isinstance(rarest, bool):
+            raise ValueError(f"rarest_assignment must be True, False or {AUTO!r}, got {rarest!r}")
+        _check_positive_or_none("per_class_cap", cap)
+        _check_positive_or_none("max_words", max_words)
+        exclude = int_set(self.exclude_image_ids, "exclude_image_ids")
+        if exclude is not None and source != "coco_captions":
+            raise ValueError(f"exclude_image_ids applies to the 'coco_captions' source only, not {source!r}")
+        if self.selection is not None and self.selection.kind != "all" and source != "coco_captions":
+            raise ValueError(f"a caption selection ({self.selection.describe()}) applies to the 'coco_captions' "
+                             f"source only, not {source!r}")
+        return dataclasses.replace(self, exclude_image_ids=exclude, rarest_assignment=rarest,
+                                   per_class_cap=None if cap is None else int(cap),
+                                   max_words=None if max_words is None else int(max_words))
+
+    def settings(self, source: str) -> dict[str, Any]:
+        """The options of a resolved recipe as they enter the cache key."""
+        exclude = self.exclude_image_ids
+        return {
+            "add_templates": bool(self.add_templates),
+            "exclude_image_ids": None if exclude is None else ids_key(sorted(exclude)),
+            "per_class_cap": self.per_class_cap,
+            "rarest_assignment": self.rarest_assignment,
+            "max_words": self.max_words,
+            "selection": (self.selection or CaptionSelection()).settings() if source == "coco_captions" else None,
+        }
+
+
+def build_corpus(source: str, path: str | Path, class_list: ClassList, labeller: CaptionLabeller,
+                 recipe: CorpusRecipe | None = None, *, cache_dir: str | Path | None = None, progress: bool = True,
+                 **options: Any) -> CaptionCorpus:
+    """Read, label and select the sentences of a caption file of ``source`` (:data:`SOURCES`) by
+    ``recipe`` (or its fields as keywords); append the templates.
+
+    With ``cache_dir``, the result is stored as ``corpus-<sha256>.json`` + ``.npz`` keyed by every
+    setting (labeller, file identity, recipe) and reused. Raises ``ValueError`` when nothing is left.
+    A text file with undecodable lines is read anyway and logged as a warning (also from the cache).
     """
     _check_source(source)
     if not isinstance(class_list, ClassList):
@@ -150,28 +176,11 @@ def build_corpus(
             f"the labeller was built for class list {labeller.class_list.dataset!r}, "
             f"not {class_list.dataset!r}"
         )
-    defaults = _DEFAULTS[source]
-    rarest_assignment = _resolve(rarest_assignment, defaults["rarest_assignment"])
-    per_class_cap = _resolve(per_class_cap, defaults["per_class_cap"])
-    max_words = _resolve(max_words, defaults["max_words"])
-    if not isinstance(rarest_assignment, bool):
-        raise ValueError(f"rarest_assignment must be True, False or {AUTO!r}, got {rarest_assignment!r}")
-    _check_positive_or_none("per_class_cap", per_class_cap)
-    _check_positive_or_none("max_words", max_words)
-    per_class_cap = None if per_class_cap is None else int(per_class_cap)
-    max_words = None if max_words is None else int(max_words)
-    exclude = int_set(exclude_image_ids, "exclude_image_ids")
-    if exclude is not None and source != "coco_captions":
-        raise ValueError(f"exclude_image_ids applies to the 'coco_captions' source only, not {source!r}")
-    if selection is not None and selection.kind != "all" and source != "coco_captions":
-        raise ValueError(f"a caption selection ({selection.describe()}) applies to the 'coco_captions' source "
-                         f"only, not {source!r}")
-
+    recipe = dataclasses.replace(recipe or CorpusRecipe(), **options).resolve(source)
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"caption file not found: {path} (source {source!r})")
     st = path.stat()
-    exclude_key = None if exclude is None else ids_key(sorted(exclude))
     settings = {
         "corpus_format": CORPUS_FORMAT_VERSION,
         "source": source,
@@ -179,59 +188,27 @@ def build_corpus(
         "file_size": st.st_size,
         "file_mtime_ns": st.st_mtime_ns,
         "labeller": labeller.settings(),
-        "options": {
-            "add_templates": bool(add_templates),
-            "exclude_image_ids": exclude_key,
-            "per_class_cap": per_class_cap,
-            "rarest_assignment": rarest_assignment,
-            "max_words": max_words,
-            "selection": (selection or CaptionSelection()).settings() if source == "coco_captions" else None,
-        },
+        "options": recipe.settings(source),
     }
-
-    cache_json = cache_npz = None
-    if cache_dir is not None:
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
-        cache_dir = Path(cache_dir).expanduser()
-        cache_json = cache_dir / f"corpus-{key}.json"
-        cache_npz = cache_dir / f"corpus-{key}.npz"
-        cached = load_cached(cache_json, cache_npz, settings)
+    cache = _cache_files(cache_dir, settings)
+    if cache is not None:
+        cached = load_cached(*cache, settings)
         if cached is not None:
-            log.info("caption corpus: reusing %s (%d sentences)", cache_json, len(cached))
+            log.info("caption corpus: reusing %s (%d sentences)", cache[0], len(cached))
             _warn_about_undecodable_lines(cached, path)
             return cached
 
     stats: dict[str, Any] = {}
-    texts = _read_source(source, path, exclude, selection, stats)
-
-    labels = labeller.label_many(texts, max_words=max_words, progress=progress)
-    labelled = np.flatnonzero(labels.any(axis=1))
-    stats["labelled"] = int(len(labelled))
-    stats["dropped_no_class"] = int(len(texts) - len(labelled))
-    kept = labelled
-    if per_class_cap is not None or rarest_assignment:
-        sub = labels[labelled]
-        if rarest_assignment:
-            assigned = assign_rarest(sub)
-        else:
-            assigned = np.argmax(sub, axis=1)  # lowest class index present
-        stats["assigned_per_class"] = np.bincount(assigned, minlength=len(class_list)).tolist()
-        if per_class_cap is not None:
-            kept = labelled[_cap_per_class(assigned, per_class_cap)]
-    stats["dropped_by_cap"] = int(len(labelled) - len(kept))
+    texts = _read_source(source, path, recipe.exclude_image_ids, recipe.selection, stats)  # type: ignore[arg-type]
+    labels = labeller.label_many(texts, max_words=recipe.max_words, progress=progress)  # type: ignore[arg-type]
+    kept = _kept_rows(labels, recipe, len(class_list), stats)
     out_texts = [texts[i] for i in kept]
     out_labels = labels[kept]
     stats["captions"] = len(out_texts)
     stats["caption_class_counts"] = out_labels.sum(axis=0, dtype=np.int64).tolist()
-
     n_templates = 0
-    if add_templates:
-        templ = template_sentences(class_list)
-        n_templates = len(templ)
-        t_labels = np.zeros((n_templates, len(class_list)), dtype=np.uint8)
-        t_labels[np.arange(n_templates), [c for _, c in templ]] = 1
-        out_texts.extend(s for s, _ in templ)
-        out_labels = np.concatenate([out_labels, t_labels], axis=0)
+    if recipe.add_templates:
+        out_texts, out_labels, n_templates = _with_templates(out_texts, out_labels, class_list)
     stats["templates"] = n_templates
     stats["total"] = len(out_texts)
     if not out_texts:
@@ -239,23 +216,49 @@ def build_corpus(
             f"{path}: no sentence of this {source!r} file mentions a class of class list "
             f"{class_list.dataset!r} ({len(class_list)} classes), and templates are off: the corpus is empty"
         )
-    corpus = CaptionCorpus(
-        texts=out_texts,
-        labels=out_labels,
-        classnames=class_list.names,
-        source=source,
-        lemmatizer=labeller.lemmatizer.name,
-        n_templates=n_templates,
-        stats=stats,
-    )
+    corpus = CaptionCorpus(texts=out_texts, labels=out_labels, classnames=class_list.names, source=source,
+                           lemmatizer=labeller.lemmatizer.name, n_templates=n_templates, stats=stats)
     log.info(
         "caption corpus from %s: %d read, %d labelled, %d kept, %d templates (lemmatizer %s)",
         path, stats["sentences_read"], stats["labelled"], stats["captions"], n_templates, corpus.lemmatizer,
     )
     _warn_about_undecodable_lines(corpus, path)
-    if cache_json is not None and cache_npz is not None:
-        store_cached(corpus, cache_json, cache_npz, settings)
+    if cache is not None:
+        store_cached(corpus, *cache, settings)
     return corpus
+
+
+def _cache_files(cache_dir: str | Path | None, settings: dict[str, Any]) -> tuple[Path, Path] | None:
+    """``(corpus-<key>.json, corpus-<key>.npz)`` under ``cache_dir`` for these settings, None without a cache."""
+    if cache_dir is None:
+        return None
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    folder = Path(cache_dir).expanduser()
+    return folder / f"corpus-{key}.json", folder / f"corpus-{key}.npz"
+
+
+def _kept_rows(labels: np.ndarray, recipe: CorpusRecipe, n_classes: int, stats: dict[str, Any]) -> np.ndarray:
+    """Rows that name a class, after the per-class cap; the counts go into ``stats``."""
+    labelled = np.flatnonzero(labels.any(axis=1))
+    stats["labelled"] = int(len(labelled))
+    stats["dropped_no_class"] = int(len(labels) - len(labelled))
+    kept = labelled
+    if recipe.per_class_cap is not None or recipe.rarest_assignment:
+        sub = labels[labelled]
+        assigned = assign_rarest(sub) if recipe.rarest_assignment else np.argmax(sub, axis=1)  # else lowest index
+        stats["assigned_per_class"] = np.bincount(assigned, minlength=n_classes).tolist()
+        if recipe.per_class_cap is not None:
+            kept = labelled[_cap_per_class(assigned, int(recipe.per_class_cap))]
+    stats["dropped_by_cap"] = int(len(labelled) - len(kept))
+    return kept
+
+
+def _with_templates(texts: list[str], labels: np.ndarray, class_list: ClassList) -> tuple[list[str], np.ndarray, int]:
+    """The sentences and labels with the template sentences of every class appended."""
+    templ = template_sentences(class_list)
+    t_labels = np.zeros((len(templ), len(class_list)), dtype=np.uint8)
+    t_labels[np.arange(len(templ)), [c for _, c in templ]] = 1
+    return [*texts, *(s for s, _ in templ)], np.concatenate([labels, t_labels], axis=0), len(templ)
 
 
 def _read_source(source: str, path: Path, exclude: set[int] | None, selection: CaptionSelection | None,

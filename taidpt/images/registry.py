@@ -22,7 +22,7 @@ from typing import Callable
 
 from yacs.config import CfgNode
 
-from taidpt.captions.builder import build_corpus
+from taidpt.captions.builder import CorpusRecipe, build_corpus
 from taidpt.captions.classes import ClassList, load_class_list
 from taidpt.captions.corpus import CaptionCorpus
 from taidpt.captions.labelling import CaptionLabeller
@@ -289,15 +289,10 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
             log.info("excluding captions of %d test images", len(exclude))
     cap = int(cfg.DATASET.CAPTION_CAP)
     labeller = CaptionLabeller(classes, get_lemmatizer(cfg.DATASET.LEMMATIZER))
-    corpus = build_corpus(
-        source, path, classes, labeller,
-        add_templates=bool(cfg.DATASET.ADD_TEMPLATES),
-        exclude_image_ids=exclude,
-        per_class_cap="auto" if cap < 0 else (cap or None),
-        selection=caption_selection(cfg, source),
-        cache_dir=default_cache_dir(cfg) / "corpora",
-        progress=progress,
-    )
+    recipe = CorpusRecipe(add_templates=bool(cfg.DATASET.ADD_TEMPLATES), exclude_image_ids=exclude,
+                          per_class_cap="auto" if cap < 0 else (cap or None), selection=caption_selection(cfg, source))
+    corpus = build_corpus(source, path, classes, labeller, recipe, cache_dir=default_cache_dir(cfg) / "corpora",
+                          progress=progress)
     if corpus.n_captions == 0:
         raise ValueError(f"no sentence of {path} names a class of {classes.dataset!r} ({corpus.stats.get('dropped_no_class', 0)} sentences "
                          f"without a class, lemmatizer {corpus.lemmatizer}): check DATASET.CAPTION_FILE and DATASET.CLASS_LIST")
