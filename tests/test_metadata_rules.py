@@ -223,3 +223,20 @@ def test_prompt_template_and_context_rules():
         meta.replace(classnames=("a", "b\nc"))
     with pytest.raises(MetadataError, match="std must be three numbers > 0"):
         meta.replace(std=(0.5, -0.5, 0.5))
+
+
+def test_the_metadata_fields_fall_into_five_groups_and_the_file_format_is_unchanged():
+    from dataclasses import fields
+
+    from taidpt.serve.metadata import PREFIX, ModelMetadata
+    from taidpt.serve.metadata_groups import GROUPS
+
+    grouped = [f.name for group in GROUPS.values() for f in fields(group)]
+    assert sorted(grouped) == sorted(f.name for f in fields(ModelMetadata))  # each field in exactly one group
+    meta = ModelMetadata(classnames=("cat", "dog"), image_size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2),
+                         interpolation="bicubic", merge_rate=0.5, backbone="RN50", thresholds={"dog": 1.5},
+                         prompt_template="a photo of a {}.", context_length=77)
+    assert meta.interface.classnames == ("cat", "dog") and meta.provenance.backbone == "RN50"
+    assert meta.preprocessing.image_size == (64, 64) and meta.decision.thresholds == (("dog", 1.5),)
+    assert meta.open_vocabulary.context_length == 77
+    assert set(meta.to_props()) == {PREFIX + name for name in grouped}  # one flat key per field, as before

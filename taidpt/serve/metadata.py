@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from taidpt.serve.export_unit import engine_mismatch
 from taidpt.utils.atomic import atomic_write_text
 from taidpt.images.preprocess import PreprocessConfig
+from taidpt.serve.metadata_groups import DecisionFacts, Interface, OpenVocabulary, Preprocessing, Provenance, group_of
 
 PREFIX = "taidpt."
 INPUT_NAME = "images"
@@ -140,6 +141,27 @@ class ModelMetadata:
         if self.precision not in PRECISIONS:
             raise MetadataError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.preprocess_config()  # validates mean/std/interpolation
+
+    # ------------------------------------------------------------------ the fields in groups
+    @property
+    def interface(self) -> Interface:
+        return group_of(Interface, self)  # type: ignore[return-value]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return group_of(Preprocessing, self)  # type: ignore[return-value]
+
+    @property
+    def provenance(self) -> Provenance:
+        return group_of(Provenance, self)  # type: ignore[return-value]
+
+    @property
+    def open_vocabulary(self) -> OpenVocabulary:
+        return group_of(OpenVocabulary, self)  # type: ignore[return-value]
+
+    @property
+    def decision(self) -> DecisionFacts:
+        return group_of(DecisionFacts, self)  # type: ignore[return-value]
 
     @property
     def num_classes(self) -> int:
