@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # One torch-free module per shared mechanism: every caller (training, caches, export, serving) uses these.
 TORCH_FREE = ["taidpt.utils.runlock", "taidpt.utils.safe_pickle", "taidpt.utils.pathtext", "taidpt.utils.atomic",
-              "taidpt.utils.commands", "taidpt.utils.seeding", "taidpt.methods"]
+              "taidpt.utils.commands", "taidpt.utils.seeding", "taidpt.methods", "taidpt.images.augment",
+              "taidpt.images.preprocess"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
@@ -276,3 +277,37 @@ def test_no_method_config_node_is_read_outside_its_method():
             if not rel.startswith("taidpt/methods/"):
                 offenders += [f"{rel}:{n}" for n in _method_node_reads(path.read_text(encoding="utf-8"), nodes)]
     assert not offenders, "method config nodes read outside taidpt/methods/: " + ", ".join(offenders)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name another module needs is public (no leading underscore) or the code moves to its user."""
+    offenders = []
+    for folder in ("taidpt", "trainers", "datasets", "export", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for line, module, name in _taidpt_from_imports(path):
+                if name.startswith("_") and not name.startswith("__"):
+                    offenders.append(f"{path.relative_to(ROOT).as_posix()}:{line} {module}.{name}")
+    assert not offenders, "private names imported across modules: " + ", ".join(offenders)
+
+
+# Module docstrings say what a module is and why in a few lines; manuals live in docs/.
+MAX_MODULE_DOCSTRING_LINES = 12
+
+
+def test_module_docstrings_are_short_and_leave_rules_to_tests():
+    """At most MAX_MODULE_DOCSTRING_LINES lines, and no "must not import torch" (a test enforces that)."""
+    import ast
+
+    torch_rule = re.compile(r"must\s+(not|never)\s+import\s+torch", re.I)
+    assert torch_rule.search("This module must never\nimport torch.")  # the rule sees the sentence
+    offenders = []
+    for folder in ("taidpt", "export"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+            lines = len(doc.splitlines())
+            if lines > MAX_MODULE_DOCSTRING_LINES:
+                offenders.append(f"{rel}: module docstring of {lines} lines (at most {MAX_MODULE_DOCSTRING_LINES})")
+            if torch_rule.search(doc):
+                offenders.append(f"{rel}: module docstring says it must not import torch (a test holds that rule)")
+    assert not offenders, "\n".join(offenders)

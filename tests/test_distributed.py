@@ -171,7 +171,7 @@ def voc_with_bad_images(tmp_path_factory):
 
 def run_args(root: Path, weights: Path, out: Path, *flags: str) -> list[str]:
     # Global batch 15 over 2 processes: caption shards of 8 and 7. Test batch 5: 3 batches, 2 + 1.
-    return ["train.py", "--trainer", "TaIDPT", "--output-dir", str(out), *flags, *common(root, weights),
+    return ["train.py", "--engine", "core", "--trainer", "TaIDPT", "--output-dir", str(out), *flags, *common(root, weights),
             "DATALOADER.TRAIN_X.BATCH_SIZE", "15", "DATALOADER.TEST.BATCH_SIZE", "5", "OPTIM.LR", "0.002",
             "OPTIM.MAX_EPOCH", "2"]
 

@@ -111,7 +111,7 @@ def _run_locked(cfg, args: argparse.Namespace) -> int:
     print_args(args, cfg)
     print(f"** System info **\n{collect_env_info()}\n")
     try:
-        if args.eval_only and get_method(cfg.TRAINER.NAME).trains_on and not args.model_dir:
+        if args.eval_only and get_method(cfg.TRAINER.NAME).trains() and not args.model_dir:
             raise ValueError(f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir RUN (a training output directory)")
         trainer = build_trainer(cfg)
         if hasattr(trainer, "core"):

@@ -5,9 +5,10 @@ method registered later) is registered in Dassl's ``TRAINER_REGISTRY`` under its
 subclass of :class:`PromptTuningTrainer` (methods that train) or :class:`FrozenModelTrainer`
 (methods that do not); no method is named here.
 
-Every hook delegates to a :class:`taidpt.engine.runner.CoreRunner` (``self.core``), the object the
-Dassl-free ``train.py --engine core`` path runs, so the two engines share the data, model,
-optimiser, schedule, loss, checkpoint format and metrics, and give the same numbers for a seed:
+Every hook delegates to the method's core runner (``self.core``, picked by
+:func:`taidpt.engine.runners.runner_class`), the object the Dassl-free ``train.py --engine core``
+path runs, so the two engines share the data, model, optimiser, schedule, loss, checkpoint format
+and metrics, and give the same numbers for a seed:
 
 ============================  ===========================================================
 Dassl hook                    what runs
@@ -55,10 +56,11 @@ from tqdm import tqdm
 
 from taidpt.engine.checkpoint import BEST_FILE, MODEL_NAME
 from taidpt.images.loaders import split_ok
+from taidpt.images.registry import DATASETS
 from taidpt.engine.checks import validate_config
 from taidpt.engine.logs import setup_logging
 from taidpt.engine.runner import RunOptions
-from taidpt.engine.session import runner_class
+from taidpt.engine.runners import runner_class
 from taidpt.methods import get_method, method_names
 
 from .evaluator import MultiLabelEvaluator
@@ -97,7 +99,7 @@ class CoreBackedTrainer(TrainerX):
         dataset = build_dataset(self.cfg)
         if not (hasattr(dataset, "image_set") and hasattr(dataset, "class_list")):
             raise ValueError(f"DATASET.NAME {self.cfg.DATASET.NAME} is not a taidpt dataset: {self.kind} needs one "
-                            f"of datasets/taidpt_datasets.py (VOC2007, COCO2014, NUSWIDE, COCOFormat, CSV)")
+                            f"of datasets/taidpt_datasets.py ({', '.join(DATASETS)})")
         self.core = runner_class(self.kind)(self.cfg, RunOptions(), trainer=self.kind)
         self.core.load_data(dataset.image_set, dataset.class_list)
         self.train_loader_x = None  # the caption loader: built in before_train, so eval-only needs no captions
@@ -237,7 +239,7 @@ def register_methods() -> list[str]:
         if name in TRAINER_REGISTRY.registered_names():
             continue
         method = get_method(name)
-        base = PromptTuningTrainer if method.trains_on else FrozenModelTrainer
+        base = PromptTuningTrainer if method.trains() else FrozenModelTrainer
         trainer = type(name, (base,), {"kind": name, "__doc__": method.description, "__module__": __name__})
         TRAINER_REGISTRY.register(trainer)
         added.append(name)

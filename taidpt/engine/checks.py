@@ -18,7 +18,7 @@ from taidpt.clip.loader import ClipInfo
 from taidpt.engine.checkpoint import latest_checkpoint, load_checkpoint
 from taidpt.engine.config import lookup
 from taidpt.images.preprocess import PreprocessConfig, input_size
-from taidpt.methods import IMAGES, Method
+from taidpt.methods import Method
 
 log = logging.getLogger("taidpt")
 
@@ -41,7 +41,7 @@ def validate_config(cfg: CfgNode, method: type[Method]) -> None:
         raise ValueError(f"TEST.FINAL_MODEL must be last_step or best_val, got {cfg.TEST.FINAL_MODEL!r}")
     method.check_config(cfg)
     note_precision(cfg, method)
-    if method.trains_on == IMAGES:
+    if method.trains_on_images():
         return
     ignored = [t for t in cfg.INPUT.TRANSFORMS if t != "normalize"]
     if ignored:

@@ -6,6 +6,10 @@
 picks NCCL there, Gloo on CPU. Everything else here is a thin layer over ``torch.distributed``:
 contiguous shard bounds, all-gathers of row blocks whose sizes differ by rank, gradient sums, and
 "main process first" for work that fills an on-disk cache.
+
+A runner is given its group (:class:`DistContext`); a process on its own gets
+:meth:`DistContext.single`, for which every collective here is the identity and no
+``torch.distributed`` call is made.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.distributed as dist
 ENV_TIMEOUT = "TAIDPT_DIST_TIMEOUT_MIN"
 ENV_BACKEND = "TAIDPT_DIST_BACKEND"
 DEFAULT_TIMEOUT_MIN = 60.0
+SINGLE = "single"  # the backend of a process on its own: no torch.distributed group behind it
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,16 @@ class DistContext:
     def is_local_main(self) -> bool:
         """Local rank 0: the process of each machine that fills on-disk caches first."""
         return self.local_rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether a ``torch.distributed`` group stands behind this context (False: a process on its own)."""
+        return self.backend != SINGLE
+
+    @classmethod
+    def single(cls, device: torch.device) -> "DistContext":
+        """The trivial group of one process, on ``device``: every collective is the identity."""
+        return cls(0, 1, 0, SINGLE, device)
 
     @classmethod
     def current(cls) -> "DistContext":
@@ -93,6 +108,8 @@ def destroy_process_group() -> None:
 
 def barrier(ctx: DistContext) -> None:
     """Wait for every process (on NCCL, on this process's GPU)."""
+    if not ctx.is_distributed:
+        return
     if ctx.backend == "nccl":
         dist.barrier(device_ids=[ctx.device.index])
     else:
@@ -133,6 +150,8 @@ def shard_sizes(n: int, world_size: int) -> list[int]:
 
 def all_gather_ints(ctx: DistContext, value: int) -> list[int]:
     """``value`` of every rank, in rank order."""
+    if not ctx.is_distributed:
+        return [int(value)]
     local = torch.tensor([int(value)], dtype=torch.int64, device=ctx.device)
     out = [torch.zeros_like(local) for _ in range(ctx.world_size)]
     dist.all_gather(out, local)
@@ -145,6 +164,8 @@ def all_gather_rows(ctx: DistContext, rows: torch.Tensor, counts: Sequence[int])
     Collectives need equal shapes, so each block is padded to the largest count and trimmed after.
     The result carries no autograd history.
     """
+    if not ctx.is_distributed:
+        return rows.detach().to(ctx.device)[: sum(counts)].clone()
     width = max(counts) if counts else 0
     pad = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=ctx.device)
     pad[: rows.shape[0]] = rows.detach().to(ctx.device)
@@ -166,6 +187,8 @@ def all_reduce_grads(ctx: DistContext, tensors: Sequence[torch.Tensor]) -> None:
     A tensor keeps ``grad is None`` only when it has no gradient on any rank (so an optimiser
     skips it exactly as in one process); a rank without a gradient where others have one adds zeros.
     """
+    if not ctx.is_distributed:
+        return
     present = torch.tensor([t.grad is not None for t in tensors], dtype=torch.float32, device=ctx.device)
     dist.all_reduce(present, op=dist.ReduceOp.MAX)
     chosen = [t for t, p in zip(tensors, present.tolist()) if p > 0]
@@ -183,12 +206,15 @@ def all_reduce_grads(ctx: DistContext, tensors: Sequence[torch.Tensor]) -> None:
 def all_reduce_sum(ctx: DistContext, value: torch.Tensor) -> torch.Tensor:
     """The sum of a (small) tensor over ranks, as a new tensor."""
     out = value.detach().to(ctx.device).clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    if ctx.is_distributed:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
 
 
 def broadcast_float(ctx: DistContext, value: float | None) -> float | None:
-    """Rank 0's ``value`` on every rank (None travels as NaN)."""
+    """Rank 0's ``value`` on every rank (None travels as NaN); a process on its own gets ``value`` itself."""
+    if not ctx.is_distributed:
+        return value
     t = torch.tensor([float("nan") if value is None else float(value)], dtype=torch.float64, device=ctx.device)
     dist.broadcast(t, src=0)
     out = float(t.item())

@@ -1,68 +1,38 @@
-"""Multi-process training and evaluation under ``torchrun``: the same numbers as one process, faster.
+"""The work a runner splits over its process group under ``torchrun``: one process's numbers, faster.
 
-    torchrun --nproc_per_node N train.py --trainer TaIDPT ...   (or python -m torch.distributed.run)
-
-:class:`DistributedRunner` is the core runner with five steps replaced:
-
-* **Training step** (:func:`sharded_train_step`). Every process draws the same global caption
-  batch (the order is a function of ``(seed, epoch)`` only) and takes its contiguous slice of it.
-  The expensive part of a TaI-DPT step is not the captions, whose features are cached, but
-  encoding the 2 x C class prompts through the text transformer; so the *classes* are split
-  across processes too. Each process encodes its classes, the class embeddings are all-gathered,
-  each process computes the loss of its caption slice against all classes, weighted by
-  ``slice size / global batch size`` (so the sum over processes is the mean over the global
-  batch, also when the batch does not divide evenly), the gradient w.r.t. the class embeddings
-  is summed over processes and back-propagated through each process's own prompts, and the
-  prompt-learner gradients are summed over processes. Every process then holds the gradient of
-  the one-process loss and takes the same optimiser step. This is model parallelism over classes,
-  which DistributedDataParallel (replicas computing the same function) does not express; the
-  reductions are explicit ``torch.distributed`` all-reduces.
-* **Caption corpus and feature cache**: local rank 0 labels the corpus and builds the on-disk
-  feature cache first; the other processes then find both complete and memory-map the same
-  files (the page cache is shared, so one copy in RAM per machine), each reading only its rows.
-* **Checkpoints, logs, results.json**: rank 0 only; the others wait at a barrier after each save,
-  so every process can read a checkpoint once it is written (OUTPUT_DIR must be readable by all
-  processes: any local folder, or a shared filesystem across machines).
-* **Evaluation** (:meth:`DistributedRunner.score_test_set`): each process scores a contiguous block
-  of whole test batches; logits, targets and skipped images are all-gathered in dataset order, so
-  every batch, score and metric equals the one-process run.
+:func:`sharded_train_step` (the caption runner's step): every process takes its slice of the same
+global caption batch and encodes its share of the 2 x C class prompts; the class embeddings are
+all-gathered, each slice's loss is weighted by ``slice size / global batch size`` and the gradients
+are summed, so every process takes the one-process step (model parallelism over classes, which
+DistributedDataParallel does not express). :func:`score_block` (every runner's evaluation): each
+process scores a block of whole test batches, gathered back in dataset order (:func:`gather_scored`).
+Rank 0 alone writes files (:class:`taidpt.engine.runner.Runner`); methods trained on images run in
+one process (:func:`taidpt.engine.runners.runner_class`). The manual: docs/scaling.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import numpy as np
 import torch
-from yacs.config import CfgNode
+from torch.utils.data import DataLoader
 
-from taidpt.engine import runner, session
-from taidpt.methods import CAPTIONS
-from taidpt.engine.checkpoint import BEST_FILE, MODEL_NAME, epoch_file
+from taidpt.engine.caption_training import CaptionBatchEncoder, caption_loss
 from taidpt.engine.distributed import (
     DistContext,
     all_gather_array,
-    all_gather_ints,
     all_gather_rows,
     all_reduce_grads,
     all_reduce_sum,
-    barrier,
-    broadcast_float,
-    destroy_process_group,
-    init_process_group,
-    launched_by_torchrun,
-    main_process_first,
     shard_bounds,
     shard_sizes,
 )
 from taidpt.evaluation.scoring import ScoredSet, score_batches
-from taidpt.engine.metrics_log import TrainingLog
-from taidpt.networks.model import TaIDPTModel
-from taidpt.engine.caption_training import CaptionBatchEncoder, caption_loss
+from taidpt.images.readers.common import ImageSet
+from taidpt.networks.model import ImageScorer, TaIDPTModel
 
 log = logging.getLogger("taidpt")
 
@@ -121,86 +91,21 @@ def gather_scored(ctx: DistContext, acc_scored: ScoredSet | None, lo: int, hi: i
                      order_idx[order], [paths[i] for i in np.sort(all_skipped)])
 
 
-class DistributedRunner(runner.CoreRunner):
-    """The core runner in one process of a torchrun group (see the module docstring)."""
-
-    def __init__(self, cfg: CfgNode, options: runner.RunOptions | None = None, trainer: str | None = None) -> None:
-        super().__init__(cfg, options, trainer)
-        self.dist = DistContext.current()
-        self.device = self.dist.device
-
-    def build_training(self) -> None:
-        if self.method.trains_on not in (CAPTIONS, None):
-            raise ValueError(f"distributed runs cover methods trained on captions (or not trained), not "
-                             f"{self.trainer}; run it in one process")
-        with main_process_first(self.dist):
-            super().build_training()
-
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
-        return sharded_train_step(self.model, self.encoder, batch, self.optimizer, self.method.loss_name(self.cfg),
-                                  self.dist)
-
-    def resume_if_exists(self, directory: str | Path | None = None) -> int:
-        start = super().resume_if_exists(directory)
-        starts = all_gather_ints(self.dist, start)
-        if len(set(starts)) > 1:
-            raise RuntimeError(f"processes found different checkpoints to resume from (epochs {starts}): every process "
-                               f"must read the same OUTPUT_DIR (use a shared filesystem across machines)")
-        return start
-
-    def open_training_log(self, resumed_epoch: int) -> TrainingLog:
-        # Rank 0 alone writes metrics.jsonl and the TensorBoard events, as it does the log and checkpoints.
-        return super().open_training_log(resumed_epoch) if self.dist.is_main else TrainingLog.disabled()
-
-    def validate(self) -> float:
-        # Every process computes the same value; rank 0's decides, so best-model choices never diverge.
-        return broadcast_float(self.dist, super().validate())
-
-    def save(self, epoch: int, val_result: float | None = None, is_best: bool = False,
-             directory: str | Path | None = None) -> Path:
-        if self.dist.is_main:
-            path = super().save(epoch, val_result, is_best, directory)
-        else:
-            path = Path(directory or self.output_dir) / MODEL_NAME / (BEST_FILE if is_best else epoch_file(epoch))
-        barrier(self.dist)
-        return path
-
-    def score_test_set(self) -> ScoredSet:
-        cfg, ctx = self.cfg, self.dist
-        n = len(self.image_set.paths)
-        batch_size = int(cfg.DATALOADER.TEST.BATCH_SIZE)
-        b_lo, b_hi = shard_bounds(math.ceil(n / batch_size), ctx.rank, ctx.world_size)
-        lo, hi = min(b_lo * batch_size, n), min(b_hi * batch_size, n)
-        acc = score_batches(self.scorer(), self.test_loader(range(lo, hi)), self.image_set.paths, device=self.device,
-                            progress=self.opts.progress)
-        scored = acc.result(self.image_set.name) if len(acc) else None
-        if scored is None and acc.skipped:
-            log.warning("skipped %d unreadable image(s), e.g. %s", len(acc.skipped), ", ".join(acc.skipped[:3]))
-        merged = gather_scored(ctx, scored, lo, hi, len(self.classes), list(self.image_set.paths))
-        if len(merged.indices) == 0:
-            raise RuntimeError(f"no image of {self.image_set.name} could be read ({len(merged.skipped)} skipped)")
-        return merged
-
-    def report(self, results: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if self.dist.is_main:
-            return super().report(results, *args, **kwargs)
-        return self._describe(results)
+def score_block(ctx: DistContext, scorer: ImageScorer, loader_of: Callable[[range], DataLoader], image_set: ImageSet,
+                batch_size: int, n_classes: int, progress: bool) -> ScoredSet:
+    """This process's block of whole test batches scored (``loader_of(rows)`` loads them), and every
+    process's blocks gathered in dataset order (:func:`gather_scored`)."""
+    n = len(image_set.paths)
+    b_lo, b_hi = shard_bounds(math.ceil(n / batch_size), ctx.rank, ctx.world_size)
+    lo, hi = min(b_lo * batch_size, n), min(b_hi * batch_size, n)
+    acc = score_batches(scorer, loader_of(range(lo, hi)), image_set.paths, device=ctx.device, progress=progress)
+    scored = acc.result(image_set.name) if len(acc) else None
+    if scored is None and acc.skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(acc.skipped), ", ".join(acc.skipped[:3]))
+    merged = gather_scored(ctx, scored, lo, hi, n_classes, list(image_set.paths))
+    if len(merged.indices) == 0:
+        raise RuntimeError(f"no image of {image_set.name} could be read ({len(merged.skipped)} skipped)")
+    return merged
 
 
-def run(cfg: CfgNode, options: runner.RunOptions | None = None) -> dict[str, Any] | None:
-    """Run one configuration: across the torchrun group when launched by torchrun, else in this process."""
-    if not launched_by_torchrun():
-        return session.run(cfg, options)
-    if session.runner_class(cfg.TRAINER.NAME) is not runner.CoreRunner:
-        raise ValueError(f"torchrun runs methods trained on captions (or not trained); run {cfg.TRAINER.NAME} in "
-                         f"one process")
-    ctx = init_process_group(use_cuda=bool(cfg.USE_CUDA))
-    try:
-        options = options or runner.RunOptions()
-        what = (f"distributed: {ctx.world_size} processes ({ctx.backend}), captions and class prompts of each "
-                f"batch split across them, test images too")
-        options = dataclasses.replace(options, progress=options.progress and ctx.is_main,
-                                      note=f"{options.note}; {what}" if options.note else what)
-        return session.run(cfg, options, runner_cls=DistributedRunner, main_process=ctx.is_main)
-    finally:
-        destroy_process_group()
+__all__ = ["gather_scored", "score_block", "sharded_train_step"]

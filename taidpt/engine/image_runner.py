@@ -1,17 +1,12 @@
-"""The core runner of the image-prompting trainers: ``DualCoOp`` (partial labels) and ``CoOpMultiLabel`` (few-shot).
+"""The image runner of the image-prompting methods: ``DualCoOp`` (partial labels), ``CoOpMultiLabel`` (few-shot).
 
-:class:`ImagePromptRunner` is a :class:`taidpt.engine.runner.CoreRunner` whose training data are
-labelled images instead of captions; everything else (test set, evaluation, results.json,
-predictions.npz, checkpoints in Dassl's layout, resume, the per-epoch LR schedule, the log) is the
-TaI-DPT runner's, and the Dassl trainers generated for these methods (``trainers/taidpt.py``) call the same steps.
-
-Training data: the dataset's training split (:func:`taidpt.images.train_data.load_train_set`),
-optionally reduced to ``DATASET.NUM_SHOTS`` images per class (:mod:`taidpt.images.fewshot`), with
-``DATASET.PARTIAL_PROPORTION`` of its labels kept (:mod:`taidpt.images.partial_labels`; the mask is
-stored in ``OUTPUT_DIR/partial_labels.npz`` or ``DATASET.PARTIAL_LABEL_FILE`` and reused), both
-drawn with ``DATASET.LABEL_SEED`` (default: ``SEED``). Images are augmented per
-``(seed, epoch, index)`` (:mod:`taidpt.images.augment`). Model selection is the last epoch: there is no
-held-out image split, and selecting on the test images is not allowed.
+A sibling of the caption runner over :class:`taidpt.engine.runner.Runner`: it trains on the dataset's
+training images (:func:`taidpt.images.train_data.load_train_set`), optionally ``DATASET.NUM_SHOTS`` per
+class (:mod:`taidpt.images.fewshot`) with ``DATASET.PARTIAL_PROPORTION`` of their labels kept
+(:mod:`taidpt.images.partial_labels`; the mask is stored in the run folder or ``DATASET.PARTIAL_LABEL_FILE``
+and reused), both drawn with ``DATASET.LABEL_SEED`` (default ``SEED``), augmented per ``(seed, epoch,
+index)`` (:mod:`taidpt.images.augment`). Model selection is the last epoch: there is no held-out image
+split, and the test images are never used for it. It runs in one process (a torchrun group is refused).
 """
 
 from __future__ import annotations
@@ -22,7 +17,7 @@ from typing import Any
 
 import torch
 
-from taidpt.engine.runner import CoreRunner
+from taidpt.engine.runner import Runner
 from taidpt.images.fewshot import sample_few_shot
 from taidpt.images.loaders import split_ok
 from taidpt.images.partial_labels import PARTIAL_FILE, load_or_create, to_partial
@@ -40,8 +35,10 @@ from taidpt.utils.seeding import label_seed, seed_or_zero
 log = logging.getLogger("taidpt")
 
 
-class ImagePromptRunner(CoreRunner):
+class ImagePromptRunner(Runner):
     """Train prompts on labelled (possibly partial, possibly few-shot) images; test as TaI-DPT does."""
+
+    runs_distributed = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,15 +101,16 @@ class ImagePromptRunner(CoreRunner):
         raise ValueError(f"{self.trainer} has no validation split (no held-out images; test images are never "
                          f"used for selection)")
 
-    # ------------------------------------------------------------------ checkpoints and results
-    def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
-        out = super()._describe(results)
-        info: dict[str, Any] = {"epochs_trained": self.epoch, "model_selection": self.selection,
-                                "checkpoint": self._relative(self.checkpoint_path),
-                                "loss": {"name": self.node.LOSS, "on": self.node.LOSS_ON}}
+    # ------------------------------------------------------------------ results
+    def describe(self, results: dict[str, Any]) -> dict[str, Any]:
+        """The run's settings and ``results``, then the training (prompt selection, loss, images) and the model."""
+        return {**super().describe(results), **self.training_fields(), **self.method.describe_model(self.model)}
+
+    def training_fields(self) -> dict[str, Any]:
+        info = {**self.selection_fields(), "loss": {"name": self.node.LOSS, "on": self.node.LOSS_ON}}
         if self.train_info:
             info["training_data"] = {**self.train_info, "skipped_train_images": sorted(self.skipped_train)}
-        return {**out, **info, **self.method.describe_model(self.model)}
+        return info
 
 
 __all__ = ["ImagePromptRunner"]

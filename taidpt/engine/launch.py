@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None, plugin: PluginProbe | None = None) -> in
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     # The model code (open_clip, torchvision) loads only once the configuration is known to be good.
-    from taidpt.engine.distributed_runner import run
+    from taidpt.engine.session import run
     from taidpt.engine.runner import RunOptions
 
     options = RunOptions(eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch,

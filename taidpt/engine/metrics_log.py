@@ -1,17 +1,7 @@
-"""``RUN/metrics.jsonl``: one JSON line per finished training epoch, to watch or plot a run.
-
-Each line is ``{"epoch": 1-based, "loss": mean training loss, "lr": learning rate of the epoch,
-"val_mAP": held-out caption mAP or null, "steps": optimiser steps, "step_seconds": mean step time}``
-(a loss that is not finite is written as null: the file is strict JSON). The core runner's main
-process appends one line per epoch, flushed and fsynced, after the held-out validation and before
-the epoch's checkpoints, so ``tail -f`` and a crash both see whole epochs. ``results.json`` stays
-free of timings (it is byte-identical per seed); they live here. The Dassl path writes none of this
-(Dassl's own TensorBoard writer logs its run).
-
-On resume the file is first cut back to the resumed checkpoint's epoch: a run killed after writing
-epoch 3's line but before its checkpoint restarts from epoch 2 and writes epoch 3 again, so every
-epoch is listed once and the file agrees with the checkpoints. With the ``tensorboard`` package
-installed the same scalars also go to ``RUN/tensorboard/`` (:mod:`taidpt.engine.tensorboard_log`).
+"""``RUN/metrics.jsonl``: one strict-JSON line per finished training epoch (loss, lr, held-out mAP, steps,
+step time), appended by the main process, fsynced, after validation and before the epoch's checkpoints.
+On resume the file is cut back to the resumed checkpoint's epoch, so every epoch is listed once and
+agrees with the checkpoints; timings live here, never in ``results.json``. See docs/training.md.
 """
 
 from __future__ import annotations

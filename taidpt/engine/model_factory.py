@@ -1,7 +1,7 @@
 """The one way a method's model is built from a configuration: CLIP loaded and its input size checked,
 the method's model made, a checkpoint's prompts checked against the run and loaded.
 
-Training (:class:`taidpt.engine.runner.CoreRunner`), evaluation of a run folder and the export
+Training (:class:`taidpt.engine.runner.Runner`), evaluation of a run folder and the export
 (:class:`taidpt.engine.run.Run`) all build through here. The rebuilt model says where it came from
 (:meth:`TrainedModel.provenance`) and how its images are preprocessed (:attr:`TrainedModel.preprocess`).
 Torch loads inside the functions, so importing this module stays light.

@@ -1,16 +1,9 @@
 """Optimiser and learning-rate schedule with Dassl's semantics, on modern torch.
 
-Dassl's warm-up wrappers pass an argument that torch removed and pickle a successor scheduler into
-their state, so they neither build nor reload here. :class:`EpochLR` computes the same learning
-rates in closed form and keeps a primitive-only state (loadable with ``weights_only=True``).
-
-The LR is stepped once per epoch; ``e`` counts epochs from 0:
-
-* warm-up (``e < W``): constant -> ``WARMUP_CONS_LR``; linear -> ``WARMUP_MIN_LR`` at e = 0,
-  then ``LR * e / W``;
-* afterwards the main schedule runs from its own step ``e - W`` (``WARMUP_RECOUNT``, Dassl's
-  default) or from ``e``: cosine ``LR * (1 + cos(pi * t / MAX_EPOCH)) / 2``, single_step
-  ``LR * GAMMA ** (t // STEPSIZE)``, multi_step ``LR * GAMMA ** #(milestones <= t)``.
+Dassl's warm-up wrappers neither build nor reload on current torch; :class:`EpochLR` computes the
+same per-epoch rates in closed form with a primitive-only state (loadable with ``weights_only=True``):
+warm-up (constant ``WARMUP_CONS_LR``, or linear from ``WARMUP_MIN_LR`` to ``LR``) for ``W`` epochs,
+then cosine, single_step or multi_step counted from ``e - W`` (``WARMUP_RECOUNT``) or from ``e``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """A training run, opened from its folder: the one way anything reads a run.
 
-Layout of a run folder (what ``train.py --output-dir RUN`` writes)::
-
-    RUN/config.yaml                     the merged configuration the run trained with
-    RUN/log.txt                         the log (appended by every invocation)
-    RUN/metrics.jsonl                   one line per finished epoch
-    RUN/prompt_learner/...              checkpoints (see :mod:`taidpt.engine.checkpoint`)
-    RUN/results.json                    the last evaluation's results
-    RUN/predictions.npz                 the last evaluation's scores
-    RUN/eval/<timestamp>/               evaluations of this run made later with --eval-only
-
-:class:`Run` gives its configuration (assembled the one way :func:`~taidpt.engine.config.assemble_config`
-does it), its method, class names, checkpoints, preprocessing, results, and the trained model
-and scorer rebuilt from them. ``train.py --eval-only --model-dir RUN``, the ONNX export, the
-ensemble and the Python API all read runs through it.
+:class:`Run` gives a run folder's configuration (assembled as :func:`~taidpt.engine.config.assemble_config`
+does it), method, class names, checkpoints, results, and the trained model rebuilt from them
+(:mod:`taidpt.engine.model_factory`); ``train.py --eval-only``, the export, the ensemble and the Python
+API read runs through it, and reading one needs no torch. The folder layout is in docs/training.md.
 """
 
 from __future__ import annotations
@@ -122,7 +112,7 @@ class Run:
         in eval mode on ``device``; ``classnames`` overrides the run's for an untrained method."""
         method = self.method_of(cfg)
         path, ckpt = None, None
-        if method.trains_on:
+        if method.trains():
             path = self.checkpoint(epoch)
             ckpt = load_checkpoint(path, map_location="cpu")
         names = self.classnames(cfg, ckpt.get("meta") if ckpt else None) if classnames is None else list(classnames)

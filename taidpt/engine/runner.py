@@ -1,11 +1,13 @@
-"""The core (Dassl-free) runner behind ``train.py``: train TaI-DPT on captions, test on images.
+"""The base runner: what every method's run shares (build, checkpoints, the epoch loop, test, report).
 
-It follows Dassl's ``TrainerX`` order, and the Dassl plugin (``trainers/taidpt.py``) calls the
-methods of :class:`CoreRunner` from its hooks, so both engines give the same numbers for a seed:
-seed -> test set -> model, optimiser and schedule -> caption corpus, loader and feature cache ->
-resume -> epochs (the LR steps once per epoch) -> test. Model selection uses a held-out
-slice of the caption corpus (``TEST.FINAL_MODEL best_val`` with ``DATASET.VAL_CAPTIONS > 0``) or
-the last epoch; never the test images.
+It follows Dassl's ``TrainerX`` order, and the Dassl plugin (``trainers/taidpt.py``) calls its steps
+from its hooks, so both engines give the same numbers for a seed: seed -> test set -> model,
+optimiser and schedule -> training data -> resume -> epochs (the LR steps once per epoch) -> test.
+A method that trains nothing runs on :class:`Runner` as it is; the caption and image runners add
+their training data, loss, validation and results fields (:mod:`taidpt.engine.runners` picks one).
+
+A runner is given its process group (a process alone has the trivial one): rank 0 alone writes
+files, and a group scores the test set in blocks (:mod:`taidpt.engine.distributed_runner`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,18 +25,19 @@ from torch.utils.data import Subset
 from yacs.config import CfgNode
 
 from taidpt.captions.classes import ClassList
-from taidpt.captions.corpus import CaptionCorpus
-from taidpt.captions.features import CaptionFeatureStore
-from taidpt.engine.caption_training import (
-    CaptionBatchEncoder,
-    apply_loss,
-    caption_loss,
-    caption_map,
-    make_caption_loader,
-    split_validation,
+from taidpt.engine.caption_training import apply_loss
+from taidpt.engine.checkpoint import (
+    BEST_FILE,
+    MODEL_NAME,
+    epoch_file,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
 )
-from taidpt.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from taidpt.engine.checks import check_resume_settings, model_meta, preprocess_config, validate_config
+from taidpt.engine.distributed import DistContext, all_gather_ints, barrier
+from taidpt.engine.distributed_runner import score_block
 from taidpt.engine.environment import select_device
 from taidpt.engine.logs import PLAIN, StepClock
 from taidpt.engine.metrics_log import EpochStats, TrainingLog
@@ -46,8 +49,8 @@ from taidpt.evaluation.scoring import ScoredSet, results_from_scores, score_batc
 from taidpt.images.loaders import ImageSetDataset, make_test_loader
 from taidpt.images.preprocess import input_size
 from taidpt.images.readers.common import ImageSet
-from taidpt.images.registry import default_cache_dir, load_caption_corpus, load_test_set
-from taidpt.methods import CAPTIONS, get_method
+from taidpt.images.registry import load_test_set
+from taidpt.methods import get_method
 from taidpt.networks.model import ImageScorer
 from taidpt.utils.atomic import atomic_write_json
 from taidpt.utils.seeding import seed_or_zero
@@ -55,7 +58,6 @@ from taidpt.utils.seeding import seed_or_zero
 log = logging.getLogger("taidpt")
 
 
-# ----------------------------------------------------------------------------- the run
 @dataclass
 class RunOptions:
     """CoOp's CLI switches that are not config keys."""
@@ -68,23 +70,25 @@ class RunOptions:
     note: str = ""  # one line logged first (train.py says which engine runs and why)
 
 
-class CoreRunner:
-    """Train and/or evaluate one configuration; mirrors Dassl's ``TrainerX`` lifecycle."""
+class Runner:
+    """Train (given a subclass's data and loss) and/or evaluate one configuration in a process group."""
 
-    def __init__(self, cfg: CfgNode, options: RunOptions | None = None, trainer: str | None = None) -> None:
+    runs_distributed: ClassVar[bool] = True  # whether a torchrun group may run it
+
+    def __init__(self, cfg: CfgNode, options: RunOptions | None = None, trainer: str | None = None,
+                 group: DistContext | None = None) -> None:
         self.cfg = cfg
         self.opts = options or RunOptions()
         self.method = get_method(trainer or cfg.TRAINER.NAME)
         self.trainer = self.method.name
-        self.device = select_device(cfg)
+        self.group = group or DistContext.single(select_device(cfg))
+        self.device = self.group.device
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.start_time = time.time()
         self.epoch = 0
         self.checkpoint_path: str | None = None
         self.selection = "last_step"
-        self.corpus: CaptionCorpus | None = None
         self.loader: torch.utils.data.DataLoader | None = None
-        self.val_rows = np.zeros(0, dtype=np.int64)
         self.best_val = float("-inf")
         self.training_log = TrainingLog.disabled()  # metrics.jsonl (+ TensorBoard) once train() starts
 
@@ -118,36 +122,13 @@ class CoreRunner:
         cfg = self.cfg
         clip_model = self.load_backbone()
         self.model = self.method.build_model(cfg, clip_model, self.classes.names).to(self.device)
-        if self.method.trains_on:
+        if self.method.trains():
             self.optimizer = build_optimizer(self.method.trainable_parameters(self.model), cfg.OPTIM)
             self.scheduler = build_lr_scheduler(self.optimizer, cfg.OPTIM)
 
     def build_training(self) -> None:
-        """Caption corpus, held-out split, caption loader and feature cache (training only)."""
-        cfg = self.cfg
-        if self.corpus is None:
-            self.corpus = load_caption_corpus(cfg, self.classes, progress=self.opts.progress)
-            log.info("caption corpus: %d captions + %d template sentences (%s, lemmatizer %s)",
-                     self.corpus.n_captions, self.corpus.n_templates, self.corpus.source, self.corpus.lemmatizer)
-        corpus = self.corpus
-        seed = int(cfg.SEED)
-        train_caps, self.val_rows = split_validation(corpus.n_captions, float(cfg.DATASET.VAL_CAPTIONS), seed)
-        template_rows = np.arange(corpus.n_captions, len(corpus))
-        self.train_rows = np.concatenate([train_caps, template_rows])
-        self.loader = make_caption_loader(corpus.labels, self.train_rows, int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE), seed)
-        token_ids = self.model.text.tokenize(corpus.texts)
-        store = None
-        cache_dtype = self.method.caption_cache_dtype(cfg)
-        if cache_dtype is not None:
-            t0 = time.time()
-            store = CaptionFeatureStore.open_or_build(
-                default_cache_dir(cfg), self.model, self.corpus.texts, token_ids,
-                dtype=cache_dtype, device=self.device, progress=self.opts.progress)
-            log.info("cached features of %d sentences in %.1f s", len(store), time.time() - t0)
-        self.encoder = CaptionBatchEncoder(self.model, token_ids, store, self.device)
-        if cfg.TEST.FINAL_MODEL == "best_val" and len(self.val_rows) == 0:
-            raise ValueError("TEST.FINAL_MODEL best_val needs held-out captions: set DATASET.VAL_CAPTIONS > 0 "
-                             "(selecting on test images is what the reference did, and is not allowed here)")
+        """The training data and its loader (a trained method's runner builds them)."""
+        raise TypeError(f"{self.trainer} has nothing to train")
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, val_result: float | None) -> dict[str, Any]:
@@ -161,10 +142,16 @@ class CoreRunner:
 
     def save(self, epoch: int, val_result: float | None = None, is_best: bool = False,
              directory: str | Path | None = None) -> Path:
-        """Write ``prompt_learner/model.pth.tar-<epoch>`` (1-based) or ``model-best.pth.tar``."""
-        best = self.best_val if self.best_val > float("-inf") else None
-        state = {**self._state(val_result), "best_val": val_result if is_best else best}
-        return save_checkpoint(directory or self.output_dir, state, epoch=epoch, is_best=is_best)
+        """Write ``prompt_learner/model.pth.tar-<epoch>`` (1-based) or ``model-best.pth.tar`` (rank 0;
+        the others wait at a barrier, so that every process can read it once this returns)."""
+        if self.group.is_main:
+            best = self.best_val if self.best_val > float("-inf") else None
+            state = {**self._state(val_result), "best_val": val_result if is_best else best}
+            path = save_checkpoint(directory or self.output_dir, state, epoch=epoch, is_best=is_best)
+        else:
+            path = Path(directory or self.output_dir) / MODEL_NAME / (BEST_FILE if is_best else epoch_file(epoch))
+        barrier(self.group)
+        return path
 
     def _load_prompts(self, path: Path, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
         ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location="cpu")
@@ -183,7 +170,14 @@ class CoreRunner:
 
     def resume_if_exists(self, directory: str | Path | None = None) -> int:
         """Dassl semantics: continue from ``RESUME`` or from ``OUTPUT_DIR`` when it holds a checkpoint."""
-        directory = directory or self.cfg.RESUME or str(self.output_dir)
+        start = self._resume(directory or self.cfg.RESUME or str(self.output_dir))
+        starts = all_gather_ints(self.group, start)
+        if len(set(starts)) > 1:
+            raise RuntimeError(f"processes found different checkpoints to resume from (epochs {starts}): every process "
+                               f"must read the same OUTPUT_DIR (use a shared filesystem across machines)")
+        return start
+
+    def _resume(self, directory: str | Path) -> int:
         path = latest_checkpoint(directory)
         if path is None:
             if self.cfg.RESUME:
@@ -202,60 +196,55 @@ class CoreRunner:
         return int(ckpt["epoch"])
 
     # ------------------------------------------------------------------ train
-    # One epoch is begin_epoch -> caption_loss + optimiser step per batch -> scheduler.step() ->
+    # One epoch is begin_epoch -> batch_loss + optimiser step per batch -> scheduler.step() ->
     # end_epoch; the Dassl trainer runs the same calls from its hooks.
     def begin_epoch(self, epoch: int) -> None:
-        """Train mode and the caption order of ``epoch`` (a function of (seed, epoch) only)."""
+        """Train mode and the sample order of ``epoch`` (a function of (seed, epoch) only)."""
         self.epoch = epoch
         self.model.train()
         self.loader.sampler.set_epoch(epoch)
 
-    def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The TaI-DPT loss of one caption batch (not yet back-propagated)."""
-        return caption_loss(self.model, self.encoder, batch, self.method.loss_name(self.cfg))
+    def batch_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The training loss of one batch (not yet back-propagated)."""
+        raise TypeError(f"{self.trainer} has nothing to train")
 
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimiser step on a batch (:meth:`batch_loss`); returns its loss (the distributed runner shards it)."""
+    def step(self, batch: dict[str, Any]) -> float:
+        """One optimiser step on a batch (:meth:`batch_loss`); returns its loss."""
         return apply_loss(self.batch_loss(batch), self.optimizer)
 
     def validate(self) -> float:
-        """Merged mAP on the held-out captions (the model-selection metric; never test images)."""
-        if not len(self.val_rows):
-            raise ValueError("no held-out captions to validate on: set DATASET.VAL_CAPTIONS > 0")
-        self.model.eval()
-        return caption_map(self.model, self.encoder, self.val_rows, self.corpus.labels)
+        """The model-selection score on held-out data (``test(split="val")`` under Dassl)."""
+        raise ValueError(f"{self.trainer} has no validation split")
+
+    def held_out_score(self, epoch: int) -> float | None:
+        """The model-selection score after ``epoch``, None where the runner holds nothing out."""
+        return None
 
     def end_epoch(self, epoch: int, stats: EpochStats | None = None) -> float | None:
         """After the LR step: held-out validation, the epoch's ``metrics.jsonl`` line (given the
         loop's ``stats``; written before the checkpoints, so resuming drops it if they are missing),
-        best / periodic / last checkpoints."""
-        cfg = self.cfg
-        last = epoch + 1 == int(cfg.OPTIM.MAX_EPOCH)
-        freq = int(cfg.TRAIN.CHECKPOINT_FREQ)
-        val = None
-        if len(self.val_rows):
-            val = self.validate()
-            log.info("epoch %d held-out caption mAP %.2f", epoch + 1, val)
+        then the epoch's checkpoints."""
+        val = self.held_out_score(epoch)
         if stats is not None:
             self.training_log.epoch_done(stats.record(epoch + 1, val))
-        if cfg.TEST.FINAL_MODEL == "best_val" and val is not None and val > self.best_val:
-            self.best_val = val
-            self.save(epoch + 1, val, is_best=True)
-            log.info("new best held-out caption mAP %.2f, saved model-best.pth.tar", val)
-        if last or (freq > 0 and (epoch + 1) % freq == 0):
-            self.save(epoch + 1, val)
+        self.save_epoch(epoch, val)
         return val
 
+    def save_epoch(self, epoch: int, val: float | None) -> None:
+        """The periodic (``TRAIN.CHECKPOINT_FREQ``) and last checkpoints."""
+        freq = int(self.cfg.TRAIN.CHECKPOINT_FREQ)
+        if epoch + 1 == int(self.cfg.OPTIM.MAX_EPOCH) or (freq > 0 and (epoch + 1) % freq == 0):
+            self.save(epoch + 1, val)
+
     def finish_training(self) -> None:
-        """Deploy the selected prompts: the best held-out epoch (best_val) or the last one."""
-        max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
-        self.epoch = max_epoch
+        """Deploy the selected prompts (:meth:`select_final_model`)."""
+        self.epoch = int(self.cfg.OPTIM.MAX_EPOCH)
         log.info("Finish training", extra=PLAIN)
-        if self.cfg.TEST.FINAL_MODEL == "best_val":
-            self._load_prompts(resolve_checkpoint(self.output_dir))
-            self.selection = "best_val (held-out captions)"
-        else:
-            self.checkpoint_path = str(resolve_checkpoint(self.output_dir, max_epoch))
+        self.select_final_model()
+
+    def select_final_model(self) -> None:
+        """The last epoch's prompts (already in the model)."""
+        self.checkpoint_path = str(resolve_checkpoint(self.output_dir, self.epoch))
 
     def train(self) -> None:
         cfg = self.cfg
@@ -281,9 +270,9 @@ class CoreRunner:
         self.finish_training()
 
     def open_training_log(self, resumed_epoch: int) -> TrainingLog:
-        """This run's ``metrics.jsonl`` (+ TensorBoard), cut back to ``resumed_epoch``; the distributed
-        runner gives the other processes a disabled one."""
-        return TrainingLog.open(self.output_dir, resumed_epoch)
+        """This run's ``metrics.jsonl`` (+ TensorBoard), cut back to ``resumed_epoch``; written by rank 0
+        alone, as the log and the checkpoints are."""
+        return TrainingLog.open(self.output_dir, resumed_epoch) if self.group.is_main else TrainingLog.disabled()
 
     # ------------------------------------------------------------------ test
     def scorer(self) -> ImageScorer:
@@ -298,7 +287,11 @@ class CoreRunner:
                                 int(cfg.DATALOADER.NUM_WORKERS), seed=seed_or_zero(cfg.SEED))
 
     def score_test_set(self) -> ScoredSet:
-        """Logits of every readable test image in dataset order (the distributed runner shards this)."""
+        """Logits of every readable test image in dataset order; a group scores a block of whole
+        batches per process and gathers them."""
+        if self.group.is_distributed:
+            return score_block(self.group, self.scorer(), self.test_loader, self.image_set,
+                               int(self.cfg.DATALOADER.TEST.BATCH_SIZE), len(self.classes), self.opts.progress)
         acc = score_batches(self.scorer(), self.test_loader(), self.image_set.paths, device=self.device,
                             progress=self.opts.progress)
         return acc.result(self.image_set.name)
@@ -310,13 +303,16 @@ class CoreRunner:
                                       float(cfg.TEST.THRESHOLD), self.image_set)
         return self.report(results, scored=scored)
 
-    def report(self, results: dict[str, Any], coop_lines: bool = True, scored: ScoredSet | None = None) -> dict[str, Any]:
+    def report(self, results: dict[str, Any], coop_lines: bool = True,
+               scored: ScoredSet | None = None) -> dict[str, Any]:
         """Log the result table (and CoOp's ``=> result`` block), write ``results.json`` and, given
-        the scores, ``predictions.npz`` (:mod:`taidpt.evaluation.predictions`)."""
+        the scores, ``predictions.npz`` (:mod:`taidpt.evaluation.predictions`); rank 0 only."""
+        if not self.group.is_main:
+            return self.describe(results)
         if scored is not None:
             save_predictions(self.output_dir / PREDICTIONS_FILE, scored, self.image_set, self.classes.names,
                              self.method.merge_rate(self.cfg), self.trainer)
-        payload = self._describe(results)
+        payload = self.describe(results)
         log.info("%s", format_results_table(results))
         if coop_lines:
             log.info("%s", format_coop_lines(results), extra=PLAIN)
@@ -325,7 +321,8 @@ class CoreRunner:
         self.training_log.test_done(results["mAP"], self.epoch)
         return payload
 
-    def _describe(self, results: dict[str, Any]) -> dict[str, Any]:
+    def describe(self, results: dict[str, Any]) -> dict[str, Any]:
+        """``results.json``: the run's settings, then ``results`` (a trained runner adds its own fields)."""
         cfg = self.cfg
         prov = provenance(cfg, self.method, self.clip_info)
         info: dict[str, Any] = {
@@ -342,23 +339,14 @@ class CoreRunner:
                          "threshold": float(cfg.TEST.THRESHOLD)},
             "taidpt_version": prov["taidpt_version"],
         }
-        if self.method.trains_on == CAPTIONS:
-            info.update({
-                "epochs_trained": self.epoch,
-                "model_selection": self.selection,
-                "checkpoint": self._relative(self.checkpoint_path),
-                **self.method.report_settings(cfg),
-            })
-            corpus = self.corpus
-            if corpus is not None:
-                info["captions"] = {"source": corpus.source, "lemmatizer": corpus.lemmatizer,
-                                    "n_captions": corpus.n_captions, "n_templates": corpus.n_templates,
-                                    "n_val_captions": int(len(self.val_rows)),
-                                    "exclude_test_captions": bool(cfg.DATASET.EXCLUDE_TEST_CAPTIONS),
-                                    "stats": corpus.stats}
         log.info("elapsed %s", datetime.timedelta(seconds=int(time.time() - self.start_time)))
         # No timings or run-folder paths: the same seed gives a byte-identical results.json (CPU).
         return {**info, **results}
+
+    def selection_fields(self) -> dict[str, Any]:
+        """Which prompts a trained run tested: epochs, how they were selected, their checkpoint."""
+        return {"epochs_trained": self.epoch, "model_selection": self.selection,
+                "checkpoint": self._relative(self.checkpoint_path)}
 
     def _relative(self, path: str | None) -> str | None:
         """A checkpoint inside this run's folder as a path relative to it, others as given."""
@@ -373,13 +361,13 @@ class CoreRunner:
     def run(self) -> dict[str, Any] | None:
         self.build()
         if self.opts.eval_only:
-            if self.method.trains_on:
+            if self.method.trains():
                 if not self.opts.model_dir:
                     raise ValueError(f"--eval-only with {self.trainer} needs --model-dir RUN (a training output "
                                      f"directory)")
                 self.load_trained(self.opts.model_dir, self.opts.load_epoch)
             return self.test()
-        if not self.method.trains_on:
+        if not self.method.trains():
             return None if self.opts.no_train else self.test()
         self.build_training()
         if self.opts.no_train:
@@ -391,4 +379,4 @@ class CoreRunner:
             self.training_log.close()
 
 
-__all__ = ["CoreRunner", "RunOptions"]
+__all__ = ["RunOptions", "Runner"]

@@ -1,13 +1,15 @@
-"""One invocation of a configuration: checks, the run folder's lock, logging, then the runner.
+"""One invocation of a configuration: the process group, checks, the run folder's lock, logging, then
+the method's runner (:func:`taidpt.engine.runners.runner_class`).
 
-The runner class follows the method's kind (:data:`taidpt.methods.IMAGES` methods run on
-:class:`~taidpt.engine.image_runner.ImagePromptRunner`, the others on
-:class:`~taidpt.engine.runner.CoreRunner`); this module imports both, so neither imports the other.
+Launched by ``torchrun`` (``WORLD_SIZE > 1``) the process joins the group first and its runner is
+given it (:mod:`taidpt.engine.distributed_runner`); otherwise the runner runs in this process alone
+(the trivial group).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -19,10 +21,11 @@ from yacs.config import CfgNode
 from taidpt import __version__
 from taidpt.engine.checkpoint import MODEL_NAME
 from taidpt.engine.checks import check_resumable, validate_config
-from taidpt.engine.image_runner import ImagePromptRunner
+from taidpt.engine.distributed import DistContext, destroy_process_group, init_process_group, launched_by_torchrun
 from taidpt.engine.logs import setup_logging
-from taidpt.engine.runner import CoreRunner, RunOptions
-from taidpt.methods import IMAGES, get_method
+from taidpt.engine.runner import RunOptions
+from taidpt.engine.runners import runner_class
+from taidpt.methods import get_method
 from taidpt.utils.atomic import atomic_write_text, remove_stale_temps
 from taidpt.utils.runlock import FolderLock
 from taidpt.utils.seeding import is_seeded, set_random_seed
@@ -30,18 +33,36 @@ from taidpt.utils.seeding import is_seeded, set_random_seed
 log = logging.getLogger("taidpt")
 
 
-def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRunner] | None = None,
-        main_process: bool = True) -> dict[str, Any] | None:
-    """Seed, set up logging, and run one configuration with the core runner (or ``runner_cls``).
+def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | None:
+    """Run one configuration: across the torchrun group when torchrun launched this process, else in it alone."""
+    if not launched_by_torchrun():
+        return run_in_group(cfg, options)
+    runner_class(cfg.TRAINER.NAME, distributed=True)  # a refusal comes before the group is joined
+    group = init_process_group(use_cuda=bool(cfg.USE_CUDA))
+    try:
+        options = options or RunOptions()
+        what = (f"distributed: {group.world_size} processes ({group.backend}), captions and class prompts of each "
+                f"batch split across them, test images too")
+        options = dataclasses.replace(options, progress=options.progress and group.is_main,
+                                      note=f"{options.note}; {what}" if options.note else what)
+        return run_in_group(cfg, options, group)
+    finally:
+        destroy_process_group()
 
-    Only the main process (``main_process``) logs to the console and ``log.txt``, writes files and
-    holds the run folder's lock; the others print warnings and errors only
-    (``taidpt.engine.distributed_runner``). Everything that can refuse the run is checked before the
-    first file is written, so a refused run leaves the folder as it was.
+
+def run_in_group(cfg: CfgNode, options: RunOptions | None = None,
+                 group: DistContext | None = None) -> dict[str, Any] | None:
+    """Seed, set up logging, and run one configuration with its method's runner, given ``group``
+    (None: this process alone).
+
+    Only the main process logs to the console and ``log.txt``, writes files and holds the run
+    folder's lock; the others print warnings and errors only. Everything that can refuse the run is
+    checked before the first file is written, so a refused run leaves the folder as it was.
     """
     options = options or RunOptions()
+    main_process = group is None or group.is_main
     setup_logging(None, bool(cfg.VERBOSE) and main_process)  # console only until the checks pass
-    runner_cls = runner_cls or runner_class(cfg.TRAINER.NAME)
+    runner_cls = runner_class(cfg.TRAINER.NAME, distributed=group is not None and group.is_distributed)
     method = get_method(cfg.TRAINER.NAME)
     validate_config(cfg, method)
     lock = FolderLock(cfg.OUTPUT_DIR) if main_process else contextlib.nullcontext()
@@ -62,12 +83,7 @@ def run(cfg: CfgNode, options: RunOptions | None = None, runner_cls: type[CoreRu
                     log.info("removed %s, left by a writer that was killed", stale)
             atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        return runner_cls(cfg, options).run()
+        return runner_cls(cfg, options, group=group).run()
 
 
-def runner_class(trainer: str) -> type[CoreRunner]:
-    """The core runner class of ``trainer``: images-trained prompts have their own (``taidpt.engine.image_runner``)."""
-    return ImagePromptRunner if get_method(trainer).trains_on == IMAGES else CoreRunner
-
-
-__all__ = ["run", "runner_class"]
+__all__ = ["run", "run_in_group"]

@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes = zero_shot_classes(args)
         if args.model_dir:
             Run(args.model_dir)
-        elif get_method(args.trainer or DEFAULT_METHOD).trains_on:
+        elif get_method(args.trainer or DEFAULT_METHOD).trains():
             early = (f"exporting {args.trainer or DEFAULT_METHOD} needs --model-dir RUN (a train.py output directory with "
                      f"prompts)")
     except (FileNotFoundError, ValueError, OpenVocabError) as exc:

@@ -55,7 +55,7 @@ def load_scorer(
     names = (list(load_class_list(classes).names) if isinstance(classes, str) else list(classes)) if classes else None
     if run is not None:
         trained = run.load_model(cfg, load_epoch, classnames=names)
-    elif method.trains_on:
+    elif method.trains():
         raise ValueError(f"exporting {method.name} needs --model-dir RUN (a train.py output directory with prompts)")
     else:
         trained = build_model(cfg, method, names or class_names_of(cfg), None, None)

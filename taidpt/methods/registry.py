@@ -39,6 +39,17 @@ class Method:
     trains_on: ClassVar[str | None] = None  # CAPTIONS, IMAGES, or None (nothing is trained)
     loss_key: ClassVar[str] = "LOSS"  # TRAINER.<node>.<loss_key> names the training loss
 
+    # ------------------------------------------------------------------ what the engine asks
+    @classmethod
+    def trains(cls) -> bool:
+        """Whether the method has prompts to train: an optimiser, checkpoints, ``--model-dir`` to evaluate."""
+        return cls.trains_on is not None
+
+    @classmethod
+    def trains_on_images(cls) -> bool:
+        """Whether training reads images, so that train-time image settings (augmentation, sampler) apply."""
+        return cls.trains_on == IMAGES
+
     # ------------------------------------------------------------------ configuration
     @classmethod
     def config_defaults(cls) -> dict[str, Any] | None:
