@@ -158,7 +158,9 @@ def export_model(backbone: str, size: int, path: Path) -> Path:
 
 
 def run_inference(model_path: Path, photos: Path, workers: int, batch_size: int, out: Path) -> dict:
-    from taidpt.serve.batch_infer import run_batches, walk_images
+    from taidpt.serve.decision import for_model
+    from taidpt.serve.inputs import walk_images
+    from taidpt.serve.pipeline import run_batches
     from taidpt.serve.result_log import ResultLog
     from taidpt.serve.runtime import open_model
 
@@ -166,7 +168,7 @@ def run_inference(model_path: Path, photos: Path, workers: int, batch_size: int,
     out.unlink(missing_ok=True)
     with ResultLog(out, model.metadata.classnames) as log:
         stats = run_batches(model, walk_images(photos), log, batch_size=batch_size, workers=workers,
-                            prefetch=2 * workers, decision={"threshold": 0.0}, progress=False)
+                            prefetch=2 * workers, decision=for_model(model.metadata, threshold=0.0), progress=False)
     model.close()
     return {"images": stats.scored, "images_per_s": stats.rate}
 

@@ -1,4 +1,4 @@
-"""Checkout entry point: ``python -m export.batch_infer`` runs :func:`taidpt.serve.batch_infer.main`.
+"""Checkout entry point (deprecated alias of ``export.infer``): runs :func:`taidpt.serve.batch_infer.main`.
 
 Installed with pip, the same command is ``taidpt-batch-infer``; this file is not part of the package.
 """

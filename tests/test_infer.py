@@ -233,7 +233,7 @@ def test_cli_errors_are_one_line(case, exported, image_dir, tmp_path, capsys):
     _, model = exported
     args = ["--model", str(model), "--images", str(image_dir), "--output", str(tmp_path / "o.json")]
     if case == "bad_suffix":
-        args[-1], expect = str(tmp_path / "o.txt"), "expected a .json or .csv"
+        args[-1], expect = str(tmp_path / "o.txt"), "expected OUT.json, OUT.jsonl, OUT.csv or a folder OUT.parquet"
     elif case == "no_images":
         args[3], expect = str(tmp_path / "nothing*.jpg"), "not a folder, a list file"
     elif case == "unknown_provider":

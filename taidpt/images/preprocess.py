@@ -235,13 +235,15 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return rgb
 
 
-def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Image:
+def load_rgb(path: str | os.PathLike, exif_transpose: bool = False, draft: int | None = None) -> Image.Image:
     """Open an image file and return it fully decoded in RGB mode.
 
     Conversion follows Dassl's ``Image.open(path).convert("RGB")`` (alpha is dropped, palettes
     expanded, CMYK converted), except for 16/32-bit integer grey images (modes ``I;16*`` and
     ``I``), whose 0..65535 range is scaled to 8 bits instead of clipped. ``exif_transpose``
-    applies the EXIF orientation tag (off by default, like Dassl).
+    applies the EXIF orientation tag (off by default, like Dassl). ``draft`` (a JPEG only; off by
+    default) lets libjpeg decode at 1/2, 1/4 or 1/8 scale, the smallest whose sides stay >= ``draft``
+    pixels (``Image.draft``): much faster for a large photo, close to but not bit-identical with Dassl.
 
     Raises :class:`ImageLoadError` for a missing, empty, truncated or undecodable file; the
     pixel data are decoded inside the guarded block so truncation is detected here.
@@ -255,6 +257,8 @@ def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Ima
         raise ImageLoadError(path_str, "file is empty (0 bytes)")
     try:
         with Image.open(path_str) as im:
+            if draft and im.format == "JPEG":
+                im.draft("RGB", (draft, draft))
             im.load()
             if exif_transpose:
                 im = ImageOps.exif_transpose(im)

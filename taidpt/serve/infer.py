@@ -1,96 +1,44 @@
-"""Score image files with an exported TaI-DPT model (``python -m export.infer``): JSON or CSV out.
+"""Score image files with an exported TaI-DPT model (``python -m export.infer``), any size of job.
 
-The model, its decision rule and the batched scoring are :class:`taidpt.serve.predictor.Predictor`'s (one code
-path with the Python API); this module adds the command line, the output files and their safety: the output
-location is checked before any image is scored, and a final write that still fails goes to a new file in the
-system temp folder. Output formats and flags: docs/deployment.md, section 2.
+One streaming pipeline (:mod:`taidpt.serve.pipeline`) for every output; the ``--output`` extension picks
+the format: ``.json`` (one document, for small jobs), ``.jsonl`` / ``.csv`` (rows appended per batch;
+a rerun resumes after them) or ``.parquet`` (a folder of part files; a rerun redoes the missing
+ones). The output location is checked before any image is scored. ``--engine ray`` hands a
+``.parquet`` job to :mod:`taidpt.serve.ray_engine`. Formats and flags: docs/deployment.md, "Inference".
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
-import csv
-import glob
-import io
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from taidpt.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, probe_writable, remove_stale_temps
-from taidpt.utils.pathtext import escape_path, unescape_path
+from taidpt.utils.atomic import OutputPathError, atomic_write_json, probe_writable, remove_stale_temps
+from taidpt.utils.pathtext import escape_path
 from taidpt.serve.decision import Decision, DecisionError, decide  # noqa: F401 - decide re-exported
+from taidpt.serve.inference_flags import add_inference_arguments, default_actors
+from taidpt.serve.inputs import (IMAGE_EXTENSIONS, LIST_EXTENSIONS, InputError, collect_images,  # noqa: F401
+                                 image_source, list_lines, read_list)
 from taidpt.serve.metadata import MetadataError
-from taidpt.serve.open_vocab import CLASS_LIST_HELP, parse_class_names
+from taidpt.serve.open_vocab import parse_class_names
+from taidpt.serve.parquet_job import ShardWriter, shard_paths
+from taidpt.serve.parquet_parts import (ParquetOutputError, finished_shards, job_description, plan_shards,
+                                        sweep_temporary)
+from taidpt.serve.pipeline import BatchStats, RowList, Sink, pending_paths, run_batches
 from taidpt.serve.predictor import Predictions, Predictor
-from taidpt.serve.result_log import ResultLogError, csv_header, csv_row, file_sha256, json_row
-from taidpt.serve.runtime import ModelLoadError, Runner, add_runtime_arguments
+from taidpt.serve.result_log import ResultLog, ResultLogError, Row, file_sha256, json_row
+from taidpt.serve.runtime import ModelLoadError, Runner
 from taidpt.utils.commands import prog_name
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-LIST_EXTENSIONS = (".txt", ".lst", ".list")
-
-
-class InputError(ValueError):
-    """The --images argument names nothing usable; the message is one line."""
-
-
-def list_lines(list_file: Path) -> Iterator[str]:
-    """The lines of a UTF-8 list file (a leading byte-order mark dropped); a byte that is not UTF-8
-    raises :class:`InputError` naming the file, line and byte."""
-    with open(list_file, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if number == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{escape_path(list_file)} line {number}, byte {exc.start + 1} "
-                                 f"(0x{raw[exc.start]:02x}): not UTF-8; save the list as UTF-8 "
-                                 f"(a file-name byte that is not UTF-8 may be written \\xNN)") from None
-
-
-def read_list(list_file: Path) -> Iterator[str]:
-    """Paths of a list file, one per line (blank lines and ``#`` comments skipped), relative to its folder.
-
-    Lines are UTF-8; ``\\xNN`` escapes (as the outputs write them, :mod:`taidpt.utils.pathtext`) name file-name
-    bytes that are not UTF-8.
-    """
-    for line in list_lines(list_file):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            p = Path(os.path.expanduser(unescape_path(line)))
-            yield str(p if p.is_absolute() else list_file.parent / p)
-
-
-def collect_images(spec: str) -> list[str]:
-    """Image paths from a folder (recursive, image extensions only, sorted), a list file or a glob.
-
-    A list file holds one path per line (blank lines and ``#`` comments skipped); relative paths are
-    relative to the list's folder. Listed paths that do not exist are kept: they are reported as
-    unreadable later, not silently dropped.
-    """
-    path = Path(os.path.expanduser(spec))
-    if path.is_dir():
-        found = [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not found:
-            raise InputError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-        return found
-    if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-        out = list(read_list(path))
-        if not out:
-            raise InputError(f"{path}: the list names no image")
-        return out
-    if path.is_file():
-        return [str(path)]
-    matches = sorted(m for m in glob.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(m))
-    if not matches:
-        raise InputError(f"{spec}: not a folder, a list file (.txt) or a glob that matches any file")
-    return matches
+FORMATS = (".json", ".jsonl", ".csv", ".parquet")
+SHOWN_ERRORS = 10
+REFUSED = (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError, DecisionError,
+           ParquetOutputError)
 
 
 def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int, model_sha256: str) -> dict:
@@ -116,6 +64,7 @@ def _header(model: Runner, decision: dict, preds: Predictions, n_inputs: int, mo
 
 def write_json(path: Path, model: Runner, rule: Decision, preds: Predictions, labels: list[list[str]],
                n_inputs: int, all_outputs: bool, model_sha256: str) -> None:
+    """The ``.json`` document: the header (model, rule, skipped inputs) and one entry per scored image."""
     names = list(rule.classnames)
     images = []
     for i, p in enumerate(preds.paths):
@@ -128,16 +77,17 @@ def write_json(path: Path, model: Runner, rule: Decision, preds: Predictions, la
     atomic_write_json(path, payload)
 
 
-def write_csv(path: Path, rule: Decision, preds: Predictions, labels: list[list[str]], model_sha256: str) -> None:
-    names = list(rule.classnames)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(csv_header(names))
-    for i, p in enumerate(preds.paths):
-        writer.writerow(csv_row(p, names, rule, preds.scores[i], labels[i], model_sha256=model_sha256))
-    for p, reason in preds.skipped:
-        writer.writerow(csv_row(p, names, error=reason, model_sha256=model_sha256))
-    atomic_write_text(path, buf.getvalue())
+def predictions(rows: Sequence[Row], n_classes: int, seconds: float) -> tuple[Predictions, list[list[str]]]:
+    """The pipeline's rows as :class:`Predictions` (scored rows in input order, the rest skipped) and labels."""
+    good = [(i, r) for i, r in enumerate(rows) if r.scores is not None]
+
+    def stack(values: list[np.ndarray | None]) -> np.ndarray:
+        return np.stack(values).astype(np.float32) if values else np.zeros((0, n_classes), np.float32)
+
+    preds = Predictions([r.path for _, r in good], stack([r.scores for _, r in good]),
+                        stack([r.global_logits for _, r in good]), stack([r.local_logits for _, r in good]),
+                        [(r.path, r.error) for r in rows if r.scores is None], seconds, [i for i, _ in good])
+    return preds, [list(r.labels) for _, r in good]
 
 
 def save_results(out: Path, write: Callable[[Path], None]) -> str:
@@ -163,83 +113,174 @@ def save_results(out: Path, write: Callable[[Path], None]) -> str:
     return f"{failed}; the scored results are saved in {escape_path(spare)} instead"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m export.infer"),
-                                description="Score images with an exported TaI-DPT model (ONNX or TensorRT engine).")
-    p.add_argument("--model", required=True, help="MODEL.onnx, or MODEL.plan with its MODEL.plan.json")
-    p.add_argument("--classes", default=None,
-                   help='score these class names instead of the trained ones, e.g. "cat,dog,zebra" (a model exported '
-                        'with --open-vocabulary)')
-    p.add_argument("--class-list", default=None, help=CLASS_LIST_HELP)
-    p.add_argument("--images", required=True, help="a folder (recursive), a .txt list of paths, or a glob")
-    p.add_argument("--output", required=True, help="OUT.json or OUT.csv")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float, default=None,
-                      help="labels = classes with merged logit >= T, for every class (default: the model's stored "
-                           "per-class thresholds, top-3 for a class without one)")
-    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
-    add_runtime_arguments(p)
-    p.add_argument("--all-outputs", action="store_true", help="also write global and local logits (JSON)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+def build_parser(prog: str = "python -m export.infer") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog_name(prog),
+                                description="Score images with an exported TaI-DPT model (ONNX or TensorRT engine); "
+                                            "streamed outputs resume where an interrupted run stopped.")
+    add_inference_arguments(p)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = Path(args.output)
-    fmt = out.suffix.lower()
-    if fmt not in (".json", ".csv"):
-        print(f"error: --output {escape_path(out)}: expected a .json or .csv file name", file=sys.stderr)
-        return 2
-    try:
-        probe_writable(out)
-        remove_stale_temps(out.parent, target=out.name)
-        names = parse_class_names(args.classes, args.class_list)
-        predictor = Predictor.from_onnx(args.model, classes=names, providers=args.providers, threads=args.threads,
-                                        threshold=args.threshold, top_k=args.top_k, batch_size=args.batch_size,
-                                        workers=args.workers)
-    except (InputError, ModelLoadError, MetadataError, OutputPathError, ResultLogError, DecisionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    model, rule, meta = predictor.runner, predictor.decision, predictor.metadata
-    try:
-        if fmt == ".csv":
-            csv_header(meta.classnames)
-        paths = collect_images(args.images)
-        digest = file_sha256(model.path)
-    except (InputError, ResultLogError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        predictor.close()
-        return 2
+def flag_problem(args: argparse.Namespace, fmt: str) -> str:
+    """Why these flags cannot run together ("" when they can), one line."""
+    out = escape_path(args.output)
+    if fmt not in FORMATS:
+        return f"--output {out}: expected OUT.json, OUT.jsonl, OUT.csv or a folder OUT.parquet"
+    if args.engine == "ray" and fmt != ".parquet":
+        return f"--output {out}: --engine ray writes a .parquet folder of parts; name the output OUT.parquet"
+    if args.all_outputs and fmt == ".parquet":
+        return "--all-outputs needs a .json or .jsonl output (a .parquet part holds the merged scores)"
+    for flag, value in (("--shard-size", args.shard_size), ("--actors", args.actors), ("--prefetch", args.prefetch)):
+        if value is not None and value < 1:
+            return f"{flag} must be >= 1, got {value}"
+    return ""
+
+
+def open_predictor(args: argparse.Namespace) -> Predictor:
+    """The model, for the class list and decision rule of the flags."""
+    return Predictor.from_onnx(args.model, classes=parse_class_names(args.classes, args.class_list),
+                               providers=args.providers, threads=args.threads, threshold=args.threshold,
+                               top_k=args.top_k, batch_size=args.batch_size, workers=args.workers,
+                               fast_decode=args.fast_decode)
+
+
+def announce(predictor: Predictor, what: str) -> None:
+    """The one summary line on stderr: the model, its provider, the job and the labelling rule."""
+    model, meta = predictor.runner, predictor.metadata
     print(f"{model.path.name}: {meta.trainer} {meta.backbone} ({meta.precision}), {meta.num_classes} classes, "
-          f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {len(paths)} image(s); "
-          f"labels: {rule.text()}", file=sys.stderr)
+          f"{meta.image_size[0]}x{meta.image_size[1]} px, provider {model.provider}; {what}; "
+          f"labels: {predictor.decision.text()}", file=sys.stderr)
+
+
+def error_reporter(where: Path) -> Callable[[str, str], None]:
+    """Names the first :data:`SHOWN_ERRORS` unreadable images on stderr, then says where the rest are."""
+    shown = 0
 
     def report(path: str, reason: str) -> None:
-        print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
+        nonlocal shown
+        shown += 1
+        if shown <= SHOWN_ERRORS:
+            print(f"skipped {escape_path(path)}: {escape_path(reason)}", file=sys.stderr)
+        elif shown == SHOWN_ERRORS + 1:
+            print(f"(further unreadable images are recorded in {escape_path(where.name)} only)", file=sys.stderr)
+    return report
 
-    try:
-        preds, rule = predictor.score(paths, progress=not args.no_progress, on_skip=report)
-        labels = rule.labels(preds.scores)
-        problem = save_results(out, lambda path: write_json(path, model, rule, preds, labels, len(paths),
-                                                            args.all_outputs, digest)
-                               if fmt == ".json" else write_csv(path, rule, preds, labels, digest))
-    except (InputError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        predictor.close()
+
+def score(args: argparse.Namespace, predictor: Predictor, paths: Iterable[str], sink: Sink, out: Path,
+          total: int | None) -> BatchStats:
+    """Run the pipeline over ``paths`` into ``sink`` with the flags' batching and decoding."""
+    return run_batches(predictor.runner, paths, sink, batch_size=args.batch_size, workers=args.workers,
+                       prefetch=args.prefetch or 2 * args.workers, decision=predictor.decision,
+                       progress=not args.no_progress, total=total, on_error=error_reporter(out),
+                       fast_decode=args.fast_decode)
+
+
+def run_json(args: argparse.Namespace, out: Path) -> int:
+    """``.json``: every row in memory, then one document written atomically."""
+    probe_writable(out)
+    remove_stale_temps(out.parent, target=out.name)
+    with open_predictor(args) as predictor:
+        paths = collect_images(args.images)
+        digest = file_sha256(predictor.runner.path)
+        announce(predictor, f"{len(paths)} image(s)")
+        rows = RowList()
+        stats = score(args, predictor, paths, rows, out, len(paths))
+        preds, labels = predictions(rows.rows, len(predictor.decision.classnames), stats.seconds)
+        problem = save_results(out, lambda path: write_json(path, predictor.runner, predictor.decision, preds,
+                                                            labels, len(paths), args.all_outputs, digest))
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
-    rate = len(preds.paths) / preds.seconds if preds.seconds > 0 else float("nan")
-    print(f"wrote {escape_path(out)}: {len(preds.paths)} image(s) scored ({rate:.1f} img/s), "
-          f"{len(preds.skipped)} skipped", file=sys.stderr)
-    if not preds.paths:
+        raise OSError(problem)
+    return finish(out, stats, 0)
+
+
+def run_stream(args: argparse.Namespace, out: Path) -> int:
+    """``.jsonl`` / ``.csv``: rows appended per batch; the inputs already written are skipped."""
+    ResultLog(out, [], args.all_outputs)  # format checks before the model loads
+    probe_writable(out, append=True)
+    with open_predictor(args) as predictor:
+        log = ResultLog(out, predictor.decision.classnames, args.all_outputs,
+                        model_sha256=file_sha256(predictor.runner.path))
+        source, total = image_source(args.images)
+        done, dropped = log.read_done()
+        announce(predictor, f"{len(done)} row(s) already in {escape_path(out.name)}"
+                 + (f" (dropped a partial last row of {dropped} bytes)" if dropped else ""))
+        with log:
+            stats = score(args, predictor, pending_paths(source, done), log, out, total)
+    return finish(out, stats, len(done))
+
+
+def run_parquet(args: argparse.Namespace, out: Path) -> int:
+    """``.parquet``: a folder of part files, one per shard of the sorted inputs; finished parts are kept."""
+    if out.exists() and not out.is_dir():
+        raise ParquetOutputError(f"{escape_path(out)}: exists and is not a folder; a .parquet output is a folder "
+                                 f"of parts")
+    probe_writable(out / "part-000000.parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ParquetOutputError("a .parquet output needs pyarrow: pip install 'taidpt[parquet]'") from None
+    with open_predictor(args) as predictor:
+        description = job_description(predictor.decision.classnames, file_sha256(predictor.runner.path),
+                                      predictor.decision.describe(), args.shard_size)
+        done = finished_shards(out, description)
+        shards = plan_shards(image_source(args.images)[0], args.shard_size)
+        todo = [s for s in shards if s.index not in done]
+        sweep_temporary(out)
+        announce(predictor, f"{len(shards)} shard(s) of {args.shard_size}, {len(shards) - len(todo)} already "
+                            f"in {escape_path(out.name)}")
+        writer = ShardWriter(out, todo, description)
+        stats = score(args, predictor, shard_paths(todo), writer, out, sum(len(s.paths) for s in todo))
+    return finish(out, stats, sum(len(s.paths) for s in shards) - sum(len(s.paths) for s in todo))
+
+
+def finish(out: Path, stats: BatchStats, resumed: int) -> int:
+    """The closing line on stderr; 1 when no image at all could be read."""
+    print(f"wrote {escape_path(out)}: {stats.scored} image(s) scored ({stats.rate:.1f} img/s), {stats.failed} "
+          f"unreadable, {resumed} already done", file=sys.stderr)
+    if stats.scored == 0 and stats.failed > 0 and resumed == 0:
         print("error: no image could be read", file=sys.stderr)
         return 1
     return 0
+
+
+def run_ray(args: argparse.Namespace, out: Path) -> int:
+    """``--engine ray``: the same job as a Ray Data pipeline (:func:`taidpt.serve.ray_engine.run_ray_job`)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ModelLoadError("--engine ray needs Ray: pip install 'taidpt[ray]'") from None
+    from taidpt.serve.ray_engine import run_ray_job
+
+    written = run_ray_job(args.images, args.model, out, classes=parse_class_names(args.classes, args.class_list),
+                          threshold=args.threshold, top_k=args.top_k, shard_size=args.shard_size,
+                          batch_size=args.batch_size, actors=args.actors or default_actors(args.ray_address),
+                          address=args.ray_address, providers=args.providers, fast_decode=args.fast_decode,
+                          progress=not args.no_progress)
+    print(f"wrote {escape_path(out)}: {written} row(s) this run (Ray engine)", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m export.infer") -> int:
+    args = build_parser(prog).parse_args(argv)
+    out = Path(args.output)
+    fmt = out.suffix.lower()
+    problem = flag_problem(args, fmt)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    run = run_ray if args.engine == "ray" else {".json": run_json, ".parquet": run_parquet}.get(fmt, run_stream)
+    try:
+        return run(args, out)
+    except REFUSED as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {escape_path(str(exc))}; the rows written so far stay in {escape_path(out)} and the same "
+              f"command resumes after them" if fmt != ".json" else f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

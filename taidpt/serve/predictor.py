@@ -59,11 +59,16 @@ def image_from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def load_image(item: ImageInput, cfg: PreprocessConfig) -> np.ndarray | str:
-    """The preprocessed float32 ``[3, H, W]`` image, or the reason it cannot be read (one line)."""
+def load_image(item: ImageInput, cfg: PreprocessConfig, fast_decode: bool = False) -> np.ndarray | str:
+    """The preprocessed float32 ``[3, H, W]`` image, or the reason it cannot be read (one line).
+
+    ``fast_decode``: a JPEG file is decoded at the smallest 1/2, 1/4 or 1/8 scale that still covers the
+    resize target (``--fast-decode``, docs/performance.md); off, the result is Dassl's, bit for bit.
+    """
     try:
         if isinstance(item, (str, os.PathLike)):
-            return cfg(load_rgb(item, exif_transpose=cfg.exif_transpose))
+            draft = max(cfg.out_hw) if fast_decode else None
+            return cfg(load_rgb(item, exif_transpose=cfg.exif_transpose, draft=draft))
         if isinstance(item, Image.Image):
             return cfg(to_rgb(item))
         if isinstance(item, np.ndarray):
@@ -90,7 +95,8 @@ class Predictions:
 
 
 def score_images(model: Runner, items: Sequence[ImageInput], *, batch_size: int = 32, workers: int = 4,
-                 progress: bool = False, on_skip: Callable[[str, str], None] | None = None) -> Predictions:
+                 progress: bool = False, on_skip: Callable[[str, str], None] | None = None,
+                 fast_decode: bool = False) -> Predictions:
     """Preprocess and score ``items`` in batches; unreadable ones go to ``skipped``.
 
     Decoding and resizing run in a thread pool (PIL releases the GIL), so they overlap across the
@@ -111,7 +117,7 @@ def score_images(model: Runner, items: Sequence[ImageInput], *, batch_size: int 
         for start in range(0, len(items), batch_size):
             chunk = list(items[start:start + batch_size])
             arrays = []
-            for offset, (p, item) in enumerate(zip(chunk, pool.map(lambda q: load_image(q, cfg), chunk))):
+            for offset, (p, item) in enumerate(zip(chunk, pool.map(lambda q: load_image(q, cfg, fast_decode), chunk))):
                 name = source_name(p, start + offset)
                 if isinstance(item, str):
                     skipped.append((name, item))
@@ -155,13 +161,14 @@ class Predictor:
     ``runner`` scores preprocessed batches; ``threshold`` / ``top_k`` override the stored thresholds
     for every class; ``open_classes`` opens a runner for another class list (None: only the
     runner's own classes); ``batch_size`` images go to the runner at once, decoded by ``workers``
-    threads. A rule that cannot apply (e.g. ``top_k`` above the class count) raises
+    threads (JPEG files at a reduced scale with ``fast_decode``, :func:`load_image`). A rule that
+    cannot apply (e.g. ``top_k`` above the class count) raises
     :class:`taidpt.serve.decision.DecisionError` and closes ``runner``.
     """
 
     def __init__(self, runner: Runner, *, threshold: float | None = None, top_k: int | None = None,
                  open_classes: Callable[[list[str]], Runner] | None = None, batch_size: int = 32,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, fast_decode: bool = False) -> None:
         self.runner = runner
         self._rule = {"threshold": threshold, "top_k": top_k}
         try:
@@ -173,11 +180,13 @@ class Predictor:
         self._class_lists: dict[tuple[str, ...], tuple[Runner, Decision]] = {}
         self.batch_size = int(batch_size)
         self.workers = int(workers) if workers else min(4, os.cpu_count() or 1)
+        self.fast_decode = bool(fast_decode)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, *, classes: Sequence[str] | None = None,
                   providers: Sequence[str] | None = None, threads: int = 0, threshold: float | None = None,
-                  top_k: int | None = None, batch_size: int = 32, workers: int | None = None) -> "Predictor":
+                  top_k: int | None = None, batch_size: int = 32, workers: int | None = None,
+                  fast_decode: bool = False) -> "Predictor":
         """An exported model (``.onnx``, or a TensorRT engine with its sidecar) in onnxruntime / TensorRT.
 
         ``classes`` makes another class list the default (an ``--open-vocabulary`` export);
@@ -192,7 +201,7 @@ class Predictor:
         runner = (open_model(path, providers, threads=threads, max_batch=batch_size) if classes is None
                   else open_classes(validate_class_names(classes)))
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes if open_vocab else None,
-                   batch_size=batch_size, workers=workers)
+                   batch_size=batch_size, workers=workers, fast_decode=fast_decode)
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -236,7 +245,7 @@ class Predictor:
         """Raw batched scores of ``images`` and the rule that labels them (what the inference CLI writes)."""
         runner, decision = self.for_classes(classes)
         preds = score_images(runner, image_items(images)[0], batch_size=self.batch_size, workers=self.workers,
-                             progress=progress, on_skip=on_skip)
+                             progress=progress, on_skip=on_skip, fast_decode=self.fast_decode)
         return preds, decision
 
     def predict(self, images: ImageInput | Iterable[ImageInput], classes: Sequence[str] | None = None, *,

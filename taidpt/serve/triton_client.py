@@ -2,7 +2,7 @@
 
 It reads the model's preprocessing, class names and stored thresholds from the ``taidpt.*`` parameters of
 the served config (Triton's ONNX backend cannot apply thresholds), preprocesses as evaluation does, and
-prints the rows of ``python -m export.batch_infer``; ``--classes`` goes through the ``<model>_text`` and
+prints the rows of ``python -m export.infer``'s .jsonl output; ``--classes`` goes through the ``<model>_text`` and
 ``<model>_open`` models of an open-vocabulary repository. ``tritonclient`` is imported only when the
 client runs, so nothing else needs it. See docs/deployment.md, section 6.
 """
@@ -19,13 +19,13 @@ import numpy as np
 
 from taidpt.utils.pathtext import escape_path
 
-from taidpt.serve.batch_infer import image_source
 from taidpt.serve.decision import Decision, DecisionError, for_model
 from taidpt.serve.graph_check import check_graph
-from taidpt.serve.infer import InputError
+from taidpt.serve.inference_flags import add_batch_size_flag, add_class_flags, add_images_flag, add_rule_flags
+from taidpt.serve.inputs import InputError, image_source
 from taidpt.serve.predictor import load_image
 from taidpt.serve.metadata import EMBEDDING_NAMES, INPUT_NAME, TOKEN_IDS_NAME, MetadataError, ModelMetadata
-from taidpt.serve.open_vocab import CLASS_LIST_HELP, OpenVocabError, parse_class_names, prompts_for
+from taidpt.serve.open_vocab import OpenVocabError, parse_class_names, prompts_for
 from taidpt.serve.result_log import json_row
 from taidpt.utils.commands import DeprecatedFlag, prog_name
 
@@ -123,18 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
     p.add_argument("--model-name", default="taidpt", help="model name in the repository")
     p.add_argument("--model", dest="model_name", action=DeprecatedFlag, use="--model-name")
-    p.add_argument("--images", required=True, help="a folder, a .txt list of paths, or a glob")
-    p.add_argument("--batch-size", type=int, default=8, help="images per request")
-    p.add_argument("--classes", default=None, help='score these class names, e.g. "cat,dog,zebra" (a repository '
-                                                   'written with --open-vocabulary)')
-    p.add_argument("--class-list", default=None, help=CLASS_LIST_HELP)
+    add_images_flag(p)
+    add_batch_size_flag(p, default=8, what="request")
+    add_class_flags(p, where="a repository written with --open-vocabulary")
     p.add_argument("--vocab", default=None, help="the export's BPE vocabulary (M.bpe.txt.gz, also in <model>_text/ in "
                                                  "the repository); needed with --classes / --class-list")
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float, default=None,
-                      help="labels = classes with merged logit >= T, for every class (default: the thresholds stored "
-                           "in the repository's parameters, top-3 for a class without one)")
-    rule.add_argument("--top-k", type=int, default=None, help="labels = the K highest-scoring classes, for every image")
+    add_rule_flags(p, stored="the thresholds stored in the repository's parameters")
     return p
 
 
