@@ -179,3 +179,21 @@ def test_two_nodes_give_the_same_rows_also_when_a_node_is_lost(world, reference,
     print(f"node lost mid-job: {outcome}")  # shown with -s / -rP: which of the two this Ray did
     assert written >= 12 - 4
     assert_local_rows(lost, reference)
+
+
+def test_inputs_from_a_table_of_paths(world, reference, local_ray):
+    """A Parquet or CSV file whose 'path' column (or only column) lists the inputs."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from taidpt.serve.ray_inputs import list_inputs
+
+    paths = sorted(reference)
+    table = pa.table({"path": paths, "note": ["x"] * len(paths)})
+    pq.write_table(table, world["root"] / "inputs.parquet")
+    pcsv.write_csv(pa.table({"file": paths}), world["root"] / "inputs.csv")
+    assert sorted(list_inputs(str(world["root"] / "inputs.parquet"))) == paths
+    assert sorted(list_inputs(str(world["root"] / "inputs.csv"))) == paths  # the only column
+    out = world["root"] / "from_table.parquet"
+    assert run_ray_job(str(world["root"] / "inputs.csv"), str(world["model"]), out, address=None, **JOB) == 12
+    assert_local_rows(out, reference)
