@@ -228,7 +228,7 @@ def run_parquet(args: argparse.Namespace, out: Path) -> int:
         sweep_temporary(out)
         announce(predictor, f"{len(shards)} shard(s) of {args.shard_size}, {len(shards) - len(todo)} already "
                             f"in {escape_path(out.name)}")
-        writer = ShardWriter(out, todo, description)
+        writer = ShardWriter(out, todo, description, predictor.decision)
         stats = score(args, predictor, shard_paths(todo), writer, out, sum(len(s.paths) for s in todo))
     return finish(out, stats, sum(len(s.paths) for s in shards) - sum(len(s.paths) for s in todo))
 

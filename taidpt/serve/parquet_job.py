@@ -13,32 +13,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from taidpt.serve.parquet_parts import Shard, rows_table, write_part
+from taidpt.serve.decision import Decision
+from taidpt.serve.parquet_parts import Shard, shard_table, write_part
 from taidpt.serve.result_log import Row
-from taidpt.utils.pathtext import escape_path
-
-
-def part_table(description: Mapping[str, Any], rows: Sequence[Row]) -> Any:
-    """One part's Arrow table from the pipeline's rows (paths escaped as every output writes them)."""
-    n_classes = len(description["classnames"])
-    scores = np.full((len(rows), n_classes), np.nan, dtype=np.float32)
-    confidence = np.full((len(rows), n_classes), np.nan, dtype=np.float64)
-    labels: list[Sequence[str]] = []
-    for i, row in enumerate(rows):
-        if row.scores is not None:
-            scores[i] = row.scores
-            confidence[i] = row.rule().confidence(np.asarray(row.scores)[None, :])[0]
-        labels.append(list(row.labels))
-    errors = [None if row.scores is not None else escape_path(row.error) for row in rows]
-    return rows_table(description, [escape_path(r.path) for r in rows], scores, labels, confidence, errors)
 
 
 class ShardWriter:
     """A pipeline sink: rows arrive in the order of ``shards``' paths; each shard's part is written
     when its last row arrives."""
 
-    def __init__(self, folder: Path, shards: Sequence[Shard], description: Mapping[str, Any]) -> None:
-        self.folder, self.description = folder, description
+    def __init__(self, folder: Path, shards: Sequence[Shard], description: Mapping[str, Any],
+                 decision: Decision) -> None:
+        self.folder, self.description, self.decision = folder, description, decision
         self._shards = list(shards)
         self._rows: list[Row] = []
         self.parts_written = 0
@@ -50,7 +36,10 @@ class ShardWriter:
             mine, self._rows = self._rows[:len(shard.paths)], self._rows[len(shard.paths):]
             if [r.path for r in mine] != list(shard.paths):
                 raise RuntimeError(f"shard {shard.index}: rows out of order (a pipeline bug)")
-            write_part(self.folder, shard, part_table(self.description, mine))
+            scores = np.stack([np.full(len(self.decision.classnames), np.nan, np.float32) if r.scores is None
+                               else np.asarray(r.scores, np.float32) for r in mine])
+            errors = [None if r.scores is not None else r.error for r in mine]
+            write_part(self.folder, shard, shard_table(self.description, self.decision, shard.paths, scores, errors))
             self.parts_written += 1
 
 

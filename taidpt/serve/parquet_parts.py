@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from taidpt.utils.pathtext import escape_path
+
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 META_KEY = b"taidpt.job"  # schema metadata key: the job description, JSON
 DEFAULT_SHARD_SIZE = 256
@@ -92,6 +94,17 @@ def rows_table(description: Mapping[str, Any], paths: Sequence[str], scores: np.
     return pa.Table.from_pydict(columns, schema=schema(description))
 
 
+def shard_table(description: Mapping[str, Any], decision: Any, paths: Sequence[str], scores: np.ndarray,
+                errors: Sequence[str | None]) -> Any:
+    """A part from merged scores ``[N, C]`` (any values on a row with an error) and errors, labelled and
+    given confidences by ``decision`` (a :class:`taidpt.serve.decision.Decision`); paths and errors escaped
+    as every output writes them. Both engines build their parts here."""
+    scores = np.asarray(scores, dtype=np.float32)
+    finite = np.nan_to_num(scores)
+    return rows_table(description, [escape_path(p) for p in paths], scores, decision.labels(finite),
+                      decision.confidence(finite), [None if e is None else escape_path(e) for e in errors])
+
+
 def write_part(folder: Path, shard: Shard, table: Any) -> Path:
     """Write ``table`` as the shard's part: to a temporary name, fsynced, then renamed into place."""
     import pyarrow.parquet as pq
@@ -155,4 +168,4 @@ def _part_index(name: str) -> int | None:
 
 
 __all__ = ["DEFAULT_SHARD_SIZE", "META_KEY", "ParquetOutputError", "Shard", "finished_shards", "job_description",
-           "plan_shards", "rows_table", "schema", "sweep_temporary", "write_part"]
+           "plan_shards", "rows_table", "schema", "shard_table", "sweep_temporary", "write_part"]

@@ -25,7 +25,7 @@ from taidpt.serve.parquet_parts import (
     finished_shards,
     job_description,
     plan_shards,
-    rows_table,
+    shard_table,
     sweep_temporary,
     write_part,
 )
@@ -151,10 +151,8 @@ def write_shard(output: Path, shard: Shard, rows: dict[str, tuple[np.ndarray, st
                 decision: Decision) -> int:
     """Write one shard's part from its rows (path -> (scores, error)); labels and confidence by ``decision``."""
     paths = list(shard.paths)
-    scores = np.stack([rows[p][0] for p in paths]).astype(np.float32)
-    errors = [rows[p][1] or None for p in paths]
-    labels = decision.labels(np.nan_to_num(scores))
-    write_part(output, shard, rows_table(description, paths, scores, labels, decision.confidence(scores), errors))
+    scores = np.stack([rows[p][0] for p in paths])
+    write_part(output, shard, shard_table(description, decision, paths, scores, [rows[p][1] or None for p in paths]))
     return len(paths)
 
 

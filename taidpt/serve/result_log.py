@@ -19,6 +19,7 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from taidpt.serve import export_unit
 from taidpt.serve.decision import Decision
 from taidpt.utils.pathtext import escape_path
 
@@ -80,14 +81,10 @@ class DoneSet:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file (the model that wrote a result file); :class:`ResultLogError` if unreadable."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
+        return export_unit.file_sha256(path)
     except OSError as exc:
         raise ResultLogError(f"{escape_path(path)}: cannot read it to hash it ({exc.strerror or exc})") from None
-    return h.hexdigest()
 
 
 def _check_model(where: Path, number: int, recorded: str | None, expected: str) -> None:
