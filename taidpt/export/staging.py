@@ -76,26 +76,26 @@ def staged_parts(staged_out: Path, companions: dict[str, str]) -> list[Path]:
     return [staged_out.parent / n for n in names if (staged_out.parent / n).is_file()]
 
 
+def _move_parts(staged_out: Path, out: Path, companions: dict[str, str], suffix: str) -> list[Path]:
+    """os.replace every staged file to ``out``'s folder as ``<name><suffix>``, in :func:`staged_parts` order."""
+    moved = []
+    for part in staged_parts(staged_out, companions):
+        target = out.parent / (part.name + suffix)
+        os.replace(part, target)
+        moved.append(target)
+        if _after_replace is not None and not suffix:
+            _after_replace(target)
+    return moved
+
+
 def publish_set(staged_out: Path, out: Path, companions: dict[str, str]) -> list[Path]:
     """Move every staged file to its place beside ``out`` (os.replace, one by one); returns the paths written."""
-    written = []
-    for part in staged_parts(staged_out, companions):
-        target = out.parent / part.name
-        os.replace(part, target)
-        written.append(target)
-        if _after_replace is not None:
-            _after_replace(target)
-    return written
+    return _move_parts(staged_out, out, companions, "")
 
 
 def keep_failed(staged_out: Path, out: Path, companions: dict[str, str]) -> list[Path]:
     """Move the staged files beside ``out`` as ``*.failed-parity`` (never deployed by mistake); returns them."""
-    kept = []
-    for part in staged_parts(staged_out, companions):
-        target = out.parent / (part.name + FAILED_SUFFIX)
-        os.replace(part, target)
-        kept.append(target)
-    return kept
+    return _move_parts(staged_out, out, companions, FAILED_SUFFIX)
 
 
 __all__ = ["FAILED_SUFFIX", "STAGING_NAME", "STAGING_PREFIX", "keep_failed", "publish_set", "staged_parts",
