@@ -116,7 +116,7 @@ WORKER = textwrap.dedent('''
     import torch, torch.distributed as dist
     sys.path.insert(0, sys.argv[2])
     from test_distributed import build_setup
-    from taidpt.engine.distributed import DistContext
+    from taidpt.engine.distributed import DistContext, destroy_process_group
     from taidpt.engine.distributed_runner import sharded_train_step
     from taidpt.engine.caption_training import train_step
 
@@ -140,7 +140,7 @@ WORKER = textwrap.dedent('''
                            "grad_none": grads, "ref_grad_none": [p.grad is None for p in m1.prompt_learner.parameters()]})
     if ctx.rank == 0:
         open(sys.argv[1], "w").write(json.dumps(report))
-    dist.destroy_process_group()
+    destroy_process_group(ctx)
 ''')
 
 

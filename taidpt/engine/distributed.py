@@ -100,9 +100,16 @@ def init_process_group(use_cuda: bool = True) -> DistContext:
     return DistContext.current()
 
 
-def destroy_process_group() -> None:
-    """Leave the group (no-op when none is initialised)."""
+def destroy_process_group(finished: DistContext | None = None) -> None:
+    """Leave the group (no-op when none is initialised).
+
+    Given the group of a run that ``finished``, wait for every process first: Gloo can abort a
+    process whose peers tear their connections down while it is still leaving (seen as SIGABRT,
+    "terminate called without an active exception"). After a failure no barrier is attempted.
+    """
     if dist.is_initialized():
+        if finished is not None:
+            barrier(finished)
         dist.destroy_process_group()
 
 

@@ -39,15 +39,18 @@ def run(cfg: CfgNode, options: RunOptions | None = None) -> dict[str, Any] | Non
         return run_in_group(cfg, options)
     runner_class(cfg.TRAINER.NAME, distributed=True)  # a refusal comes before the group is joined
     group = init_process_group(use_cuda=bool(cfg.USE_CUDA))
+    finished = None
     try:
         options = options or RunOptions()
         what = (f"distributed: {group.world_size} processes ({group.backend}), captions and class prompts of each "
                 f"batch split across them, test images too")
         options = dataclasses.replace(options, progress=options.progress and group.is_main,
                                       note=f"{options.note}; {what}" if options.note else what)
-        return run_in_group(cfg, options, group)
+        result = run_in_group(cfg, options, group)
+        finished = group
+        return result
     finally:
-        destroy_process_group()
+        destroy_process_group(finished)
 
 
 def run_in_group(cfg: CfgNode, options: RunOptions | None = None,
