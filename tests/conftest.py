@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
 
 # open_clip retries the hub for ~45 s before failing on a pretrained tag; the tests never download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import taidpt  # noqa: E402,F401 - its telemetry opt-outs are set before any test imports onnxruntime or Ray
 
 
 # The measured demo (its CLIP pretrained from a cold cache) is the longest test by far: it is collected

@@ -30,7 +30,7 @@ from taidpt.engine.run import Run
 from taidpt.export.scorer_loading import load_scorer
 from taidpt.methods import DEFAULT_METHOD, get_method
 from taidpt.export.tracing import DEFAULT_OPSET, export_scorer
-from taidpt.serve.export_unit import new_export_id
+from taidpt.serve.export_unit import export_time, new_export_id
 from taidpt.serve.open_vocab import OpenVocabError, parse_class_names
 from taidpt.serve.metadata import INPUT_NAME, OUTPUT_NAMES, PRECISIONS, ModelMetadata, read_onnx_metadata
 from taidpt.utils.commands import prog_name
@@ -262,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     images = parity_inputs(meta, max(args.batch_sizes), inputs.parity_paths)
     reference = torch_reference(loaded.scorer, images, args.batch_sizes)  # also fills the positional cache
+    meta = meta.replace(exported=export_time())
 
     for stale in sweep_staging(out.parent):
         _print(f"note: removed {stale}, the staging folder of an export that was killed")

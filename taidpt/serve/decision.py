@@ -8,6 +8,7 @@ and ``--top-k K`` override. Labels are listed highest logit first. See docs/depl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -89,6 +90,17 @@ class Decision:
         return {"scores": {c: float(v) for c, v in zip(self.classnames, logits_row)},
                 "confidence": {c: (None if math.isnan(v) else float(v)) for c, v in zip(self.classnames, conf)},
                 "labels": list(labels)}
+
+    def shifted(self, delta: float) -> "Decision":
+        """The same rule with every threshold moved by ``delta`` (logit units; top-k columns unchanged):
+        a positive shift labels fewer classes. ``source`` records the shift."""
+        if not math.isfinite(delta):
+            raise DecisionError(f"a threshold shift must be a finite number, got {delta}")
+        if delta == 0 or all(t is None for t in self.thresholds):
+            return self
+        moved = tuple(None if t is None else t + float(delta) for t in self.thresholds)
+        note = f"shifted by {delta:+g}"
+        return dataclasses.replace(self, thresholds=moved, source=f"{self.source}; {note}" if self.source else note)
 
     def short_list_note(self) -> str:
         """Why the fallback's k is below the default ("" when it is not): :func:`fallback_k`."""

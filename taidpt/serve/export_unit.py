@@ -8,6 +8,7 @@ See docs/robustness.md, "An export is one unit".
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import os
@@ -23,6 +24,11 @@ ENGINE_FACTS = ("engine_bytes", "engine_sha256")
 def new_export_id() -> str:
     """A fresh export id (uuid4, 32 hex digits)."""
     return uuid.uuid4().hex
+
+
+def export_time() -> str:
+    """Now, UTC, ISO 8601 to the second: the ``exported`` metadata of a new export."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -70,6 +70,7 @@ _KINDS: dict[str, str] = {
     "prompt_template": "str",
     "context_length": "json_int",
     "export_id": "str",
+    "exported": "str",
     "bpe_sha256": "str",
     "calibration_images": "json_int",
     "calibration_support": "json_dict",
@@ -122,6 +123,7 @@ class ModelMetadata:
     prompt_template: str = ""
     context_length: int = 0
     export_id: str = ""
+    exported: str = ""  # when the export ran, UTC, ISO 8601 to the second
     bpe_sha256: str = ""
     calibration_images: int = 0
     calibration_support: tuple[tuple[str, int], ...] = ()

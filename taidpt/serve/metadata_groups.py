@@ -45,6 +45,7 @@ class Provenance:
     dataset: str
     taidpt_version: str
     export_id: str
+    exported: str
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,11 @@ class Predictor:
     def provider(self) -> str:
         return self.runner.provider
 
+    @property
+    def open_vocabulary(self) -> bool:
+        """Whether other class lists can be scored (an ``--open-vocabulary`` ONNX export)."""
+        return self._open_classes is not None
+
     # ------------------------------------------------------------------ scoring
     def for_classes(self, classes: Sequence[str] | None) -> tuple[Runner, Decision]:
         """The runner and decision rule that score ``classes`` (the default list when None); a list other
