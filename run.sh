@@ -2,6 +2,7 @@
 # TaI-DPT runs, CoOp style.
 #
 #   bash run.sh demo                 offline miniature world (no download, 2-core CPU, < 10 min)
+#   bash run.sh app                  the tagging page on the demo's model (http://127.0.0.1:7860/)
 #   DATA=/path/to/datasets bash run.sh DATASET [CFG] [SEEDS]
 #
 # The datasets (and the files each needs under DATA) come from their specs in
@@ -24,6 +25,10 @@ target=${1:-}
 if [ "$target" = demo ]; then
   exec "$PY" -m taidpt.demo --out "${OUT:-output/demo}" ${DEMO_ARGS:-}
 fi
+if [ "$target" = app ]; then
+  # the tagging page on the demo's model (made when missing); APP_ARGS go to python -m taidpt.app
+  exec "$PY" -m taidpt.demo.app_model --out "${OUT:-output/demo}" -- ${APP_ARGS:-}
+fi
 
 # One row per dataset: config <TAB> name,name,... <TAB> the files it needs under DATA.
 table=$("$PY" -m taidpt.images.datasets_cli --run-sh-table)
@@ -41,7 +46,7 @@ done <<< "$table"
 
 usage() {
   local IFS='|'
-  echo "usage: bash run.sh {demo|${shown[*]}} [CFG] [SEEDS]   (real datasets need DATA=/path/to/datasets)" >&2
+  echo "usage: bash run.sh {demo|app|${shown[*]}} [CFG] [SEEDS]   (real datasets need DATA=/path/to/datasets)" >&2
 }
 
 case "$target" in

@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from taidpt.app.tagging import Tagged
-from taidpt.serve.decision import Decision
+from taidpt.serve.decision import STORED, Decision
 from taidpt.serve.metadata import ModelMetadata
 
 SHOWN_CLASSES = 12  # class names listed in the model card before "and N more"
@@ -67,10 +67,8 @@ def logits_table(tagged: Tagged) -> tuple[list[str], list[list[Any]]]:
 def decision_markdown(decision: Decision, meta: ModelMetadata) -> str:
     """The rule in use, in a sentence, and where its thresholds come from."""
     lines = [f"**Decision rule:** {escape(decision.text())}"]
-    if decision.source:
-        lines.append(f"Thresholds: {escape(decision.source)}")
-    elif meta.calibration:
-        lines.append(f"Model calibration: {escape(meta.calibration)}")
+    if decision.rule != STORED and meta.calibration:
+        lines.append(f"The model's own thresholds (not in use): {escape(meta.calibration)}")
     lines.append("Confidence is sigmoid(logit - threshold): 0.5 at the decision point, not a probability.")
     return "\n\n".join(lines)
 
@@ -82,8 +80,10 @@ def model_card(meta: ModelMetadata, *, sha256: str, provider: str, open_vocabula
     if len(names) > SHOWN_CLASSES:
         shown += f" and {len(names) - SHOWN_CLASSES} more"
     calibrated = len(meta.thresholds)
+    images = meta.calibration_images
+    counted = images and f"{images} " not in meta.calibration  # the count, unless the description says it
     calibration = (f"{calibrated} of {len(names)} classes have thresholds ({escape(meta.calibration) or 'source not recorded'}"
-                   f"{f', {meta.calibration_images} images' if meta.calibration_images else ''})"
+                   f"{f', {images} images' if counted else ''})"
                    if calibrated else "none: labels by top-k (calibrate with <code>python -m export.calibrate</code>)")
     text = escape  # every value below that comes from the file is escaped
     rows = [

@@ -153,8 +153,8 @@ class Tagger:
         labels = decision.labels(preds.scores)
         for position, i in enumerate(readable):
             row = scored.get(position)
-            if row is None:
-                rows[i].error = next(skipped)[1]
+            if row is None:  # the decoder's reason names the server's copy of the upload: name it as uploaded
+                rows[i].error = next(skipped)[1].replace(files[i], Path(files[i]).name)
             else:
                 rows[i] = Row(Path(files[i]).name, preds.scores[row], labels[row], decision=decision,
                               global_logits=preds.global_logits[row], local_logits=preds.local_logits[row])

@@ -193,13 +193,12 @@ class Predictor:
         ``providers`` and ``threads`` go to onnxruntime. Errors are one-line
         :class:`taidpt.serve.runtime.ModelLoadError` / :class:`taidpt.serve.metadata.MetadataError`.
         """
-        open_vocab = Path(path).suffix.lower() not in ENGINE_SUFFIXES
-
         def open_classes(names: list[str]) -> Runner:
             return OpenVocabModel(path, names, providers, threads=threads, max_batch=batch_size)
 
         runner = (open_model(path, providers, threads=threads, max_batch=batch_size) if classes is None
                   else open_classes(validate_class_names(classes)))
+        open_vocab = Path(path).suffix.lower() not in ENGINE_SUFFIXES and bool(runner.metadata.open_model)
         return cls(runner, threshold=threshold, top_k=top_k, open_classes=open_classes if open_vocab else None,
                    batch_size=batch_size, workers=workers, fast_decode=fast_decode)
 
