@@ -46,9 +46,16 @@ SERVE_FORBIDDEN = ("torch", "torchvision", "open_clip", "taidpt.engine", "taidpt
                    "taidpt.export", "taidpt.clip", "export")
 
 
+SERVE_PACKAGES = ("serve", "app")  # the serving side: deployed models, and the tagging page on them
+
+
+def _serve_paths() -> list[Path]:
+    return sorted(p for package in SERVE_PACKAGES for p in (ROOT / "taidpt" / package).glob("*.py")
+                  if p.stem != "__main__")
+
+
 def _serve_modules() -> list[str]:
-    return sorted("taidpt.serve" if p.stem == "__init__" else f"taidpt.serve.{p.stem}"
-                  for p in (ROOT / "taidpt" / "serve").glob("*.py"))
+    return [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in _serve_paths()]
 
 
 def _forbidden(name: str) -> bool:
@@ -96,7 +103,7 @@ def _imported_names(path: Path) -> set[str]:
 def test_serving_side_never_names_torch_training_or_build_code():
     """Also the imports inside functions, which the import-closure test does not run."""
     offenders = []
-    for path in sorted((ROOT / "taidpt" / "serve").glob("*.py")):
+    for path in _serve_paths():
         bad = sorted(n for n in _imported_names(path) if _forbidden(n))
         if bad:
             offenders.append(f"{path.relative_to(ROOT)}: {bad}")

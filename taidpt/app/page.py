@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from taidpt.app.render import CSS, decision_markdown, finite_or_zero, logits_table, model_card, results_html
-from taidpt.app.tagging import MODEL_RULE, RULES, TOP_K_RULE, PageInputError, RuleChoice, Tagger
+from taidpt.app.tagging import MODEL_RULE, RULES, PageInputError, RuleChoice, Tagger
 from taidpt.serve.decision import DEFAULT_TOP_K
 from taidpt.serve.result_log import ResultLogError
 
@@ -134,5 +134,3 @@ def page_css() -> str:
     """The page's own style sheet (result cards and bars)."""
     return CSS
 
-
-__all__ = ["PageHandlers", "build_page", "page_css", "RULES", "TOP_K_RULE"]
