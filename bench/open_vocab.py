@@ -54,7 +54,7 @@ BRANCHES = ("merged", "global", "local")
 ZEROSHOT_YAML = ROOT / "configs" / "trainers" / "ZeroshotCLIPDense" / "demo.yaml"
 
 
-def _run(args: Sequence[str], threads: int) -> str:
+def run_repo_command(args: Sequence[str], threads: int) -> str:
     """Run a repository command (``train.py`` or ``-m export.onnx``) as a user would; its stdout, or exit."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -84,18 +84,19 @@ def filtered_split(shapes: Any, held_out: Sequence[str], captions: list[str], ou
 
 
 def train(run_dir: Path, data: Path, weights: Path, seed: int, cache: Path, extra: Sequence[str],
-          threads: int) -> dict[str, Any]:
-    """A fresh TaI-DPT run through train.py (the demo's recipe plus ``extra`` KEY VALUE pairs); its results."""
+          threads: int, trainer: str = "TaIDPT") -> dict[str, Any]:
+    """A fresh run through train.py (the demo's recipe plus ``extra`` KEY VALUE pairs); its results."""
     from taidpt.demo.experiment import train_cli_args
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    _run(["train.py", "--no-progress", *train_cli_args("TaIDPT", data, run_dir, weights, seed, cache, extra)], threads)
+    run_repo_command(["train.py", "--no-progress", *train_cli_args(trainer, data, run_dir, weights, seed, cache, extra)],
+                     threads)
     return json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
 
 
 def export(out: Path, source: Sequence[str], opts: Sequence[str], threads: int) -> Path:
     """``python -m export.onnx SOURCE --output out --open-vocabulary OPTS`` (stops the bench unless parity is OK)."""
-    stdout = _run(["-m", "export.onnx", *source, "--output", str(out), "--open-vocabulary", *opts], threads)
+    stdout = run_repo_command(["-m", "export.onnx", *source, "--output", str(out), "--open-vocabulary", *opts], threads)
     if "open vocabulary: OK" not in stdout:
         sys.exit(f"error: the open-vocabulary export {out} did not report OK:\n{stdout[-2000:]}")
     return out
@@ -115,27 +116,35 @@ def held_out_ap(runner: Any, test: Any, columns: Sequence[int]) -> dict[str, dic
             for b in BRANCHES}
 
 
-def _mean(aps: dict[str, float]) -> float:
+def mean_ap(aps: dict[str, float]) -> float:
     return float(np.mean(list(aps.values())))
+
+
+def demo_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The demo's data folder (``--data``, else written under ``--out``; quick data with ``--quick``) and
+    CLIP weights (``--weights``, else the demo's cached file, pretrained when missing)."""
+    from taidpt.demo.experiment import FULL, QUICK, write_demo_data
+    from taidpt.demo.pretrain import cached_demo_clip
+
+    settings = QUICK if args.quick else FULL
+    data = Path(args.data) if args.data else Path(args.out) / "data"
+    if not args.data:
+        write_demo_data(data, settings.n_test_images, settings.n_captions, settings.data_seed)
+    weights = Path(args.weights) if args.weights else cached_demo_clip(0, None, progress=False, threads=args.threads,
+                                                                       **settings.pretrain)
+    return data, weights
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every split's numbers (and the settings they came from)."""
     from taidpt.captions.classes import load_class_list
     from taidpt.captions.sources import read_text_file
-    from taidpt.demo.experiment import FULL, QUICK, write_demo_data
-    from taidpt.demo.pretrain import cached_demo_clip
     from taidpt.images.readers.voc import read_voc2007
     from taidpt.serve.open_vocab import OpenVocabModel
     from taidpt.serve.runtime import OnnxModel
 
-    settings = QUICK if args.quick else FULL
     out = Path(args.out)
-    data = Path(args.data) if args.data else out / "data"
-    if not args.data:
-        write_demo_data(data, settings.n_test_images, settings.n_captions, settings.data_seed)
-    weights = Path(args.weights) if args.weights else cached_demo_clip(0, None, progress=False, threads=args.threads,
-                                                                       **settings.pretrain)
+    data, weights = demo_inputs(args)
     extra = ["OPTIM.MAX_EPOCH", "2"] if args.quick else []
     shapes = load_class_list("shapes14")
     captions = read_text_file(data / "captions.txt")
@@ -184,7 +193,7 @@ def table(summary: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     means: dict[str, dict[str, list[float]]] = {c: {b: [] for b in BRANCHES} for c in (*cols, "seen_mAP")}
     for s in summary["splits"]:
-        maps = {c: {b: _mean(s[c][b]) for b in BRANCHES} for c in cols}
+        maps = {c: {b: mean_ap(s[c][b]) for b in BRANCHES} for c in cols}
         for c in cols:
             for b in BRANCHES:
                 means[c][b].append(maps[c][b])

@@ -263,6 +263,41 @@ def test_label_free_rates_match_caption_frequencies(model_path, dataset, tmp_pat
         assert rate == pytest.approx(expected[c], abs=0.5 / n + 1e-9), c
 
 
+def test_generated_captions_give_no_rates_so_the_user_gives_them(model_path, dataset, tmp_path, capsys):
+    """After a run on generated sentences the caption frequencies are the generator's: calibration refuses them
+    (export too, before writing anything) and takes --class-rates instead."""
+    from taidpt.export.onnx_cli import main as export_main
+
+    root, _ = dataset
+    model = copy_model(model_path, tmp_path)
+    run = write_run(tmp_path / "run", root)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("CAPTION_SOURCE: text",
+                                                                                 "CAPTION_SOURCE: generated"))
+    images = str(root / "VOCdevkit" / "VOC2007" / "JPEGImages")
+    before = model.read_bytes()
+    assert calibrate_main(["--model", str(model), "--unlabelled-images", images, "--model-dir", str(run),
+                           "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "generated" in err[0] and "--class-rates FILE" in err[0] and model.read_bytes() == before
+    assert export_main(["--model-dir", str(run), "--output", str(tmp_path / "x.onnx"), "--calibration-images", images,
+                        "--label-free-thresholds"]) == 2
+    assert "--class-rates FILE" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+    rates = {"dog": 0.5, "cat": 0.25, "car": 0.125, "boat": 0.0, "person": 0.75}
+    (tmp_path / "rates.txt").write_text("# share of my images\n" + "".join(f"{c}, {r}\n" for c, r in rates.items()))
+    assert calibrate_main(["--model", str(model), "--unlabelled-images", images, "--class-rates",
+                           str(tmp_path / "rates.txt"), "--no-progress", "--report", str(tmp_path / "r.json")]) == 0
+    assert "positive rate = the rates of rates.txt" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())["classes"]
+    assert {c: report[c]["target_rate"] for c in CLASSES} == pytest.approx(rates)
+    assert set(read_onnx_metadata(model).threshold_map) == {"dog", "cat", "car", "person"}
+    (tmp_path / "bad.txt").write_text("dog, 0.5\ncat, 1.5\n")
+    assert calibrate_main(["--model", str(model), "--unlabelled-images", images, "--class-rates",
+                           str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.txt:2: expected a rate between 0 and 1" in err[0]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--unlabelled-images", "x"], "needs --model-dir"),
     (["--labelled-split", "trainval"], "needs --dataset-config-file"),

@@ -212,9 +212,9 @@ def test_run_sh_reads_its_datasets_from_the_specs(tmp_path):
     builtin = subprocess.run(["bash", "run.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, "PYTHON": sys.executable})
     assert builtin.returncode == 0
-    assert builtin.stderr.startswith("usage: bash run.sh {demo|voc2007|coco|nuswide} [CFG] [SEEDS]")
+    assert builtin.stderr.startswith("usage: bash run.sh {demo|app|voc2007|coco|nuswide} [CFG] [SEEDS]")
     proc = _run_sh(tmp_path, "--help")
-    assert proc.returncode == 0 and "{demo|voc2007|coco|nuswide|toy} [CFG]" in proc.stderr
+    assert proc.returncode == 0 and "{demo|app|voc2007|coco|nuswide|toy} [CFG]" in proc.stderr
     data = tmp_path / "data"
     proc = _run_sh(tmp_path, "toy-tsv", DATA=str(data))
     assert proc.returncode == 2 and f"{data}/toy/test.tsv is missing: toy needs it" in proc.stderr

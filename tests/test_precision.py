@@ -189,8 +189,10 @@ def test_fp16_alias_and_conflict(tiny, tmp_path, capsys):
     rc, stdout, _ = export(["--model-dir", str(base / "run"), "--output", str(b), "--precision", "fp16"], capsys)
     assert rc == 0 and "gate fp16 vs fp32 on 32 images" in stdout
     assert read_onnx_metadata(a).precision == read_onnx_metadata(b).precision == "fp16"
-    ids = (read_onnx_metadata(a).export_id.encode(), read_onnx_metadata(b).export_id.encode())
-    assert a.read_bytes().replace(*ids) == b.read_bytes()  # the same file but for its export id
+    ma, mb = read_onnx_metadata(a), read_onnx_metadata(b)
+    same = a.read_bytes().replace(ma.export_id.encode(), mb.export_id.encode())
+    same = same.replace(ma.exported.encode(), mb.exported.encode())
+    assert same == b.read_bytes()  # the same file but for its export id and time
     rc, _, err = export(["--model-dir", str(base / "run"), "--output", str(tmp_path / "c.onnx"), "--fp16",
                          "--precision", "int8"], capsys)
     assert rc == 2 and "--fp16 means --precision fp16" in err and len(err.strip().splitlines()) == 1

@@ -39,7 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("coco_captions", "localized_narratives", "text")
+SOURCES = ("coco_captions", "localized_narratives", "text", "generated")
 AUTO = "auto"
 # Bump when the stored layout or the build recipe changes, so caches are rebuilt.
 # 2: caption selection (all / caption ids / k per image) in the settings and the stats.
@@ -49,6 +49,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "coco_captions": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
     "localized_narratives": {"rarest_assignment": True, "per_class_cap": 1000, "max_words": 77},
     "text": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
+    "generated": {"rarest_assignment": False, "per_class_cap": None, "max_words": None},
 }
 
 
@@ -271,7 +272,7 @@ def _read_source(source: str, path: Path, exclude: set[int] | None, selection: C
         return texts
     if source == "localized_narratives":
         return read_localized_narratives(path, stats=stats)
-    return read_text_file(path, stats=stats)
+    return read_text_file(path, stats=stats)  # "text", and "generated" (a text file the generator wrote)
 
 
 def _warn_about_undecodable_lines(corpus: CaptionCorpus, path: Path) -> None:

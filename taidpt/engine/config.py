@@ -120,12 +120,18 @@ def extend_cfg(cfg: CN) -> CN:
     cfg.MODEL.BACKBONE.ALLOW_TORCHSCRIPT_CODE = False
 
     cfg.DATASET.CLASS_LIST = ""  # "" = the dataset's own; a name (voc2007, coco2014, nuswide) or a file
-    cfg.DATASET.CAPTION_SOURCE = ""  # "" = the dataset's default; coco_captions | localized_narratives | text
+    # "" = the dataset's default; coco_captions | localized_narratives | text | generated (no caption file)
+    cfg.DATASET.CAPTION_SOURCE = ""
     cfg.DATASET.CAPTION_FILE = ""  # "" = the dataset's default path; relative paths resolve against ROOT
     cfg.DATASET.EXCLUDE_TEST_CAPTIONS = False  # drop COCO captions of test images (the reference keeps them)
     cfg.DATASET.CAPTION_IDS = ""  # COCO caption ids to train on (json list, one per line, or a pickled list); wins over CAPTIONS_PER_IMAGE
     cfg.DATASET.CAPTIONS_PER_IMAGE = 0  # COCO: k captions per image drawn with CAPTION_SAMPLE_SEED; 0 = every caption
     cfg.DATASET.CAPTION_SAMPLE_SEED = 0  # seed of that draw (fixed, not SEED: every training seed sees the same corpus)
+    cfg.DATASET.GENERATED_SENTENCES = 10000  # CAPTION_SOURCE generated: sentences written from the class list
+    cfg.DATASET.GENERATED_SEED = 0  # ... the generator's seed (not SEED: every training seed sees the same corpus)
+    cfg.DATASET.GENERATED_MIX = (0.5, 0.35, 0.15)  # ... shares of sentences naming 1, 2, 3 classes
+    cfg.DATASET.GENERATED_FREQUENCIES = ""  # ... file of "class, weight" lines (relative to ROOT); "" = equal
+    cfg.DATASET.GENERATED_PAIRS = ""  # ... file of "class, class[, weight]" lines: classes seen together
     cfg.DATASET.CAPTION_CAP = -1  # per-class cap after rarest-class assignment; -1 = source default
     cfg.DATASET.ADD_TEMPLATES = True  # add the 89 template sentences per class
     cfg.DATASET.LEMMATIZER = "auto"  # auto | nltk | lemminflect

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taidpt.export.calibration_data import CalibrationDataError, caption_frequencies, check_readable, labelled_split
+from taidpt.export.calibration_data import (CalibrationDataError, caption_frequencies, check_readable, given_rates,
+                                            labelled_split)
 from taidpt.export.threshold_store import store_thresholds
 from taidpt.export.thresholds import MIN_SUPPORT, ClassCut, f1_optimal, rate_matching
 from taidpt.serve.infer import InputError, collect_images
@@ -101,14 +102,21 @@ def calibrate_labelled(model: Runner, cfg: Any, split: str, *, batch_size: int =
 
 
 def calibrate_label_free(model: Runner, cfg: Any, paths: Sequence[str], *, batch_size: int = 32, workers: int = 4,
-                         progress: bool = False) -> Calibration:
-    """Thresholds at which each class's positive rate on the unlabelled ``paths`` equals its caption frequency."""
+                         progress: bool = False, rates_file: str = "") -> Calibration:
+    """Thresholds at which each class's positive rate on the unlabelled ``paths`` equals its caption frequency,
+    or the rate ``rates_file`` gives it (then ``cfg`` is not read)."""
     names = list(model.metadata.classnames)
-    freqs = caption_frequencies(cfg, names, progress=progress)
+    if rates_file:
+        rates = given_rates(rates_file, names)
+        source = f"the rates of {Path(rates_file).name}"
+    else:
+        freqs = caption_frequencies(cfg, names, progress=progress)
+        rates = freqs.rates
+        source = (f"caption frequency ({freqs.n_captions} captions of {Path(freqs.source).name}, "
+                  f"templates left out)")
     preds = _score(model, paths, batch_size, workers, progress)
-    cuts = rate_matching(preds.scores, freqs.rates)
-    text = (f"label-free: positive rate = caption frequency ({freqs.n_captions} captions of "
-            f"{Path(freqs.source).name}, templates left out) on {len(preds.paths)} unlabelled images")
+    cuts = rate_matching(preds.scores, rates)
+    text = f"label-free: positive rate = {source} on {len(preds.paths)} unlabelled images"
     result = Calibration(names, cuts, text, len(preds.paths), len(preds.skipped))
     result.check_support()
     return result
@@ -121,15 +129,18 @@ def store(model_path: str | Path, result: Calibration, output: str | Path | None
 
 
 def store_label_free(model_path: str | Path, run_dir: str, paths: Sequence[str], opts: Sequence[str] = (), *,
-                     batch_size: int = 32, workers: int = 4, progress: bool = False) -> Calibration:
-    """Label-free thresholds for an exported model from unlabelled ``paths`` and the run's captions,
-    stored in the model file (what ``python -m export.onnx --label-free-thresholds`` does after writing it)."""
+                     batch_size: int = 32, workers: int = 4, progress: bool = False,
+                     rates_file: str = "") -> Calibration:
+    """Label-free thresholds for an exported model from unlabelled ``paths`` and the run's captions (or
+    ``rates_file``), stored in the model file (what ``python -m export.onnx --label-free-thresholds`` does
+    after writing it)."""
     from taidpt.engine.run import Run
 
     cfg = Run(run_dir).config(opts=list(opts))
     model = open_model(model_path, max_batch=batch_size)
     try:
-        result = calibrate_label_free(model, cfg, paths, batch_size=batch_size, workers=workers, progress=progress)
+        result = calibrate_label_free(model, cfg, paths, batch_size=batch_size, workers=workers, progress=progress,
+                                      rates_file=rates_file)
     finally:
         model.close()
     store(model_path, result)
@@ -150,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-config-file", default="", help="with --labelled-split: e.g. configs/datasets/voc2007.yaml")
     p.add_argument("--config-file", action="append", default=[], help="with --labelled-split: method yaml(s)")
     p.add_argument("--model-dir", default="", help="with --unlabelled-images: the run folder (its caption corpus)")
+    p.add_argument("--class-rates", default="", metavar="FILE",
+                   help="with --unlabelled-images: 'class name, rate' per line, the fraction of your images showing "
+                        "each class, instead of the run's caption frequencies (needed after generated captions)")
     p.add_argument("--root", default="", help="dataset root (DATASET.ROOT; default: the config's or the run's)")
     p.add_argument("--output", default="", help="write the calibrated model here (default: rewrite --model)")
     p.add_argument("--report", default="", help="also write the per-class table as JSON")
@@ -163,13 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> Any:
     """The dataset config (labelled) or the run's config (label-free), with --root and KEY VALUE applied."""
     if args.labelled_split is not None:
+        if args.class_rates:
+            raise CalibrationDataError("--class-rates goes with --unlabelled-images (label-free thresholds)")
         if not args.dataset_config_file:
             raise CalibrationDataError("--labelled-split needs --dataset-config-file (the dataset the split belongs to)")
         from taidpt.export.evaluate import load_eval_config
 
         return load_eval_config(args.dataset_config_file, args.config_file, args.root, args.opts)
+    if args.class_rates:
+        return None  # the rates come from the file: no run is read
     if not args.model_dir:
-        raise CalibrationDataError("--unlabelled-images needs --model-dir RUN (the run whose captions give the rates)")
+        raise CalibrationDataError("--unlabelled-images needs --model-dir RUN (the run whose captions give the rates) "
+                                   "or --class-rates FILE")
     from taidpt.engine.run import Run
 
     return Run(args.model_dir).config(opts=[*(["DATASET.ROOT", args.root] if args.root else []), *args.opts])
@@ -191,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _config(args)
         paths = collect_images(args.unlabelled_images) if args.unlabelled_images is not None else []
         model = open_model(args.model, args.providers, threads=args.threads, max_batch=args.batch_size)
+        if args.class_rates:
+            try:
+                given_rates(args.class_rates, model.metadata.classnames)  # a bad line stops here, before scoring
+            except ValueError:
+                model.close()
+                raise
     except (CalibrationDataError, InputError, OutputPathError, ModelLoadError, MetadataError, KeyError, ValueError,
             FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
@@ -200,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.labelled_split is not None:
             result = calibrate_labelled(model, cfg, args.labelled_split, **options)
         else:
-            result = calibrate_label_free(model, cfg, paths, **options)
+            result = calibrate_label_free(model, cfg, paths, rates_file=args.class_rates, **options)
     except CalibrationDataError as exc:
         print(f"error: {exc}; {args.model} was left unchanged", file=sys.stderr)
         return 2

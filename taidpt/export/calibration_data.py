@@ -102,10 +102,33 @@ def _class_list(cfg: Any) -> Any:
     return class_list_of(cfg)
 
 
+def given_rates(path: str, classnames: Sequence[str]) -> np.ndarray:
+    """Target rates ``[C]`` from a file of ``class name, rate`` lines (every class, each rate in [0, 1])."""
+    from taidpt.captions.class_values import read_class_values
+    from taidpt.captions.classes import ClassList
+
+    return read_class_values(path, ClassList.from_names("model", list(classnames)),
+                             what="a rate between 0 and 1 (the fraction of images showing the class)", high=1.0)
+
+
+def check_caption_rates(cfg: Any) -> None:
+    """Raise :class:`CalibrationDataError` when the run's caption frequencies say nothing about images:
+    its sentences were generated from the class list, so their rates are the generator's."""
+    from taidpt.images.registry import GENERATED
+
+    if cfg.DATASET.CAPTION_SOURCE == GENERATED:
+        raise CalibrationDataError("the run trained on sentences generated from its class list (DATASET.CAPTION_SOURCE "
+                                   "generated): their class frequencies are the generator's, not your images', so "
+                                   "there are no caption rates to calibrate on; give --class-rates FILE ('class name, "
+                                   "rate' per line: the fraction of your images that show the class)")
+
+
 def caption_frequencies(cfg: Any, classnames: Sequence[str], progress: bool = False) -> CaptionFrequencies:
-    """How often each of ``classnames`` is named by the caption sentences of the run configured by ``cfg``."""
+    """How often each of ``classnames`` is named by the caption sentences of the run configured by ``cfg``
+    (refused for generated sentences: :func:`check_caption_rates`)."""
     from taidpt.images.registry import caption_source_and_path, load_caption_corpus
 
+    check_caption_rates(cfg)
     corpus = load_caption_corpus(cfg, _class_list(cfg), progress=progress)
     column = {c: i for i, c in enumerate(corpus.classnames)}
     missing = [c for c in classnames if c not in column]

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-free-thresholds", action="store_true",
                    help="also store per-class decision thresholds chosen without labels: each class predicted on as "
                         "many --calibration-images as the run's captions name it (needs --model-dir; any precision)")
+    p.add_argument("--class-rates", default="", metavar="FILE",
+                   help="with --label-free-thresholds: 'class name, rate' per line (the fraction of your images showing "
+                        "each class) instead of the run's caption frequencies; needed after generated captions")
     p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT,
                    help=f"int8: use at most this many calibration images, evenly spaced ({CALIBRATION_COUNT})")
     p.add_argument("--gate-root", default="", help="fp16/int8 gate: root of a labelled set (DATASET.ROOT)")
@@ -131,6 +134,13 @@ def precision_inputs(args: argparse.Namespace) -> PrecisionInputs:
     if args.label_free_thresholds and not (args.calibration_images and args.model_dir):
         raise ValueError("--label-free-thresholds needs --calibration-images DIR|LIST (unlabelled target images) and "
                          "--model-dir RUN (whose captions give each class's rate)")
+    if args.class_rates and not args.label_free_thresholds:
+        raise ValueError("--class-rates goes with --label-free-thresholds (the rates the thresholds are chosen for)")
+    if args.label_free_thresholds and not args.class_rates:
+        from taidpt.engine.run import Run
+        from taidpt.export.calibration_data import check_caption_rates
+
+        check_caption_rates(Run(args.model_dir).config(opts=list(args.opts)))
     if precision == "int8" and args.open_vocabulary:
         raise ValueError("--open-vocabulary makes fp32 or fp16 companion graphs only; export int8 without it")
     parity = collect_images(args.parity_images) if args.parity_images else []
@@ -254,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ExportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    meta = meta.replace(exported=export_time())
     h, w = meta.image_size
     _print(f"{meta.trainer} {meta.backbone} ({meta.weights} weights), {meta.num_classes} classes, "
            f"{h}x{w} px{', ' + meta.checkpoint if meta.checkpoint else ''}")
@@ -262,7 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     images = parity_inputs(meta, max(args.batch_sizes), inputs.parity_paths)
     reference = torch_reference(loaded.scorer, images, args.batch_sizes)  # also fills the positional cache
-    meta = meta.replace(exported=export_time())
 
     for stale in sweep_staging(out.parent):
         _print(f"note: removed {stale}, the staging folder of an export that was killed")
@@ -296,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from taidpt.export.calibrate import store_label_free
 
         try:
-            result = store_label_free(out, args.model_dir, inputs.calibration_paths, args.opts)
+            result = store_label_free(out, args.model_dir, inputs.calibration_paths, args.opts,
+                                      rates_file=args.class_rates)
         except Exception as exc:  # noqa: BLE001 - the model stays written; one line says what is missing
             msg = str(exc.args[0] if exc.args else exc).splitlines()[0]
             print(f"error: label-free thresholds failed ({msg}); {out} was written without them: calibrate it with "

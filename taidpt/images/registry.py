@@ -25,6 +25,8 @@ from yacs.config import CfgNode
 from taidpt.captions.builder import CorpusRecipe, build_corpus
 from taidpt.captions.classes import ClassList, load_class_list
 from taidpt.captions.corpus import CaptionCorpus
+from taidpt.captions.generated_cache import generated_caption_file
+from taidpt.captions.generator import GeneratorRecipe, recipe_from_files
 from taidpt.captions.labelling import CaptionLabeller
 from taidpt.captions.lemmatize import get_lemmatizer
 from taidpt.captions.selection import CaptionSelection
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 COCO_CAPTIONS = "COCO/annotations/captions_train2017.json"
 NARRATIVES = "OpenImages/captions/open_images_train_v6_captions.jsonl"
+GENERATED = "generated"  # DATASET.CAPTION_SOURCE: sentences written from the class list, no caption file
 
 # (cfg, split, class list or None) -> images; ``split`` is a split name, or the annotation file of an
 # ``annotation`` dataset as the config writes it.
@@ -272,10 +275,34 @@ def caption_selection(cfg: CfgNode, source: str) -> CaptionSelection | None:
     return CaptionSelection(per_image=per_image, seed=int(cfg.DATASET.CAPTION_SAMPLE_SEED))
 
 
+def generator_recipe(cfg: CfgNode, classes: ClassList) -> GeneratorRecipe:
+    """The corpus generator's recipe of ``cfg`` (``DATASET.GENERATED_*``; files relative to DATASET.ROOT)."""
+    d = cfg.DATASET
+    return recipe_from_files(classes, n=int(d.GENERATED_SENTENCES), seed=int(d.GENERATED_SEED),
+                             mix=tuple(d.GENERATED_MIX),
+                             frequencies=_under_root(cfg, d.GENERATED_FREQUENCIES) if d.GENERATED_FREQUENCIES else "",
+                             pairs=_under_root(cfg, d.GENERATED_PAIRS) if d.GENERATED_PAIRS else "")
+
+
+def _sentence_file(cfg: CfgNode, classes: ClassList, labeller: CaptionLabeller) -> tuple[str, str, dict | None]:
+    """``(source, path, how the sentences were generated or None)`` of the caption corpus of ``cfg``."""
+    if cfg.DATASET.CAPTION_SOURCE != GENERATED:
+        return (*caption_source_and_path(cfg), None)
+    if cfg.DATASET.CAPTION_FILE:
+        log.warning("DATASET.CAPTION_FILE %s is not read: CAPTION_SOURCE generated writes its own sentences "
+                    "(train on a file of captions plus generated ones with CAPTION_SOURCE text)",
+                    cfg.DATASET.CAPTION_FILE)
+    file, generated = generated_caption_file(default_cache_dir(cfg) / "generated", classes, labeller,
+                                             generator_recipe(cfg, classes))
+    return GENERATED, str(file), generated
+
+
 def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True) -> CaptionCorpus:
-    """Build (or reuse from the cache) the labelled caption corpus for ``cfg``."""
+    """Build (or reuse from the cache) the labelled caption corpus for ``cfg``; with ``CAPTION_SOURCE
+    generated``, of sentences written from the class list, recorded in the stats (``generator``)."""
     spec = get_spec(cfg.DATASET.NAME)
-    source, path = caption_source_and_path(cfg)
+    labeller = CaptionLabeller(classes, get_lemmatizer(cfg.DATASET.LEMMATIZER))
+    source, path, generated = _sentence_file(cfg, classes, labeller)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"caption file not found: {path} (set DATASET.CAPTION_FILE, relative to "
                                 f"DATASET.ROOT={cfg.DATASET.ROOT!r})")
@@ -288,7 +315,6 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
             exclude = read_coco_image_ids(_under_root(cfg, spec.coco_test_ids))
             log.info("excluding captions of %d test images", len(exclude))
     cap = int(cfg.DATASET.CAPTION_CAP)
-    labeller = CaptionLabeller(classes, get_lemmatizer(cfg.DATASET.LEMMATIZER))
     recipe = CorpusRecipe(add_templates=bool(cfg.DATASET.ADD_TEMPLATES), exclude_image_ids=exclude,
                           per_class_cap="auto" if cap < 0 else (cap or None), selection=caption_selection(cfg, source))
     corpus = build_corpus(source, path, classes, labeller, recipe, cache_dir=default_cache_dir(cfg) / "corpora",
@@ -296,4 +322,6 @@ def load_caption_corpus(cfg: CfgNode, classes: ClassList, progress: bool = True)
     if corpus.n_captions == 0:
         raise ValueError(f"no sentence of {path} names a class of {classes.dataset!r} ({corpus.stats.get('dropped_no_class', 0)} sentences "
                          f"without a class, lemmatizer {corpus.lemmatizer}): check DATASET.CAPTION_FILE and DATASET.CLASS_LIST")
+    if generated is not None:
+        corpus.stats = {**corpus.stats, "generator": generated}
     return corpus
