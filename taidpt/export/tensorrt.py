@@ -70,8 +70,8 @@ def fp16_source(onnx_path: str | os.PathLike, metadata: ModelMetadata) -> tuple[
         other = read_onnx_metadata(candidate)
     except MetadataError:
         return fp16_onnx_path(onnx_path, "trt-fp16"), False
-    same = other.precision == "fp16" and other.replace(precision=metadata.precision,
-                                                       export_id=metadata.export_id) == metadata
+    same = other.precision == "fp16" and other.replace(precision=metadata.precision, export_id=metadata.export_id,
+                                                       exported=metadata.exported) == metadata
     return (candidate, True) if same else (fp16_onnx_path(onnx_path, "trt-fp16"), False)
 
 
