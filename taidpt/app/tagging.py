@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ class Tagger:
         self.predictor = predictor
         self.max_classes, self.max_images, self.max_megapixels = max_classes, max_images, max_megapixels
         self.model_sha256 = file_sha256(predictor.runner.path)
+        # The predictor's cache of class lists is not thread-safe, and opening a list may close another
+        # that a click is scoring with: one caller at a time.
+        self._lock = threading.RLock()
 
     @property
     def trained_classes(self) -> tuple[str, ...]:
@@ -125,6 +129,10 @@ class Tagger:
 
     def decision(self, classes: Sequence[str], choice: RuleChoice) -> tuple[Runner, Decision]:
         """The runner that scores ``classes`` and the rule the user chose for them."""
+        with self._lock:
+            return self._decision(classes, choice)
+
+    def _decision(self, classes: Sequence[str], choice: RuleChoice) -> tuple[Runner, Decision]:
         try:
             runner, own = self.predictor.for_classes(list(classes))
             if choice.mode == TOP_K_RULE:
@@ -142,11 +150,13 @@ class Tagger:
             raise PageInputError("no image: upload one or more images first")
         if len(files) > self.max_images:
             raise PageInputError(f"{len(files)} files: this page scores at most {self.max_images} per run")
-        runner, decision = self.decision(self.classes(class_text), choice)
+        classes = self.classes(class_text)
         t0 = time.perf_counter()
         refused = {i: upload_problem(f, self.max_megapixels) for i, f in enumerate(files)}
         readable = [i for i, reason in refused.items() if not reason]
-        preds, _ = self.predictor.score([files[i] for i in readable], classes=list(decision.classnames))
+        with self._lock:
+            runner, decision = self._decision(classes, choice)
+            preds, _ = self.predictor.score([files[i] for i in readable], classes=list(decision.classnames))
         rows = [Row(Path(f).name, error=refused[i]) for i, f in enumerate(files)]
         skipped = iter(preds.skipped)
         scored = dict(zip(preds.indices, range(len(preds.indices))))
