@@ -193,3 +193,17 @@ def test_importing_taidpt_opts_out_of_telemetry_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "ORT_DISABLE_TELEMETRY": "0"},
                          capture_output=True, text=True).stdout
     assert out.split()[0] == "0"
+
+
+def test_old_download_folders_are_swept(tmp_path):
+    from taidpt.app.page import sweep
+
+    old, new = tmp_path / "run-old", tmp_path / "run-new"
+    for folder in (old, new):
+        folder.mkdir()
+        (folder / "results.csv").write_text("x")
+    os.utime(old, (1, 1))
+    (tmp_path / "other").mkdir()
+    os.utime(tmp_path / "other", (1, 1))
+    sweep(tmp_path)
+    assert not old.exists() and new.exists() and (tmp_path / "other").exists()

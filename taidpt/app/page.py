@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +27,19 @@ from taidpt.serve.result_log import ResultLogError
 log = logging.getLogger(__name__)
 SHIFT_RANGE = 10.0  # the threshold shift slider spans +-10 logit units
 QUEUE_SIZE = 32  # requests waiting beyond the one being scored
+KEEP_SECONDS = 3600  # download files and gradio's copies of uploads and outputs live this long
+
+
+def sweep(folder: Path, older_than: float = KEEP_SECONDS) -> None:
+    """Remove the per-click download folders in ``folder`` not touched for ``older_than`` seconds (gradio
+    has long since copied their files into its own cache, which ``delete_cache`` empties)."""
+    limit = time.time() - older_than
+    for old in folder.glob("run-*"):
+        try:
+            if old.stat().st_mtime < limit:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _choice(rule: Any, k: Any, shift: Any) -> RuleChoice:
@@ -72,6 +87,7 @@ class PageHandlers:
                     gr.update())
         headers, rows = logits_table(tagged)
         message = ""
+        sweep(self.download_root)
         folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.download_root))
         try:
             downloads = [str(p) for p in self.tagger.downloads(tagged, folder)]
@@ -94,7 +110,8 @@ def build_page(tagger: Tagger, *, download_root: str | os.PathLike, examples: Se
     box_info = ("comma-separated; type any names to replace the trained classes (open-vocabulary export)"
                 if predictor.open_vocabulary else
                 "the trained classes; this export cannot score others (export with --open-vocabulary)")
-    with gr.Blocks(title="taidpt tagger", analytics_enabled=False) as page:
+    with gr.Blocks(title="taidpt tagger", analytics_enabled=False,
+                   delete_cache=(KEEP_SECONDS, KEEP_SECONDS)) as page:
         gr.Markdown(f"## Multi-label tagging with {meta.trainer or 'a TaI-DPT'} model ({meta.backbone})")
         with gr.Row():
             with gr.Column(scale=1):
