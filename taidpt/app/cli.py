@@ -10,7 +10,6 @@ See docs/app.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
