@@ -177,11 +177,25 @@ def test_the_command_refuses_bad_input_in_one_line(models, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, proc.stderr)
 
 
-def test_bind_note_warns_off_this_machine():
+def test_the_server_says_where_it_listens(models):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "taidpt.app", "--model", str(models["open"]), "--host", "0.0.0.0",
+                             "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert line.startswith(f"taidpt app: serving on 0.0.0.0:{port}, NOT only this machine") and "--host 127.0.0.1" in line
+
     from taidpt.app.cli import bind_note
 
-    assert "this machine only" in bind_note("127.0.0.1", 7860)
-    assert "NOT only this machine" in bind_note("0.0.0.0", 7860) and "--host 127.0.0.1" in bind_note("0.0.0.0", 1)
+    assert bind_note("127.0.0.1", 7860) == "taidpt app: http://127.0.0.1:7860/ (this machine only; Ctrl-C stops it)"
 
 
 def test_importing_taidpt_opts_out_of_telemetry_unless_the_user_chose():
