@@ -14,7 +14,8 @@ from typing import Sequence
 
 from taidpt.captions.generator import DEFAULT_MIX, generate_sentences, recipe_from_files
 from taidpt.captions.lemmatize import BACKENDS, LemmatizerUnavailable
-from taidpt.utils.atomic import OutputPathError, atomic_write_text, check_writable
+from taidpt.captions.sources import write_text_file
+from taidpt.utils.atomic import OutputPathError, check_writable
 from taidpt.utils.commands import prog_name
 
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        atomic_write_text(args.out, "".join(s + "\n" for s in result.sentences))
+        write_text_file(args.out, result.sentences)
     except OSError as exc:
         print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1

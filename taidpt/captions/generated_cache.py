@@ -16,7 +16,8 @@ from taidpt.captions.classes import ClassList
 from taidpt.captions.generator import GeneratorRecipe, generate_sentences
 from taidpt.captions.labelling import CaptionLabeller
 from taidpt.captions.phrasing import load_grammar
-from taidpt.utils.atomic import atomic_write_json, atomic_write_text
+from taidpt.captions.sources import write_text_file
+from taidpt.utils.atomic import atomic_write_json
 
 __all__ = ["generated_caption_file"]
 
@@ -43,6 +44,6 @@ def generated_caption_file(folder: str | Path, classes: ClassList, labeller: Cap
     result = generate_sentences(classes, labeller, recipe, grammar)
     record = {"settings": settings, "stats": {k: v for k, v in result.stats.items() if k != "recipe"}}
     # The sentences first: the record appearing is what marks the pair complete.
-    atomic_write_text(text_path, "".join(s + "\n" for s in result.sentences))
+    write_text_file(text_path, result.sentences)
     atomic_write_json(record_path, record)
     return text_path, record

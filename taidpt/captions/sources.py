@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from taidpt.captions.selection import CaptionSelection, CocoCaptions, selected_rows
+from taidpt.utils.atomic import atomic_write_text
 from taidpt.utils.safe_pickle import load_plain
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "read_coco_image_ids",
     "read_localized_narratives",
     "read_text_file",
+    "write_text_file",
 ]
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -245,6 +247,19 @@ def read_localized_narratives(path: str | Path, *, stats: dict | None = None) ->
     if stats is not None:
         stats.update(sentences_read=read, dropped_empty=empty)
     return texts
+
+
+def write_text_file(path: str | Path, sentences: Iterable[str]) -> Path:
+    """Write ``sentences`` one per line (UTF-8, atomically): the format :func:`read_text_file` reads.
+
+    A sentence holding a line break would silently become two samples, so it is an error.
+    """
+    sentences = list(sentences)
+    for k, text in enumerate(sentences):
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"sentence {k} contains a line break: {text!r}")
+    atomic_write_text(path, "".join(f"{t}\n" for t in sentences))
+    return Path(path)
 
 
 def read_text_file(path: str | Path, *, stats: dict | None = None) -> list[str]:

@@ -15,7 +15,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["write_voc_dataset", "write_caption_file"]
+from taidpt.captions.sources import write_text_file
+
+__all__ = ["write_voc_dataset", "write_caption_file", "write_image_list"]
 
 _JPEG_QUALITY = 95
 
@@ -76,15 +78,17 @@ def write_voc_dataset(root: str | os.PathLike, images: Sequence[Image.Image] | n
 
 
 def write_caption_file(path: str | os.PathLike, captions: Iterable[str]) -> Path:
-    """Write ``captions`` one per line (UTF-8), the plain-text caption corpus format.
+    """Write ``captions`` one per line (UTF-8), the plain-text caption corpus format
+    (:func:`taidpt.captions.sources.write_text_file`; a caption holding a line break is an error)."""
+    return write_text_file(path, captions)
 
-    A caption holding a line break would silently become two samples, so it is an error.
-    """
-    path = Path(path)
-    caps = list(captions)
-    for k, cap in enumerate(caps):
-        if "\n" in cap or "\r" in cap:
-            raise ValueError(f"caption {k} contains a line break: {cap!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{c}\n" for c in caps), encoding="utf-8")
-    return path
+
+def write_image_list(root: str | os.PathLike, split: str, out: str | os.PathLike, limit: int | None = None) -> Path:
+    """A list file (one absolute path per line) of the JPEG images of ``split`` under the VOC layout at
+    ``root``, in the split's order, the first ``limit`` of them (all when None); their labels are not read."""
+    voc = Path(root).resolve() / "VOCdevkit" / "VOC2007"
+    ids = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text(encoding="utf-8").split()[:limit]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{voc / 'JPEGImages' / i}.jpg\n" for i in ids), encoding="utf-8")
+    return out
