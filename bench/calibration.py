@@ -60,14 +60,6 @@ def command(args: list[str]) -> None:
     print(f"python {shlex.join(args)}  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
 
-def trainval_list(data_dir: Path, out: Path, limit: int | None) -> Path:
-    """A list file of the trainval images (their labels are not read)."""
-    voc = data_dir / "VOCdevkit" / "VOC2007"
-    ids = (voc / "ImageSets" / "Main" / "trainval.txt").read_text(encoding="utf-8").split()
-    out.write_text("".join(f"{voc / 'JPEGImages' / i}.jpg\n" for i in ids[:limit]), encoding="utf-8")
-    return out
-
-
 def rule_metrics(rule, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """CP/CR/CF1/OP/OR/OF1 (percent) and labels per image of one decision rule."""
     from taidpt.evaluation.metrics import multilabel_prf
@@ -80,6 +72,7 @@ def rule_metrics(rule, logits: np.ndarray, targets: np.ndarray) -> dict[str, flo
 
 def measure_run(run_dir: Path, data: Path, out: Path, limit: int | None) -> dict:
     """Export one run, calibrate it both ways with the command, and score every rule on the test images."""
+    from taidpt.demo.voc_writer import write_image_list
     from taidpt.engine.run import Run
     from taidpt.export.thresholds import f1_optimal
     from taidpt.images.registry import load_test_set
@@ -95,7 +88,7 @@ def measure_run(run_dir: Path, data: Path, out: Path, limit: int | None) -> dict
     command(["-m", "export.calibrate", "--model", str(model), "--output", str(labelled), "--labelled-split", "trainval",
              "--dataset-config-file", str(DEMO_DATASET_YAML), "--root", str(data), "--no-progress",
              "--report", str(out / "labelled.json")])
-    images = trainval_list(data, out / "trainval_images.txt", limit)
+    images = write_image_list(data, "trainval", out / "trainval_images.txt", limit)
     command(["-m", "export.calibrate", "--model", str(model), "--output", str(label_free), "--unlabelled-images",
              str(images), "--model-dir", str(run_dir), "--no-progress", "--report", str(out / "label_free.json")])
 

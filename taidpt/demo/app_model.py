@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from taidpt.demo.voc_writer import write_image_list
 from taidpt.serve.metadata import MetadataError, read_onnx_metadata
 
 RUN = "taidpt_seed1"  # the demo run the page serves
@@ -52,24 +53,13 @@ def unlabelled_list(demo: Path, n: int = N_UNLABELLED) -> Path:
     are not read: the unlabelled images the thresholds are chosen on."""
     from taidpt.demo.image_prompting import write_train_split
 
-    data = demo.resolve() / "data"
-    write_train_split(data, n)
-    voc = data / "VOCdevkit" / "VOC2007"
-    ids = (voc / "ImageSets" / "Main" / "trainval.txt").read_text(encoding="utf-8").split()
-    listing = demo / "app" / "unlabelled.txt"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{voc / 'JPEGImages' / i}.jpg\n" for i in ids), encoding="utf-8")
-    return listing
+    write_train_split(demo / "data", n)
+    return write_image_list(demo / "data", "trainval", demo / "app" / "unlabelled.txt")
 
 
 def example_list(demo: Path, n: int = N_EXAMPLES) -> Path:
     """A list file of the first ``n`` demo test images."""
-    voc = demo.resolve() / "data" / "VOCdevkit" / "VOC2007"
-    ids = (voc / "ImageSets" / "Main" / "test.txt").read_text(encoding="utf-8").split()[:n]
-    listing = demo / "app" / "examples.txt"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{voc / 'JPEGImages' / i}.jpg\n" for i in ids), encoding="utf-8")
-    return listing
+    return write_image_list(demo / "data", "test", demo / "app" / "examples.txt", limit=n)
 
 
 def prepare(demo: Path, *, n_unlabelled: int = N_UNLABELLED) -> tuple[Path, Path]:
