@@ -61,13 +61,13 @@ def bind_note(host: str, port: int) -> str:
 
 def launch(page: Any, host: str, port: int, examples: Sequence[str] = ()) -> str:
     """Start ``page`` in a background thread on ``host:port``; returns its local URL."""
-    from taidpt.app.page import page_css
+    from taidpt.app.render import CSS
 
     folders = sorted({str(Path(e).resolve().parent) for e in examples})
     _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                             show_error=False, share=False, inbrowser=False, allowed_paths=folders,
                             max_file_size=MAX_FILE_SIZE, ssr_mode=False, mcp_server=False, pwa=False,
-                            enable_monitoring=False, css=page_css())
+                            enable_monitoring=False, css=CSS)
     return url
 
 

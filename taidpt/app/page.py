@@ -11,6 +11,7 @@ own results. See docs/app.md.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from taidpt.app.render import CSS, decision_markdown, finite_or_zero, logits_table, model_card, results_html
+from taidpt.app.render import decision_markdown, logits_table, model_card, results_html
 from taidpt.app.tagging import MODEL_RULE, RULES, PageInputError, RuleChoice, Tagger
 from taidpt.serve.decision import DEFAULT_TOP_K
 from taidpt.serve.result_log import ResultLogError
@@ -42,8 +43,17 @@ def sweep(folder: Path, older_than: float = KEEP_SECONDS) -> None:
             pass
 
 
+def _number(value: Any) -> float:
+    """A slider's value as a float (0 for an empty or non-finite one)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
 def _choice(rule: Any, k: Any, shift: Any) -> RuleChoice:
-    return RuleChoice(str(rule or MODEL_RULE), int(finite_or_zero(k) or DEFAULT_TOP_K), finite_or_zero(shift))
+    return RuleChoice(str(rule or MODEL_RULE), int(_number(k) or DEFAULT_TOP_K), _number(shift))
 
 
 def _message(text: str) -> str:
@@ -146,8 +156,4 @@ def build_page(tagger: Tagger, *, download_root: str | os.PathLike, examples: Se
     page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return page
 
-
-def page_css() -> str:
-    """The page's own style sheet (result cards and bars)."""
-    return CSS
 

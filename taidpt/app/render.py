@@ -5,7 +5,6 @@ they are tested without a browser; every user-given string is HTML-escaped here.
 
 from __future__ import annotations
 
-import math
 from html import escape
 from typing import Any
 
@@ -106,11 +105,3 @@ def model_card(meta: ModelMetadata, *, sha256: str, provider: str, open_vocabula
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return "### Model card\n\n| | |\n|---|---|\n" + body
 
-
-def finite_or_zero(value: Any) -> float:
-    """A slider's value as a float (0 for an empty or non-finite one)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return value if math.isfinite(value) else 0.0
